@@ -1,0 +1,1 @@
+"""Monte Carlo gradient mollification: pure numerics (numpy, scipy), no transport, no runtime."""

@@ -1,0 +1,1 @@
+"""ONNX gradient graphs, the runtime wrapper, exporters and the bundled demo models."""

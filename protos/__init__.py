@@ -1,0 +1,1 @@
+"""The versioned gRPC contract (``mollify.v1``) and its generated Python stubs."""

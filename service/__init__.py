@@ -1,0 +1,1 @@
+"""The gRPC explanation service, its model repository, settings and the CLI client."""

@@ -1,0 +1,40 @@
+"""The ``mollify`` command: one sub-command per module, each with ``register(subparsers)``.
+
+A sub-command module defines ``register(subparsers: argparse._SubParsersAction) -> None``,
+which adds its parser and sets ``func=run`` where ``run(args: argparse.Namespace) -> int``
+returns the exit code. Failures print ``CODE: message`` to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Sub-command modules, in the order `mollify --help` lists them.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "service.cli.gradify_command",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mollify",
+        description="Smoothed gradient explanations for any ONNX model.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
