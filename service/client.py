@@ -1,0 +1,308 @@
+"""A typed Python client of the ``mollify.v1`` explanation service.
+
+    with ExplainerClient("127.0.0.1:50051") as client:
+        info = client.get_model("digits_cnn")
+        [result] = client.explain("digits_cnn", images, method=Method(samples=100), seed=0)
+
+Every failure, on the wire or in the arguments, raises :class:`MollifyError` whose ``code`` is a
+gRPC status name such as ``"INVALID_ARGUMENT"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget
+from protos.mollify.v1 import explainer_pb2 as pb
+from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
+from service import codec
+from service.errors import InvalidRequestError
+from service.vocabulary import (
+    ExplainProgress,
+    ExplainTarget,
+    InstanceExplanation,
+    ModelInfo,
+    ReloadResult,
+    TopKTarget,
+)
+
+__all__ = [
+    "ExplainProgress",
+    "ExplainTarget",
+    "ExplainerClient",
+    "InstanceExplanation",
+    "ModelInfo",
+    "MollifyError",
+    "ReloadResult",
+    "TargetLike",
+    "TopKTarget",
+    "as_target",
+]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+# The server enforces its own message limit; the client's is set high so the server's applies.
+_CLIENT_MESSAGE_LIMIT = 1 << 30
+
+TargetLike = (
+    int
+    | str
+    | tuple[str, Any]
+    | np.ndarray
+    | ExplainTarget
+    | ClassTarget
+    | PredictedClassTarget
+    | CotangentTarget
+    | TopKTarget
+)
+
+
+class MollifyError(Exception):
+    """A failed call: ``code`` is the gRPC status name (``"NOT_FOUND"``, ``"INVALID_ARGUMENT"``, ...)."""
+
+    def __init__(self, code: str, message: str, *, request_id: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def as_target(target: TargetLike) -> ExplainTarget:
+    """Normalise the shorthand target forms.
+
+    Accepted: a class index ``int``; ``"predicted"``; ``("top_k", k)``; ``("output", name)`` (the
+    predicted class of another tensor); a cotangent ``np.ndarray`` of one instance's output shape;
+    an estimator target; or an :class:`ExplainTarget` (which also combines ``output`` with any selection).
+    """
+    if isinstance(target, ExplainTarget):
+        return target
+    if isinstance(target, ClassTarget | PredictedClassTarget | CotangentTarget | TopKTarget):
+        return ExplainTarget(selection=target)
+    if isinstance(target, bool):
+        raise MollifyError("INVALID_ARGUMENT", f"target must be a class index, not the bool {target}")
+    if isinstance(target, int | np.integer):
+        return ExplainTarget(selection=ClassTarget(int(target)))
+    if isinstance(target, np.ndarray):
+        return ExplainTarget(selection=CotangentTarget(np.asarray(target, dtype=np.float32)))
+    if target == "predicted":
+        return ExplainTarget()
+    if isinstance(target, tuple) and len(target) == 2:
+        kind, value = target
+        if kind == "top_k" and isinstance(value, int | np.integer):
+            return ExplainTarget(selection=TopKTarget(int(value)))
+        if kind == "output" and isinstance(value, str):
+            return ExplainTarget(output=value)
+    raise MollifyError(
+        "INVALID_ARGUMENT",
+        "target must be a class index, 'predicted', ('top_k', k), ('output', name), a cotangent array "
+        f"or an ExplainTarget, got {target!r}",
+    )
+
+
+def _read_file_or_bytes(value: bytes | str | Path) -> bytes:
+    return value if isinstance(value, bytes) else Path(value).read_bytes()
+
+
+class ExplainerClient:
+    """Talks to one server over one channel; use as a context manager or call :meth:`close`.
+
+    Args:
+        address: ``host:port`` of the server.
+        token: bearer token sent as ``authorization: Bearer <token>`` metadata on every call.
+        root_certificates: PEM bytes or a path to a PEM file; given, the channel uses TLS.
+        timeout: default deadline of every call in seconds; ``None`` waits forever.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        token: str | None = None,
+        root_certificates: bytes | str | Path | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        options = [
+            ("grpc.max_send_message_length", _CLIENT_MESSAGE_LIMIT),
+            ("grpc.max_receive_message_length", _CLIENT_MESSAGE_LIMIT),
+        ]
+        if root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(_read_file_or_bytes(root_certificates))
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = pb_grpc.ExplainerServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self.address = address
+        self.timeout = timeout
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ExplainerClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ calls
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise _to_error(err) from None
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model of the server's repository, ready or not, sorted by name."""
+        response = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return [codec.model_info_from_proto(m) for m in response.models]
+
+    def get_model(self, name: str, *, timeout: float | None = None) -> ModelInfo:
+        """One model's description; ``MollifyError("NOT_FOUND")`` for an unknown name."""
+        response = self._call(self._stub.GetModel, pb.GetModelRequest(name=name), timeout)
+        return codec.model_info_from_proto(response.model)
+
+    def reload_models(self, *, timeout: float | None = None) -> ReloadResult:
+        """Ask the server to rescan its repository; returns what changed and every model."""
+        response = self._call(self._stub.ReloadModels, pb.ReloadModelsRequest(), timeout)
+        return codec.reload_result_from_proto(response)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """``"SERVING"``, ``"NOT_SERVING"`` or ``"SERVICE_UNKNOWN"``.
+
+        ``service`` is ``""`` for the whole server, ``"mollify.v1.ExplainerService"``, or a model name.
+        """
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def explain(
+        self,
+        model: str,
+        inputs: np.ndarray | Sequence[np.ndarray],
+        *,
+        method: Method | None = None,
+        target: TargetLike = "predicted",
+        seed: int | None = None,
+        lower: float | np.ndarray | None = None,
+        upper: float | np.ndarray | None = None,
+        timeout: float | None = None,
+    ) -> list[InstanceExplanation]:
+        """Explain a batch of instances.
+
+        Args:
+            model: the model's name.
+            inputs: ``(batch, *input_shape)`` floats, or a sequence of instances of ``input_shape``.
+            method: the method; ``None`` is ``Method()`` (SmoothGrad, α = 0.2, N = 50).
+            target: see :func:`as_target`.
+            seed: seed of every random draw (each instance uses it); ``None`` lets the server choose
+                one, echoed in each result.
+            lower: input-domain lower bound overriding the model's (scalar or broadcastable to one instance).
+            upper: like ``lower``.
+            timeout: this call's deadline in seconds (default: the client's).
+
+        Returns:
+            One explanation per instance in batch order; with a top-k target, k per instance
+            (ranks in order within an instance).
+        """
+        request = self._explain_request(model, inputs, method, target, seed, lower, upper)
+        response = self._call(self._stub.Explain, request, timeout)
+        return [codec.explanation_from_proto(e) for e in response.explanations]
+
+    def explain_stream(
+        self,
+        model: str,
+        inputs: np.ndarray | Sequence[np.ndarray],
+        *,
+        method: Method | None = None,
+        target: TargetLike = "predicted",
+        seed: int | None = None,
+        lower: float | np.ndarray | None = None,
+        upper: float | np.ndarray | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
+        """Like :meth:`explain`, yielding :class:`ExplainProgress` events, then the list of results last.
+
+        Closing the iterator early cancels the request on the server.
+        """
+        request = pb.ExplainStreamRequest(
+            request=self._explain_request(model, inputs, method, target, seed, lower, upper)
+        )
+        try:
+            call = self._stub.ExplainStream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise _to_error(err) from None
+        return self._iterate_stream(call)
+
+    @staticmethod
+    def _iterate_stream(call: Any) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
+        try:
+            for message in call:
+                if message.WhichOneof("event") == "progress":
+                    yield codec.progress_from_proto(message.progress)
+                else:
+                    yield [codec.explanation_from_proto(e) for e in message.result.explanations]
+        except grpc.RpcError as err:
+            raise _to_error(err) from None
+        finally:
+            # A consumer that stops early must not leave the server computing.
+            call.cancel()
+
+    @staticmethod
+    def _explain_request(
+        model: str,
+        inputs: np.ndarray | Sequence[np.ndarray],
+        method: Method | None,
+        target: TargetLike,
+        seed: int | None,
+        lower: float | np.ndarray | None,
+        upper: float | np.ndarray | None,
+    ) -> pb.ExplainRequest:
+        try:
+            batch = np.asarray(inputs if isinstance(inputs, np.ndarray) else np.stack(list(inputs)))
+            if batch.dtype.kind not in "fiu":
+                raise MollifyError("INVALID_ARGUMENT", f"inputs must hold numbers, got dtype {batch.dtype}")
+            request = pb.ExplainRequest(
+                model_name=model,
+                inputs=codec.array_to_tensor(batch.astype(np.float32, copy=False)),
+                target=codec.target_to_proto(as_target(target)),
+                method=codec.method_to_proto(method if method is not None else Method()),
+            )
+            if seed is not None:
+                if not 0 <= seed < 2**64:
+                    raise MollifyError("INVALID_ARGUMENT", f"seed must be in [0, 2**64), got {seed}")
+                request.seed = seed
+            if lower is not None:
+                request.lower.CopyFrom(codec.array_to_tensor(np.asarray(lower, dtype=np.float32)))
+            if upper is not None:
+                request.upper.CopyFrom(codec.array_to_tensor(np.asarray(upper, dtype=np.float32)))
+        except (InvalidRequestError, ValueError, TypeError) as err:
+            raise MollifyError("INVALID_ARGUMENT", str(err)) from None
+        return request
+
+
+def _to_error(err: grpc.RpcError) -> MollifyError:
+    code = err.code() if hasattr(err, "code") else None
+    details = err.details() if hasattr(err, "details") else str(err)
+    request_id = ""
+    if hasattr(err, "trailing_metadata"):
+        for key, value in err.trailing_metadata() or ():
+            if key == "x-request-id":
+                request_id = str(value)
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return MollifyError(name, details or name, request_id=request_id)

@@ -1,0 +1,399 @@
+"""Conversions between ``mollify.v1`` protobuf messages and the domain's numpy / dataclass values.
+
+Used on both sides of the wire: the servicer decodes requests and encodes responses, the client
+does the reverse. Imports protobuf messages but never grpc. Decoding raises
+:class:`service.errors.InvalidRequestError` naming the field, the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, cast
+
+import numpy as np
+
+from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget
+from protos.mollify.v1 import explainer_pb2 as pb
+from service.errors import InvalidRequestError
+from service.vocabulary import (
+    ExplainProgress,
+    ExplainTarget,
+    InstanceExplanation,
+    ModelInfo,
+    ReloadResult,
+    TensorDescription,
+    TopKTarget,
+)
+
+# Little-endian on the wire whatever the host's byte order.
+_NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
+    pb.DATA_TYPE_FP32: np.dtype("<f4"),
+    pb.DATA_TYPE_FP64: np.dtype("<f8"),
+    pb.DATA_TYPE_FP16: np.dtype("<f2"),
+    pb.DATA_TYPE_INT32: np.dtype("<i4"),
+    pb.DATA_TYPE_INT64: np.dtype("<i8"),
+    pb.DATA_TYPE_UINT8: np.dtype("u1"),
+    pb.DATA_TYPE_BOOL: np.dtype("?"),
+}
+_FLOAT_TYPES = (pb.DATA_TYPE_FP32, pb.DATA_TYPE_FP64)
+_DTYPE_NAMES = {
+    "float32": pb.DATA_TYPE_FP32,
+    "float64": pb.DATA_TYPE_FP64,
+    "float16": pb.DATA_TYPE_FP16,
+    "int32": pb.DATA_TYPE_INT32,
+    "int64": pb.DATA_TYPE_INT64,
+    "uint8": pb.DATA_TYPE_UINT8,
+    "bool": pb.DATA_TYPE_BOOL,
+}
+
+# Method fields carried by an enum: (proto enum wrapper, value prefix). Enum value 0
+# (*_UNSPECIFIED) always means "the Method default".
+_ENUM_FIELDS: dict[str, tuple[Any, str]] = {
+    "base": (pb.BaseMethod, "BASE_METHOD_"),
+    "mode": (pb.SmoothingMode, "SMOOTHING_MODE_"),
+    "scale": (pb.ScalePolicy, "SCALE_POLICY_"),
+    "adaptive_rule": (pb.AdaptiveRule, "ADAPTIVE_RULE_"),
+    "ig_rule": (pb.IntegrationRule, "INTEGRATION_RULE_"),
+    "ig_smoothing": (pb.IGSmoothing, "IG_SMOOTHING_"),
+    "transform": (pb.Transform, "TRANSFORM_"),
+    "channel_reduction": (pb.ChannelReduction, "CHANNEL_REDUCTION_"),
+}
+# Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
+_OPTIONAL_FIELDS = ("alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis")
+_DEFAULT_METHOD = Method()
+
+
+# ---------------------------------------------------------------------------------------- tensors
+
+
+def array_to_tensor(array: np.ndarray | float | int) -> pb.Tensor:
+    """Encode an array as a little-endian ``Tensor``; float arrays of any width travel as FP32."""
+    value = np.asarray(array)
+    if value.dtype.kind == "f":
+        value = value.astype("<f4", copy=False)
+    name = value.dtype.name
+    if name not in _DTYPE_NAMES:
+        raise InvalidRequestError(f"cannot encode an array of dtype {name}; expected one of {sorted(_DTYPE_NAMES)}")
+    wire = _NUMPY_DTYPES[_DTYPE_NAMES[name]]
+    return pb.Tensor(
+        datatype=_DTYPE_NAMES[name],
+        shape=list(value.shape),
+        raw_contents=np.ascontiguousarray(value, dtype=wire).tobytes(),
+    )
+
+
+def tensor_to_array(tensor: pb.Tensor, field: str, *, max_elements: int | None = None) -> np.ndarray:
+    """Decode a ``Tensor`` holding floats into a float32 array of its shape.
+
+    Args:
+        tensor: the message; FP32 or FP64 (FP64 is rounded to float32).
+        field: the request field it came from, named in error messages (e.g. ``"inputs"``).
+        max_elements: refuse tensors with more elements before allocating anything.
+
+    Raises:
+        InvalidRequestError: unknown or non-float datatype, negative dimension, or a byte length
+            that does not match the shape.
+    """
+    if tensor.datatype not in _FLOAT_TYPES:
+        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
+    elements = math.prod(shape)
+    if max_elements is not None and elements > max_elements:
+        raise InvalidRequestError(
+            f"{field} has {elements} elements (shape {list(shape)}); at most {max_elements} are accepted"
+        )
+    wire = _NUMPY_DTYPES[tensor.datatype]
+    expected = elements * wire.itemsize
+    if len(tensor.raw_contents) != expected:
+        raise InvalidRequestError(
+            f"{field}.raw_contents holds {len(tensor.raw_contents)} bytes; shape {list(shape)} of "
+            f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
+        )
+    array = np.frombuffer(tensor.raw_contents, dtype=wire).reshape(shape)
+    return array.astype(np.float32)
+
+
+def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:
+    array = tensor_to_array(tensor, field)
+    return float(array) if array.ndim == 0 else array
+
+
+# ----------------------------------------------------------------------------------------- method
+
+
+def method_to_proto(method: Method) -> pb.Method:
+    """Encode a :class:`estimator.Method`; every field is written explicitly, defaults included."""
+    message = pb.Method(kernel=method.kernel, weight_exclude=list(method.weight_exclude))
+    for name, (enum, prefix) in _ENUM_FIELDS.items():
+        setattr(message, name, enum.Value(prefix + str(getattr(method, name)).upper()))
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(method, name)
+        if value is not None:
+            setattr(message, name, value)
+    if method.sigma is not None:
+        message.sigma.CopyFrom(array_to_tensor(method.sigma))
+    if isinstance(method.ig_baseline, str):
+        message.ig_baseline = pb.Baseline.Value("BASELINE_" + method.ig_baseline.upper())
+    else:
+        message.ig_baseline_tensor.CopyFrom(array_to_tensor(method.ig_baseline))
+    if method.tol is not None:
+        message.target_relative_error = method.tol
+    if method.max_samples is not None:
+        message.max_samples = method.max_samples
+    return message
+
+
+def method_from_proto(message: pb.Method, field: str = "method") -> Method:
+    """Decode a ``Method`` message; unset fields take :class:`estimator.Method`'s defaults.
+
+    Only the encoding is checked here (enum values known to this server, tensors well formed);
+    the estimator validates the values themselves.
+    """
+    values: dict[str, Any] = {}
+    for name, (enum, prefix) in _ENUM_FIELDS.items():
+        number = getattr(message, name)
+        if number == 0:
+            continue
+        if number not in enum.values():
+            known = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
+            raise InvalidRequestError(f"{field}.{name} must be one of {known}, got the unknown value {number}")
+        values[name] = enum.Name(number)[len(prefix) :].lower()
+    for name in _OPTIONAL_FIELDS:
+        if message.HasField(name):
+            values[name] = getattr(message, name)
+    if message.kernel:
+        values["kernel"] = message.kernel
+    if message.weight_exclude:
+        values["weight_exclude"] = tuple(message.weight_exclude)
+    if message.HasField("sigma"):
+        values["sigma"] = _float_or_array(message.sigma, f"{field}.sigma")
+    if message.ig_baseline != 0:
+        if message.ig_baseline not in pb.Baseline.values():
+            raise InvalidRequestError(
+                f"{field}.ig_baseline must be BASELINE_ZERO, BASELINE_BLACK or BASELINE_WHITE, "
+                f"got the unknown value {message.ig_baseline}"
+            )
+        values["ig_baseline"] = pb.Baseline.Name(message.ig_baseline)[len("BASELINE_") :].lower()
+    if message.HasField("ig_baseline_tensor"):
+        values["ig_baseline"] = tensor_to_array(message.ig_baseline_tensor, f"{field}.ig_baseline_tensor")
+    if message.HasField("target_relative_error"):
+        values["tol"] = message.target_relative_error
+    if message.HasField("max_samples"):
+        values["max_samples"] = message.max_samples
+    return dataclasses.replace(_DEFAULT_METHOD, **values)
+
+
+# ----------------------------------------------------------------------------------------- target
+
+
+def target_to_proto(target: ExplainTarget) -> pb.Target:
+    message = pb.Target(output=target.output)
+    selection = target.selection
+    if isinstance(selection, ClassTarget):
+        message.class_index = selection.index
+    elif isinstance(selection, TopKTarget):
+        message.top_k = selection.k
+    elif isinstance(selection, CotangentTarget):
+        message.cotangent.CopyFrom(array_to_tensor(selection.cotangent))
+    else:
+        message.predicted.SetInParent()
+    return message
+
+
+def target_from_proto(message: pb.Target, field: str = "target") -> ExplainTarget:
+    """Decode a ``Target``; no selection means the predicted class."""
+    kind = message.WhichOneof("selection")
+    selection: ClassTarget | PredictedClassTarget | TopKTarget | CotangentTarget
+    if kind == "class_index":
+        selection = ClassTarget(int(message.class_index))
+    elif kind == "top_k":
+        if message.top_k < 1:
+            raise InvalidRequestError(f"{field}.top_k must be at least 1, got {message.top_k}")
+        selection = TopKTarget(int(message.top_k))
+    elif kind == "cotangent":
+        selection = CotangentTarget(tensor_to_array(message.cotangent, f"{field}.cotangent"))
+    else:
+        selection = PredictedClassTarget()
+    return ExplainTarget(selection=selection, output=message.output)
+
+
+# ---------------------------------------------------------------------------------------- results
+
+
+def explanation_to_proto(explanation: InstanceExplanation) -> pb.InstanceExplanation:
+    message = pb.InstanceExplanation(
+        instance_index=explanation.instance_index,
+        rank=explanation.rank,
+        attribution=array_to_tensor(explanation.attribution),
+        standard_error=array_to_tensor(explanation.standard_error),
+        outputs=array_to_tensor(explanation.outputs),
+        output=explanation.output,
+        samples=explanation.samples,
+        gradient_evaluations=explanation.gradient_evaluations,
+        seed=explanation.seed,
+        inherent_noise=explanation.inherent_noise,
+        relative_error=explanation.relative_error,
+        queued_ms=explanation.queued_ms,
+        computing_ms=explanation.computing_ms,
+        execution_provider=explanation.provider,
+        method_description=explanation.description,
+    )
+    if explanation.cotangent is not None:
+        message.cotangent.CopyFrom(array_to_tensor(explanation.cotangent))
+    if explanation.target_index is not None:
+        message.target_index = explanation.target_index
+    return message
+
+
+def explanation_from_proto(message: pb.InstanceExplanation) -> InstanceExplanation:
+    return InstanceExplanation(
+        attribution=tensor_to_array(message.attribution, "attribution"),
+        standard_error=tensor_to_array(message.standard_error, "standard_error"),
+        outputs=tensor_to_array(message.outputs, "outputs"),
+        target_index=int(message.target_index) if message.HasField("target_index") else None,
+        samples=int(message.samples),
+        gradient_evaluations=int(message.gradient_evaluations),
+        seed=int(message.seed),
+        inherent_noise=float(message.inherent_noise),
+        relative_error=float(message.relative_error),
+        queued_ms=float(message.queued_ms),
+        computing_ms=float(message.computing_ms),
+        provider=message.execution_provider,
+        description=message.method_description,
+        instance_index=int(message.instance_index),
+        rank=int(message.rank),
+        output=message.output,
+        cotangent=tensor_to_array(message.cotangent, "cotangent") if message.HasField("cotangent") else None,
+    )
+
+
+def progress_to_proto(progress: ExplainProgress) -> pb.ExplainProgress:
+    return pb.ExplainProgress(**dataclasses.asdict(progress))
+
+
+def progress_from_proto(message: pb.ExplainProgress) -> ExplainProgress:
+    return ExplainProgress(
+        instance_index=int(message.instance_index),
+        rank=int(message.rank),
+        explanations_total=int(message.explanations_total),
+        samples_done=int(message.samples_done),
+        samples_planned=int(message.samples_planned),
+        relative_error=float(message.relative_error),
+    )
+
+
+# ----------------------------------------------------------------------------------------- models
+
+
+def _tensor_info_to_proto(info: TensorDescription) -> pb.TensorInfo:
+    return pb.TensorInfo(name=info.name, datatype=_DTYPE_NAMES.get(info.dtype, pb.DATA_TYPE_UNSPECIFIED), shape=list(info.shape))
+
+
+_DTYPE_BY_NUMBER = {number: name for name, number in _DTYPE_NAMES.items()}
+
+
+def _tensor_info_from_proto(message: pb.TensorInfo) -> TensorDescription:
+    return TensorDescription(
+        name=message.name,
+        shape=tuple(int(d) for d in message.shape),
+        dtype=_DTYPE_BY_NUMBER.get(message.datatype, "unspecified"),
+    )
+
+
+def _as_list(value: Any) -> list[float]:
+    return [float(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64))]
+
+
+def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
+    pre = info.preprocessing
+    return pb.ModelInfo(
+        name=info.name,
+        ready=info.ready,
+        error=info.error,
+        input=pb.TensorInfo(name=info.input_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.input_shape)),
+        output=pb.TensorInfo(name=info.output_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.output_shape)),
+        graph_inputs=[_tensor_info_to_proto(t) for t in info.graph_inputs],
+        graph_outputs=[_tensor_info_to_proto(t) for t in info.graph_outputs],
+        lower=array_to_tensor(info.lower),
+        upper=array_to_tensor(info.upper),
+        labels=list(info.labels),
+        feature_names=list(info.feature_names),
+        preprocessing=pb.Preprocessing(
+            kind=str(pre.get("kind", "tensor")),
+            size=list(pre.get("size") or ()),
+            channels=int(pre.get("channels", 1)),
+            scale=float(pre.get("scale", 1.0)),
+            invert=bool(pre.get("invert", False)),
+            mean=_as_list(pre.get("mean", 0.0)),
+            std=_as_list(pre.get("std", 1.0)),
+        ),
+        execution_provider=info.provider,
+        description=info.description,
+        weights=list(info.weights),
+    )
+
+
+def _unlist(values: Any) -> float | list[float]:
+    values = [float(v) for v in values]
+    return values[0] if len(values) == 1 else values
+
+
+def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
+    pre = message.preprocessing
+    return ModelInfo(
+        name=message.name,
+        ready=message.ready,
+        error=message.error,
+        input_name=message.input.name,
+        input_shape=tuple(int(d) for d in message.input.shape),
+        output_name=message.output.name,
+        output_shape=tuple(int(d) for d in message.output.shape),
+        lower=tensor_to_array(message.lower, "lower"),
+        upper=tensor_to_array(message.upper, "upper"),
+        labels=list(message.labels),
+        feature_names=list(message.feature_names),
+        preprocessing={
+            "kind": pre.kind,
+            "size": tuple(int(d) for d in pre.size) if pre.size else None,
+            "channels": int(pre.channels),
+            "scale": float(pre.scale),
+            "invert": bool(pre.invert),
+            "mean": _unlist(pre.mean),
+            "std": _unlist(pre.std),
+        },
+        provider=message.execution_provider,
+        description=message.description,
+        graph_inputs=tuple(_tensor_info_from_proto(t) for t in message.graph_inputs),
+        graph_outputs=tuple(_tensor_info_from_proto(t) for t in message.graph_outputs),
+        weights=tuple(message.weights),
+    )
+
+
+def reload_result_to_proto(result: ReloadResult) -> pb.ReloadModelsResponse:
+    return pb.ReloadModelsResponse(
+        models=[model_info_to_proto(m) for m in result.models],
+        added=result.added,
+        reloaded=result.reloaded,
+        removed=result.removed,
+    )
+
+
+def reload_result_from_proto(message: pb.ReloadModelsResponse) -> ReloadResult:
+    return ReloadResult(
+        models=[model_info_from_proto(m) for m in message.models],
+        added=list(message.added),
+        reloaded=list(message.reloaded),
+        removed=list(message.removed),
+    )
+
+
+def preprocessing_dict(preprocessing: Any) -> dict[str, Any]:
+    """``models.config.Preprocessing`` (or any dataclass / mapping) as a plain dict."""
+    if dataclasses.is_dataclass(preprocessing) and not isinstance(preprocessing, type):
+        return dataclasses.asdict(preprocessing)
+    return dict(cast(Mapping[str, Any], preprocessing))
