@@ -1,0 +1,476 @@
+"""Pictures and tables of explanations: image heatmaps, tabular bar charts, method comparisons.
+
+Drawing conventions (the ones Captum's ``visualize_image_attr`` and Vertex AI overlays use):
+
+- polarity ``both`` shows the signed attribution with a diverging colour map whose centre (white)
+  is exactly 0 and whose limits are symmetric, ``±v``; ``positive`` / ``negative`` show only that
+  part (the negative part as a magnitude); ``absolute`` shows ``|attribution|``.
+- ``v`` is the ``clip_percentile``-th percentile of the shown magnitudes, so a few extreme pixels
+  do not wash the rest out; values beyond ``v`` saturate (the colour bar says so).
+- Multi-channel attributions are summed over channels before the polarity is applied.
+- Small images are enlarged to ``panel_px`` (nearest neighbour keeps pixels square and honest;
+  bicubic on request); rows go top to bottom as in the file, aspect ratio kept.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot, no global figure state) and numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap, Normalize
+    from matplotlib.figure import Figure
+
+Polarity = Literal["both", "positive", "negative", "absolute"]
+POLARITIES: tuple[Polarity, ...] = ("both", "positive", "negative", "absolute")
+INTERPOLATIONS = ("nearest", "bicubic")
+
+DEFAULT_CMAPS: dict[str, str] = {
+    "both": "RdBu_r",
+    "positive": "Reds",
+    "negative": "Blues",
+    "absolute": "inferno",
+}
+_COLORBAR_LABELS = {
+    "both": "attribution",
+    "positive": "positive attribution",
+    "negative": "negative attribution (magnitude)",
+    "absolute": "|attribution|",
+}
+_DPI = 100
+_POSITIVE_COLOUR = "#b2182b"
+_NEGATIVE_COLOUR = "#2166ac"
+
+
+@dataclass(frozen=True)
+class HeatmapStyle:
+    """How an attribution map is coloured.
+
+    Attributes:
+        polarity: ``both``, ``positive``, ``negative`` or ``absolute``.
+        cmap: a matplotlib colour-map name; ``None`` picks one for the polarity (``RdBu_r`` for signed).
+        clip_percentile: percentile of the shown magnitudes that maps to the end of the colour scale, in (0, 100].
+        interpolation: ``nearest`` (square pixels) or ``bicubic`` when images are enlarged.
+        panel_px: size of the longer side of each image panel, in pixels.
+    """
+
+    polarity: Polarity = "both"
+    cmap: str | None = None
+    clip_percentile: float = 99.0
+    interpolation: str = "nearest"
+    panel_px: int = 256
+
+    def colormap_name(self) -> str:
+        return self.cmap or DEFAULT_CMAPS[self.polarity]
+
+
+def validate_style(style: HeatmapStyle) -> None:
+    """Raise ``ValueError`` naming the field when a style value is unusable."""
+    from matplotlib import colormaps
+
+    if style.polarity not in POLARITIES:
+        raise ValueError(f"polarity: expected one of {', '.join(POLARITIES)}, got {style.polarity!r}")
+    if not 0 < style.clip_percentile <= 100:
+        raise ValueError(f"clip percentile: expected a value in (0, 100], got {style.clip_percentile}")
+    if style.interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation: expected one of {', '.join(INTERPOLATIONS)}, got {style.interpolation!r}"
+        )
+    if style.cmap is not None and style.cmap not in colormaps:
+        raise ValueError(f"colour map: expected a matplotlib colour map name such as RdBu_r, got {style.cmap!r}")
+    if not 16 <= style.panel_px <= 4096:
+        raise ValueError(f"panel size: expected 16 to 4096 pixels, got {style.panel_px}")
+
+
+def to_map(attribution: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """An image attribution as ``(H, W)``: summed over ``channel_axis`` (0 for CHW, 2 for HWC)."""
+    values = np.asarray(attribution, dtype=np.float64)
+    if channel_axis is not None and values.ndim == 3:
+        values = values.sum(axis=channel_axis)
+    return values.reshape(values.shape[-2:]) if values.ndim > 2 else values
+
+
+def apply_polarity(values: np.ndarray, polarity: Polarity) -> np.ndarray:
+    """The part of a signed map that ``polarity`` shows (``negative`` as a magnitude)."""
+    if polarity == "both":
+        return values
+    if polarity == "positive":
+        return np.maximum(values, 0.0)
+    if polarity == "negative":
+        return np.maximum(-values, 0.0)
+    return np.abs(values)
+
+
+def color_limit(values: np.ndarray, clip_percentile: float) -> float:
+    """The magnitude at the end of the colour scale: a percentile of ``|values|``, never 0."""
+    magnitudes = np.abs(values[np.isfinite(values)])
+    if magnitudes.size == 0:
+        return 1.0
+    limit = float(np.percentile(magnitudes, clip_percentile))
+    if limit <= 0:
+        # A mostly-zero map: fall back to its largest value so the non-zero pixels still show.
+        limit = float(magnitudes.max())
+    return limit if limit > 0 else 1.0
+
+
+def _norm(values: np.ndarray, style: HeatmapStyle) -> Normalize:
+    from matplotlib.colors import Normalize
+
+    limit = color_limit(values, style.clip_percentile)
+    if style.polarity == "both":
+        return Normalize(vmin=-limit, vmax=limit)
+    return Normalize(vmin=0.0, vmax=limit)
+
+
+def _colorbar_label(style: HeatmapStyle, relative: bool = False) -> str:
+    label = _COLORBAR_LABELS[style.polarity]
+    if relative:
+        label += " / scale of its panel"
+    if style.clip_percentile < 100:
+        label += f"\n(saturates at the {style.clip_percentile:g}th percentile)"
+    return label
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_in, height_in), dpi=_DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=_DPI, facecolor="white")
+    return path
+
+
+def _panel_size(shape: tuple[int, int], panel_px: int) -> tuple[float, float]:
+    height, width = shape
+    longer = max(height, width)
+    return panel_px * width / longer / _DPI, panel_px * height / longer / _DPI
+
+
+def _show_image(axes: Axes, image: np.ndarray, interpolation: str) -> None:
+    if image.ndim == 2:
+        axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation=interpolation)
+    else:
+        axes.imshow(np.clip(image, 0.0, 1.0), interpolation=interpolation)
+
+
+def _overlay_rgba(values: np.ndarray, norm: Normalize, cmap: Colormap, polarity: Polarity) -> np.ndarray:
+    """Colours of ``values`` with opacity growing with magnitude, so weak pixels let the input through."""
+    rgba = np.asarray(cmap(norm(values)), dtype=np.float64)
+    limit = max(abs(float(norm.vmin or 0.0)), abs(float(norm.vmax or 0.0))) or 1.0
+    strength = np.clip(np.abs(values) / limit, 0.0, 1.0)
+    rgba[..., 3] = 0.9 * np.sqrt(strength)
+    return rgba
+
+
+def _strip(axes: Axes) -> None:
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def render_heatmap(
+    path: Path,
+    image: np.ndarray,
+    attribution_map: np.ndarray,
+    *,
+    title: str = "",
+    style: HeatmapStyle | None = None,
+) -> Path:
+    """Draw input | attribution | overlay with a colour bar and write a PNG.
+
+    Args:
+        path: the PNG to write (folders are created).
+        image: the input as seen by the model, ``(H, W)`` grayscale or ``(H, W, 3)`` RGB in [0, 1].
+        attribution_map: ``(H, W)`` attribution (see :func:`to_map`), any float dtype.
+        title: one or two lines above the panels.
+        style: colours, polarity, clipping, enlargement.
+
+    Returns:
+        ``path``. The PNG is about ``3·panel_px + 200`` by ``panel_px + 110`` pixels.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+
+    style = style or HeatmapStyle()
+    values = apply_polarity(np.asarray(attribution_map, dtype=np.float64), style.polarity)
+    if values.shape != image.shape[:2]:
+        raise ValueError(f"attribution map: expected shape {image.shape[:2]}, got {values.shape}")
+    norm = _norm(values, style)
+    cmap = colormaps[style.colormap_name()]
+
+    panel_w, panel_h = _panel_size(values.shape, style.panel_px)
+    left, gap, bar_w, bar_room, bottom = 0.2, 0.2, 0.18, 1.35, 0.2
+    top = 0.75 if "\n" in title else 0.5
+    width = left + 3 * panel_w + 3 * gap + bar_w + bar_room
+    height = bottom + max(panel_h, 1.6) + top
+    figure = _new_figure(width, height)
+
+    def add(x_in: float, w_in: float) -> Axes:
+        return figure.add_axes((x_in / width, bottom / height, w_in / width, panel_h / height))
+
+    axes_input = add(left, panel_w)
+    _show_image(axes_input, image, style.interpolation)
+    axes_input.set_title("input", fontsize=10)
+
+    axes_map = add(left + panel_w + gap, panel_w)
+    axes_map.imshow(values, cmap=cmap, norm=norm, interpolation=style.interpolation)
+    axes_map.set_title(_COLORBAR_LABELS[style.polarity], fontsize=10)
+
+    axes_overlay = add(left + 2 * (panel_w + gap), panel_w)
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    # The input is dimmed so that the colours, not the strokes, carry the attribution.
+    axes_overlay.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation=style.interpolation)
+    axes_overlay.imshow(_overlay_rgba(values, norm, cmap, style.polarity), interpolation=style.interpolation)
+    axes_overlay.set_title("overlay", fontsize=10)
+    for axes in (axes_input, axes_map, axes_overlay):
+        _strip(axes)
+
+    colorbar_axes = add(left + 3 * (panel_w + gap), bar_w)
+    colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=colorbar_axes)
+    colorbar.set_label(_colorbar_label(style), fontsize=8)
+    colorbar.ax.tick_params(labelsize=8)
+    colorbar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
+    if title:
+        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    return _save(figure, path)
+
+
+def ranked_order(attribution: np.ndarray, top: int | None = None) -> np.ndarray:
+    """Feature indices by decreasing ``|attribution|`` (ties keep file order), at most ``top``."""
+    values = np.asarray(attribution, dtype=np.float64).reshape(-1)
+    order = np.argsort(-np.abs(values), kind="stable")
+    return order if top is None else order[:top]
+
+
+def ranked_table(
+    names: Sequence[str],
+    attribution: np.ndarray,
+    standard_error: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    top: int | None = None,
+    bar_width: int = 16,
+) -> str:
+    """A terminal table of features ranked by ``|attribution|``, with a signed text bar.
+
+    ``values`` are the feature values as the user wrote them (shown beside the name).
+    """
+    from service.cli.output import format_table
+
+    attribution = np.asarray(attribution, dtype=np.float64).reshape(-1)
+    errors = np.asarray(standard_error, dtype=np.float64).reshape(-1)
+    scale = float(np.max(np.abs(attribution))) or 1.0
+    rows = []
+    for rank, index in enumerate(ranked_order(attribution, top), start=1):
+        value = attribution[index]
+        length = int(round(bar_width * abs(value) / scale))
+        bar = ("#" * length).rjust(bar_width) + "|" if value < 0 else " " * bar_width + "|" + "#" * length
+        rows.append(
+            [
+                rank,
+                names[index],
+                "" if values is None else f"{float(np.reshape(values, -1)[index]):.4g}",
+                f"{value:+.4g}",
+                f"{errors[index]:.2g}",
+                bar,
+            ]
+        )
+    return format_table(["#", "feature", "value", "attribution", "std err", "negative | positive"], rows, "rlrrrl")
+
+
+def render_bar_chart(
+    path: Path,
+    names: Sequence[str],
+    attribution: np.ndarray,
+    standard_error: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    title: str = "",
+    top: int | None = 20,
+) -> Path:
+    """Horizontal bars of the ``top`` features by ``|attribution|``, largest on top, ±1.96·SE whiskers.
+
+    Args:
+        path: the PNG to write.
+        names: one name per feature.
+        attribution: ``(n_features,)`` signed attribution.
+        standard_error: ``(n_features,)`` its standard error (whiskers are the 95% interval).
+        values: ``(n_features,)`` the feature values as written by the user, shown in the labels.
+        title: one or two lines above the chart.
+        top: how many features to show; ``None`` shows all.
+    """
+    attribution = np.asarray(attribution, dtype=np.float64).reshape(-1)
+    errors = np.asarray(standard_error, dtype=np.float64).reshape(-1)
+    if len(names) != attribution.size or errors.size != attribution.size:
+        raise ValueError(
+            f"bar chart: expected {attribution.size} names and standard errors, got {len(names)} and {errors.size}"
+        )
+    order = ranked_order(attribution, top)
+    shown = attribution[order]
+    whiskers = 1.96 * errors[order]
+    labels = [
+        names[i] if values is None else f"{names[i]} = {float(np.reshape(values, -1)[i]):.4g}" for i in order
+    ]
+    label_room = 0.25 + 0.075 * max(len(label) for label in labels)
+    plot_w, row_h = 4.6, 0.28
+    top_room = 0.7 if "\n" in title else 0.45
+    height = top_room + 0.6 + row_h * len(order)
+    width = label_room + plot_w + 0.3
+    figure = _new_figure(width, height)
+    axes = figure.add_axes((label_room / width, 0.6 / height, plot_w / width, (row_h * len(order)) / height))
+    positions = np.arange(len(order))
+    colours = [_POSITIVE_COLOUR if v >= 0 else _NEGATIVE_COLOUR for v in shown]
+    axes.barh(positions, shown, xerr=whiskers, color=colours, error_kw={"ecolor": "#444444", "capsize": 2, "lw": 0.8})
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.axvline(0.0, color="black", lw=0.8)
+    reach = float(np.max(np.abs(shown) + whiskers)) if shown.size else 1.0
+    reach = reach * 1.08 if reach > 0 else 1.0
+    # Symmetric limits keep 0 in the middle, so the sign of every bar reads at a glance.
+    axes.set_xlim(-reach, reach)
+    axes.set_ylim(len(order) - 0.5, -0.5)
+    axes.grid(axis="x", color="#dddddd", lw=0.6)
+    axes.set_axisbelow(True)
+    axes.tick_params(axis="x", labelsize=8)
+    axes.set_xlabel("attribution (← lowers the score · raises the score →), whiskers ±1.96·SE", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    return _save(figure, path)
+
+
+def render_comparison(
+    path: Path,
+    image: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray]],
+    *,
+    columns: int = 3,
+    title: str = "",
+    style: HeatmapStyle | None = None,
+) -> Path:
+    """The input and several attribution maps side by side, each scaled to its own range.
+
+    Every map gets its own colour limit (its ``clip_percentile``-th magnitude), as in the papers'
+    figures, so the shared colour bar reads "fraction of this panel's scale".
+
+    Args:
+        path: the PNG to write.
+        image: ``(H, W)`` or ``(H, W, 3)`` in [0, 1], drawn in the first column of the first row.
+        panels: ``(title, (H, W) attribution map)`` in reading order, ``columns`` per row.
+        columns: maps per row.
+        title: the figure's title.
+        style: colours, polarity, clipping, enlargement (``panel_px`` is halved for grids).
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    style = style or HeatmapStyle()
+    if not panels:
+        raise ValueError("comparison: expected at least one panel, got none")
+    columns = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    cmap = colormaps[style.colormap_name()]
+    panel_px = max(96, min(style.panel_px, 200))
+    panel_w, panel_h = _panel_size(image.shape[:2], panel_px)
+    left, gap_x, gap_y, bottom, bar_w, bar_room = 0.15, 0.15, 0.45, 0.15, 0.16, 1.3
+    top = 0.45 + (0.3 if title else 0.0)
+    width = left + (columns + 1) * (panel_w + gap_x) + 0.15 + bar_w + bar_room
+    height = bottom + rows * (panel_h + gap_y) + top - gap_y + 0.35
+    figure = _new_figure(width, height)
+
+    def add(row: int, column: int) -> Axes:
+        x = left + column * (panel_w + gap_x) + (0.15 if column > 0 else 0.0)
+        y = height - top - row * (panel_h + gap_y) - panel_h
+        return figure.add_axes((x / width, y / height, panel_w / width, panel_h / height))
+
+    axes_input = add(0, 0)
+    _show_image(axes_input, image, style.interpolation)
+    axes_input.set_title("input", fontsize=9)
+    _strip(axes_input)
+    relative_norm = Normalize(vmin=-1.0 if style.polarity == "both" else 0.0, vmax=1.0)
+    for index, (panel_title, attribution_map) in enumerate(panels):
+        values = apply_polarity(np.asarray(attribution_map, dtype=np.float64), style.polarity)
+        if values.shape != image.shape[:2]:
+            raise ValueError(f"comparison panel {panel_title!r}: expected shape {image.shape[:2]}, got {values.shape}")
+        limit = color_limit(values, style.clip_percentile)
+        axes = add(index // columns, 1 + index % columns)
+        axes.imshow(values / limit, cmap=cmap, norm=relative_norm, interpolation=style.interpolation)
+        axes.set_title(panel_title, fontsize=9)
+        _strip(axes)
+    bar_x = left + (columns + 1) * (panel_w + gap_x) + 0.15
+    bar_h = min(rows * (panel_h + gap_y) - gap_y, 3.0)
+    colorbar_axes = figure.add_axes(
+        (bar_x / width, (height - top - bar_h) / height, bar_w / width, bar_h / height)
+    )
+    colorbar = figure.colorbar(ScalarMappable(norm=relative_norm, cmap=cmap), cax=colorbar_axes)
+    colorbar.set_label(_colorbar_label(style, relative=True), fontsize=8)
+    colorbar.ax.tick_params(labelsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    return _save(figure, path)
+
+
+def render_feature_comparison(
+    path: Path,
+    names: Sequence[str],
+    panels: Sequence[tuple[str, np.ndarray]],
+    *,
+    title: str = "",
+    top: int | None = 20,
+) -> Path:
+    """Tabular comparison: a features × methods matrix, each column scaled to its own max |value|.
+
+    Rows are the ``top`` features ranked by the first method's ``|attribution|``; the colour is
+    diverging and centred at 0 (red raises the score, blue lowers it).
+    """
+    from matplotlib import colormaps
+
+    if not panels:
+        raise ValueError("comparison: expected at least one method, got none")
+    matrix = np.stack([np.asarray(values, dtype=np.float64).reshape(-1) for _, values in panels], axis=1)
+    if matrix.shape[0] != len(names):
+        raise ValueError(f"comparison: expected {matrix.shape[0]} feature names, got {len(names)}")
+    order = ranked_order(matrix[:, 0], top)
+    scales = np.max(np.abs(matrix), axis=0)
+    scaled = matrix[order] / np.where(scales > 0, scales, 1.0)
+    label_room = 0.25 + 0.075 * max(len(names[i]) for i in order)
+    cell_w, cell_h = 0.62, 0.26
+    top_room = 1.1 + (0.3 if title else 0.0)
+    width = label_room + cell_w * len(panels) + 1.4
+    height = top_room + 0.3 + cell_h * len(order)
+    figure = _new_figure(width, height)
+    axes = figure.add_axes(
+        (label_room / width, 0.3 / height, cell_w * len(panels) / width, cell_h * len(order) / height)
+    )
+    image = axes.imshow(scaled, cmap=colormaps["RdBu_r"], vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    axes.set_yticks(np.arange(len(order)), [names[i] for i in order], fontsize=8)
+    axes.set_xticks(np.arange(len(panels)), [name for name, _ in panels], fontsize=8, rotation=35, ha="left")
+    axes.xaxis.tick_top()
+    bar_h = min(3.0, cell_h * len(order))
+    colorbar_axes = figure.add_axes(
+        (
+            (label_room + cell_w * len(panels) + 0.2) / width,
+            (0.3 + cell_h * len(order) - bar_h) / height,
+            0.16 / width,
+            bar_h / height,
+        )
+    )
+    colorbar = figure.colorbar(image, cax=colorbar_axes)
+    colorbar.set_label("attribution / max |attribution| of its column", fontsize=8)
+    colorbar.ax.tick_params(labelsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    return _save(figure, path)
