@@ -1,1 +1,74 @@
-"""Monte Carlo gradient mollification: pure numerics (numpy, scipy), no transport, no runtime."""
+"""Monte Carlo gradient mollification: pure numerics (numpy, scipy), no transport, no runtime.
+
+The public API: :func:`explain` (SmoothGrad, AdaptGrad, NoiseGrad, FusionGrad and every kernel of
+SPEC.md §2 over any :class:`GradientModel`), the kernels and scale policies it is built from, and the
+evaluation metrics of SPEC.md §4.
+"""
+
+from .describe import describe
+from .errors import (
+    CancelledError,
+    EstimatorError,
+    InvalidArgumentError,
+    LimitExceededError,
+    ModelEvaluationError,
+)
+from .explain import DEFAULT_MEMORY_BUDGET_BYTES, explain
+from .gradient_model import GradientBatch, GradientModel
+from .kernels import KERNEL_NAMES, Kernel, get_kernel
+from .method import (
+    ClassTarget,
+    CotangentTarget,
+    Explanation,
+    Method,
+    PredictedClassTarget,
+    Progress,
+    Target,
+)
+from .metrics import (
+    complexity,
+    consistency,
+    convergence,
+    deletion_auc,
+    insertion_auc,
+    sparseness,
+    spearman,
+)
+from .paths import integration_rule
+from .plan import planned_evaluations
+from .scales import adaptive_scale, fixed_scale, inherent_noise
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET_BYTES",
+    "KERNEL_NAMES",
+    "CancelledError",
+    "ClassTarget",
+    "CotangentTarget",
+    "EstimatorError",
+    "Explanation",
+    "GradientBatch",
+    "GradientModel",
+    "InvalidArgumentError",
+    "Kernel",
+    "LimitExceededError",
+    "Method",
+    "ModelEvaluationError",
+    "PredictedClassTarget",
+    "Progress",
+    "Target",
+    "adaptive_scale",
+    "complexity",
+    "consistency",
+    "convergence",
+    "deletion_auc",
+    "describe",
+    "explain",
+    "fixed_scale",
+    "get_kernel",
+    "inherent_noise",
+    "insertion_auc",
+    "integration_rule",
+    "planned_evaluations",
+    "sparseness",
+    "spearman",
+]

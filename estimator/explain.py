@@ -1,0 +1,564 @@
+"""The estimator's entry point: Monte Carlo gradient mollification of one instance (SPEC.md §2).
+
+``explain`` validates a request, lays its gradient evaluations out as rows (:mod:`estimator.plan`),
+runs them through the model in memory-bounded chunks, and streams per-unit statistics into
+Welford moments (:mod:`estimator.moments`). Noise depends only on ``(seed, draw coordinates)``
+(:mod:`estimator.noise`), so results do not depend on the chunk size. Imports numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_bounds, check_int
+from .describe import describe
+from .errors import (
+    CancelledError,
+    EstimatorError,
+    InvalidArgumentError,
+    LimitExceededError,
+    ModelEvaluationError,
+)
+from .gradient_model import GradientModel
+from .kernels import get_kernel
+from .method import ClassTarget, CotangentTarget, Explanation, Method, PredictedClassTarget, Progress, Target
+from .moments import StatisticLayout
+from .noise import INPUT_STREAM, InputNoise, stream_generator
+from .paths import integration_rule, resolve_baseline
+from .plan import (
+    Plan,
+    make_plan,
+    normalized_channel_axis,
+    planned_evaluations,
+    reuses_clean_row,
+    validate_method,
+)
+from .scales import adaptive_quantile_level, fixed_scale
+from .targets import needs_clean_outputs, resolve_target
+from .weights import perturbable_weights, weight_draw
+
+__all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "ESTIMATOR_BYTES_PER_FEATURE", "explain"]
+
+DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
+# The estimator's own working set per row and feature: float64 centers, uniforms, noisy points and
+# gradients, plus the float32 batch handed to the model.
+ESTIMATOR_BYTES_PER_FEATURE = 4 * 8 + 4
+# Points this close outside the domain (relative to its range) count as on the bound: float32 inputs
+# normalised exactly to a float64 bound land one rounding step beyond it.
+_DOMAIN_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class _Request:
+    model: GradientModel
+    method: Method
+    target: Target
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    x: np.ndarray  # (D,) float64
+    lower: np.ndarray  # (D,) float64
+    upper: np.ndarray  # (D,) float64
+    seed: int
+    plan: Plan
+    chunk_rows: int
+    noise: InputNoise | None
+    cotangent: np.ndarray | None  # known in advance, else None
+    target_index: int | None
+    step_sizes: np.ndarray  # (R,)
+    alphas: np.ndarray  # (R,)
+    baseline: np.ndarray  # (D,)
+    weights: tuple[tuple[int, str], ...]
+    layout: StatisticLayout
+    should_stop: Callable[[], bool] | None
+    on_progress: Callable[[Progress], None] | None
+
+
+def explain(
+    model: GradientModel,
+    x: np.ndarray,
+    method: Method = Method(),  # noqa: B008 - frozen dataclass, safe as a default
+    target: Target = PredictedClassTarget(),  # noqa: B008 - frozen dataclass, safe as a default
+    *,
+    lower: float | np.ndarray,
+    upper: float | np.ndarray,
+    seed: int | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    max_evaluations: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    chunk_size: int | None = None,
+) -> Explanation:
+    """Explain one instance with a (smoothed) gradient method.
+
+    Computes ``θ = T(mean_i a_i)`` where ``a_i`` is the base attribution (gradient, gradient × input, or
+    integrated gradients; SPEC.md §2.5) of draw ``i`` under input noise (SmoothGrad, Smilkov et al.
+    2017; AdaptGrad, seed 001; any kernel of seed 000), weight noise (NoiseGrad, Bykov et al. 2022) or
+    both (FusionGrad), and ``T`` the output transform and channel reduction, together with the
+    per-feature standard error of ``θ``.
+
+    Args:
+        model: the batched vector-Jacobian product (:class:`~estimator.gradient_model.GradientModel`).
+        x: one instance, float array of shape ``model.input_shape`` (no batch axis), finite.
+        method: what to compute (:class:`~estimator.method.Method`).
+        target: the explained scalar: a class, the predicted class, or an explicit cotangent.
+        lower, upper: the data domain Ω, scalars or arrays broadcastable to one instance, finite,
+            ``lower < upper`` everywhere. Used by every noise scale, the black/white IG baselines and
+            the inherent noise.
+        seed: determines every random draw; ``None`` draws a fresh 63-bit seed from OS entropy (echoed
+            in the result). Must be in ``[0, 2**64)``.
+        memory_budget_bytes: rows per model call are ``budget // (model.bytes_per_sample + 36·D)``.
+        max_evaluations: :class:`LimitExceededError` before any work when the plan needs more gradient
+            evaluations (:func:`~estimator.plan.planned_evaluations`).
+        should_stop: polled before every model call; returning true raises :class:`CancelledError`.
+        on_progress: called after every chunk with a :class:`~estimator.method.Progress`.
+        chunk_size: rows per model call, overriding the memory budget (tests, benchmarks).
+
+    Returns:
+        An :class:`~estimator.method.Explanation`; ``attribution`` and ``standard_error`` are float64 of
+        one instance's shape (without ``channel_axis`` when reduced). The standard error is 0 for
+        deterministic methods and NaN when a stochastic method drew a single unit.
+
+    Raises:
+        InvalidArgumentError: any invalid argument (the message names the field).
+        LimitExceededError: the plan needs more than ``max_evaluations``, or one row exceeds the budget.
+        CancelledError: ``should_stop()`` returned true.
+        ModelEvaluationError: the model failed or returned wrong shapes or non-finite values.
+    """
+    request = _prepare(
+        model,
+        x,
+        method,
+        target,
+        lower,
+        upper,
+        seed,
+        memory_budget_bytes,
+        max_evaluations,
+        should_stop,
+        on_progress,
+        chunk_size,
+    )
+    return _Run(request).execute()
+
+
+def _shape(value: Any, field: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in value)
+    except TypeError as err:
+        raise InvalidArgumentError(f"{field}: expected a tuple of ints; got {value!r}") from err
+    if any(d < 1 for d in shape):
+        raise InvalidArgumentError(f"{field}: expected positive dimensions; got {shape}")
+    return shape
+
+
+def _prepare(
+    model: GradientModel,
+    x: Any,
+    method: Method,
+    target: Target,
+    lower: Any,
+    upper: Any,
+    seed: int | None,
+    memory_budget_bytes: int,
+    max_evaluations: int | None,
+    should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[Progress], None] | None,
+    chunk_size: int | None,
+) -> _Request:
+    if not isinstance(model, GradientModel):
+        raise InvalidArgumentError(
+            f"model: expected a GradientModel (input_shape, output_shape, bytes_per_sample, weights, __call__); "
+            f"got {type(model).__name__}"
+        )
+    input_shape = _shape(model.input_shape, "model.input_shape")
+    output_shape = tuple(int(d) for d in model.output_shape)
+    validate_method(method, input_shape)
+    if not isinstance(target, ClassTarget | PredictedClassTarget | CotangentTarget):
+        raise InvalidArgumentError(
+            f"target: expected ClassTarget, PredictedClassTarget or CotangentTarget; got {type(target).__name__}"
+        )
+
+    xs = np.asarray(x)
+    if not np.issubdtype(xs.dtype, np.floating):
+        raise InvalidArgumentError(f"x: expected a float array; got dtype {xs.dtype}")
+    if xs.shape != input_shape:
+        raise InvalidArgumentError(
+            f"x: expected shape {input_shape} (one instance, no batch axis); got {xs.shape}"
+        )
+    if not np.all(np.isfinite(xs)):
+        raise InvalidArgumentError(
+            f"x: expected finite values; got {int(np.count_nonzero(~np.isfinite(xs)))} non-finite of {xs.size}"
+        )
+    lo, hi = check_bounds(lower, upper, input_shape)
+
+    if seed is None:
+        seed = secrets.randbits(63)
+    else:
+        seed = check_int(seed, "seed", minimum=0)
+        if seed >= 2**64:
+            raise InvalidArgumentError(f"seed: expected an integer in [0, 2**64); got {seed}")
+    budget = check_int(memory_budget_bytes, "memory_budget_bytes", minimum=1)
+    if max_evaluations is not None:
+        max_evaluations = check_int(max_evaluations, "max_evaluations", minimum=1)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    for name, hook in (("should_stop", should_stop), ("on_progress", on_progress)):
+        if hook is not None and not callable(hook):
+            raise InvalidArgumentError(f"{name}: expected a callable or None; got {type(hook).__name__}")
+
+    cotangent, target_index = (None, None)
+    if not needs_clean_outputs(target):
+        cotangent, target_index = resolve_target(target, output_shape)
+
+    plan = make_plan(method)
+    planned = planned_evaluations(method, target)
+    if max_evaluations is not None and planned > max_evaluations:
+        raise LimitExceededError(
+            f"max_evaluations: the method needs {planned} gradient evaluations ({describe(method)}); "
+            f"the limit is {max_evaluations}"
+        )
+
+    features = int(np.prod(input_shape, dtype=np.int64))
+    if chunk_size is None:
+        per_row = check_int(model.bytes_per_sample, "model.bytes_per_sample", minimum=0)
+        per_row += ESTIMATOR_BYTES_PER_FEATURE * features
+        chunk_size = budget // per_row
+        if chunk_size < 1:
+            raise LimitExceededError(
+                f"memory_budget_bytes: one gradient evaluation needs about {per_row} bytes; the budget is {budget}"
+            )
+
+    flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
+    flat_x = xs.astype(np.float64).reshape(-1)
+    noise = None
+    if plan.input_noise:
+        noise = _input_noise(method, input_shape, lo, hi, flat_x)
+
+    if method.base == "integrated_gradients":
+        step_sizes, alphas = integration_rule(method.ig_rule, method.ig_steps)
+        baseline = resolve_baseline(method.ig_baseline, input_shape, lo, hi).reshape(-1)
+    else:
+        step_sizes, alphas, baseline = np.ones(1), np.ones(1), np.zeros(features)
+
+    weights: tuple[tuple[int, str], ...] = ()
+    if plan.weight_noise:
+        if not isinstance(model.weights, Mapping):
+            raise InvalidArgumentError(
+                f"model.weights: expected a mapping of name to array; got {type(model.weights).__name__}"
+            )
+        weights = perturbable_weights(model.weights, tuple(method.weight_exclude))
+
+    layout = StatisticLayout(
+        input_shape, method.transform, method.channel_reduction, normalized_channel_axis(method, input_shape)
+    )
+    return _Request(
+        model=model,
+        method=method,
+        target=target,
+        input_shape=input_shape,
+        output_shape=output_shape,
+        x=flat_x,
+        lower=flat_lo,
+        upper=flat_hi,
+        seed=seed,
+        plan=plan,
+        chunk_rows=chunk_size,
+        noise=noise,
+        cotangent=cotangent,
+        target_index=target_index,
+        step_sizes=step_sizes,
+        alphas=alphas,
+        baseline=baseline,
+        weights=weights,
+        layout=layout,
+        should_stop=should_stop,
+        on_progress=on_progress,
+    )
+
+
+def _input_noise(
+    method: Method, input_shape: tuple[int, ...], lo: np.ndarray, hi: np.ndarray, x: np.ndarray
+) -> InputNoise:
+    kernel = get_kernel(method.kernel, "method.kernel")
+    if method.scale in ("adaptive", "truncated"):
+        # Both policies are defined relative to the domain around x; a point well outside it is a
+        # request error rather than something to smooth silently.
+        flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
+        slack = _DOMAIN_SLACK * (flat_hi - flat_lo)
+        outside = (x < flat_lo - slack) | (x > flat_hi + slack)
+        if np.any(outside):
+            j = int(np.argmax(outside))
+            raise InvalidArgumentError(
+                f"x: expected values inside [lower, upper] for the {method.scale} scale policy; got "
+                f"x={x[j]} outside [{flat_lo[j]}, {flat_hi[j]}] at flat index {j} "
+                f"({int(np.count_nonzero(outside))} features outside)"
+            )
+    fixed = fixed_scale(lo, hi, method.alpha, method.sigma, input_shape).reshape(-1)
+    quantile = float(kernel.ppf(adaptive_quantile_level(method.confidence, method.adaptive_rule)))
+    return InputNoise(kernel, method.scale, lo.reshape(-1), hi.reshape(-1), fixed, quantile)
+
+
+def _relative_error(theta: np.ndarray, se: np.ndarray) -> float:
+    se_norm = float(np.linalg.norm(se))
+    if math.isnan(se_norm):
+        return math.inf
+    theta_norm = float(np.linalg.norm(theta))
+    if se_norm == 0.0:
+        return 0.0
+    return se_norm / theta_norm if theta_norm > 0.0 else math.inf
+
+
+class _Run:
+    """Mutable state of one ``explain`` call: counters, partial samples, moments."""
+
+    def __init__(self, request: _Request) -> None:
+        self.r = request
+        self.plan = request.plan
+        self.moments = request.layout.new_moments()
+        self.cotangent = request.cotangent
+        self.target_index = request.target_index
+        self.calls = 0
+        self.evaluations = 0
+        self.samples_done = 0
+        self.stopped = False
+        self.clean_outputs: np.ndarray | None = None
+        self._partial: np.ndarray | None = None  # running Σ_k w_k G_k of the open IG sample
+        self._unit_sum: np.ndarray | None = None  # running Σ z of the open FusionGrad unit
+        self._overrides: tuple[int, dict[str, np.ndarray]] | None = None
+        ig_inner = request.method.base == "integrated_gradients" and request.method.ig_smoothing == "inner"
+        self._ig = request.method.base == "integrated_gradients"
+        self._ig_inner = self._ig and ig_inner
+        # Path points x0 + a_k (x − x0): the noise centers of inner smoothing and the vanilla IG rows.
+        self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
+
+    # -- model access ---------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.r.should_stop is not None and self.r.should_stop():
+            raise CancelledError(
+                f"cancelled after {self.evaluations} gradient evaluations ({self.samples_done} samples)"
+            )
+
+    def _call(
+        self, points: np.ndarray, cotangent: np.ndarray, overrides: Mapping[str, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._check_stop()
+        batch = points.shape[0]
+        inputs = np.ascontiguousarray(points, dtype=np.float32).reshape((batch, *self.r.input_shape))
+        cotangents = np.ascontiguousarray(
+            np.broadcast_to(cotangent.astype(np.float32), (batch, *self.r.output_shape))
+        )
+        try:
+            result = self.r.model(inputs, cotangents, weight_overrides=overrides)
+        except EstimatorError:
+            raise
+        except Exception as err:
+            raise ModelEvaluationError(f"model call on a batch of {batch} failed: {err!r}") from err
+        self.calls += 1
+        self.evaluations += batch
+        outputs = np.asarray(getattr(result, "outputs", None))
+        gradients = np.asarray(getattr(result, "gradients", None))
+        for name, array, shape in (
+            ("outputs", outputs, (batch, *self.r.output_shape)),
+            ("gradients", gradients, (batch, *self.r.input_shape)),
+        ):
+            if array.shape != shape:
+                raise ModelEvaluationError(f"model {name}: expected shape {shape}; got {array.shape}")
+            if not np.issubdtype(array.dtype, np.floating):
+                raise ModelEvaluationError(f"model {name}: expected a float array; got dtype {array.dtype}")
+            if not np.all(np.isfinite(array)):
+                bad = int(np.count_nonzero(~np.isfinite(array)))
+                raise ModelEvaluationError(
+                    f"model {name}: expected finite values; got {bad} non-finite of {array.size} "
+                    f"(batch of {batch})"
+                )
+        return outputs, gradients
+
+    # -- the work -------------------------------------------------------------------------------
+    def execute(self) -> Explanation:
+        r = self.r
+        if reuses_clean_row(r.method, r.target):
+            # Vanilla gradient / gradient × input with a known target: the clean pass is the answer.
+            assert self.cotangent is not None
+            points = r.x[None, :]
+            outputs, gradients = self._call(points, self.cotangent, None)
+            self.clean_outputs = outputs[0]
+            self._absorb(0, 1, points, points, gradients)
+        else:
+            known = self.cotangent is not None
+            cotangent = self.cotangent if known else np.zeros(r.output_shape, dtype=np.float32)
+            outputs, _ = self._call(r.x[None, :], cotangent, None)  # type: ignore[arg-type]
+            self.clean_outputs = outputs[0]
+            if not known:
+                self.cotangent, self.target_index = resolve_target(r.target, r.output_shape, outputs[0])
+            self._run_rows()
+        return self._result()
+
+    def _run_rows(self) -> None:
+        plan = self.plan
+        start = 0
+        while start < plan.rows and not self.stopped:
+            stop = min(start + self.r.chunk_rows, plan.rows)
+            overrides = None
+            if plan.weight_noise:
+                # One weight draw per call: weight_overrides apply to the whole batch.
+                unit = start // plan.rows_per_unit
+                stop = min(stop, (unit + 1) * plan.rows_per_unit)
+                overrides = self._weight_overrides(unit)
+            points, endpoints = self._build(start, stop)
+            assert self.cotangent is not None
+            _, gradients = self._call(points, self.cotangent, overrides)
+            self._absorb(start, stop, points, endpoints, gradients)
+            start = stop
+            if self.r.on_progress is not None:
+                self.r.on_progress(
+                    Progress(
+                        samples_done=self.samples_done,
+                        samples_planned=plan.samples,
+                        relative_error=self._current_relative_error(),
+                    )
+                )
+
+    def _weight_overrides(self, draw: int) -> dict[str, np.ndarray]:
+        if self._overrides is None or self._overrides[0] != draw:
+            m = self.r.method
+            self._overrides = (
+                draw,
+                weight_draw(self.r.model.weights, self.r.weights, float(m.weight_sigma), self.r.seed, draw),
+            )
+        return self._overrides[1]
+
+    def _build(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs of rows ``[start, stop)`` and the end points ``x`` (or noisy ``x``) of their samples."""
+        plan, r = self.plan, self.r
+        rows = np.arange(start, stop)
+        steps = rows % plan.rows_per_sample
+        samples = rows // plan.rows_per_sample
+        centers = self._path[steps] if self._ig_inner else np.broadcast_to(r.x, (rows.size, r.x.size))
+        if r.noise is None:
+            points = np.array(centers)
+        else:
+            uniforms = np.empty(centers.shape, dtype=np.float64)
+            cache: dict[tuple[int, int, int], np.ndarray] = {}
+            for b, (step, sample) in enumerate(zip(steps.tolist(), samples.tolist(), strict=True)):
+                unit, inner = divmod(sample, plan.samples_per_unit)
+                # Outer smoothing and plain SmoothGrad draw once per sample; inner smoothing per path point.
+                key = (
+                    step if self._ig_inner else 0,
+                    unit if plan.weight_noise else 0,
+                    inner if plan.weight_noise else sample,
+                )
+                if key not in cache:
+                    cache[key] = r.noise.uniforms(stream_generator(r.seed, INPUT_STREAM, *key))
+                uniforms[b] = cache[key]
+            points = r.noise.noisy(uniforms, centers)
+        if not self._ig or self._ig_inner:
+            return points, np.broadcast_to(r.x, points.shape)
+        endpoints = points
+        if r.noise is None:
+            return self._path[steps], endpoints
+        alphas = r.alphas[steps][:, None]
+        return r.baseline + alphas * (endpoints - r.baseline), endpoints
+
+    def _absorb(
+        self, start: int, stop: int, points: np.ndarray, endpoints: np.ndarray, gradients: np.ndarray
+    ) -> None:
+        r, plan = self.r, self.plan
+        base = r.method.base
+        flat = gradients.reshape(gradients.shape[0], -1)
+        for b, row in enumerate(range(start, stop)):
+            step, sample = row % plan.rows_per_sample, row // plan.rows_per_sample
+            g = flat[b].astype(np.float64)
+            if base == "gradient":
+                value = g
+            elif base == "gradient_x_input":
+                # The point the model actually saw (float32), times its gradient.
+                value = points[b].astype(np.float32).astype(np.float64) * g
+            else:
+                if step == 0:
+                    self._partial = r.step_sizes[0] * g
+                else:
+                    assert self._partial is not None
+                    self._partial += r.step_sizes[step] * g
+                if step < plan.rows_per_sample - 1:
+                    continue
+                value = (endpoints[b] - r.baseline) * self._partial
+            self._add_sample(sample, value)
+            if self.stopped:
+                return
+
+    def _add_sample(self, sample: int, value: np.ndarray) -> None:
+        layout, plan = self.r.layout, self.plan
+        z = layout.statistic(value)
+        self.samples_done += 1
+        if plan.samples_per_unit == 1:
+            self._add_unit(z)
+            return
+        inner = sample % plan.samples_per_unit
+        if inner == 0:
+            self._unit_sum = z
+        else:
+            assert self._unit_sum is not None
+            self._unit_sum += z
+        if inner == plan.samples_per_unit - 1:
+            assert self._unit_sum is not None
+            self._add_unit(self._unit_sum / plan.samples_per_unit)
+
+    def _add_unit(self, z: np.ndarray) -> None:
+        self.moments.add(z)
+        tol = self.r.method.tol
+        if tol is not None and self.moments.count >= 2 and self._current_relative_error() <= tol:
+            self.stopped = True
+
+    def _current_relative_error(self) -> float:
+        if self.r.method.mode == "none":
+            return 0.0
+        if self.moments.count < 2:
+            return math.inf
+        theta, se = self.r.layout.finalize(self.moments)
+        return _relative_error(theta, se)
+
+    def _result(self) -> Explanation:
+        r = self.r
+        theta, se = r.layout.finalize(self.moments)
+        if r.method.mode == "none":
+            se = np.zeros_like(theta)
+        inherent = 0.0
+        if r.noise is not None:
+            centers = self._path if self._ig_inner else r.x[None, :]
+            inherent = r.noise.inherent_noise(centers)
+        extras: dict[str, Any] = {
+            "model_calls": self.calls,
+            "chunk_rows": r.chunk_rows,
+            "units": self.moments.count,
+            "stopped_early": self.stopped and self.moments.count < self.plan.units,
+        }
+        if r.noise is not None:
+            centers = self._path if self._ig_inner else r.x[None, :]
+            extras["mean_scale"] = float(r.noise.scale_at(centers).mean())
+        if r.layout.approximate:
+            extras["standard_error_note"] = (
+                "cross-channel covariances omitted from the standard error "
+                f"({len(r.layout.full_pairs)} co-moment arrays would be needed)"
+            )
+        assert self.cotangent is not None and self.clean_outputs is not None
+        return Explanation(
+            attribution=theta,
+            standard_error=se,
+            outputs=np.array(self.clean_outputs),
+            cotangent=np.array(self.cotangent),
+            target_index=self.target_index,
+            samples=self.moments.count * self.plan.samples_per_unit,
+            gradient_evaluations=self.evaluations,
+            seed=r.seed,
+            inherent_noise=inherent,
+            relative_error=_relative_error(theta, se),
+            method=r.method,
+            description=describe(r.method),
+            extras=extras,
+        )

@@ -1,0 +1,149 @@
+"""What to compute: the method description, the explained target, and the result object.
+
+These frozen dataclasses are the estimator's public vocabulary; the service translates
+protobuf messages into them and back. Defaults follow the papers (SPEC.md §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+BaseMethod = Literal["gradient", "gradient_x_input", "integrated_gradients"]
+SmoothingMode = Literal["none", "input", "parameter", "fusion"]
+ScalePolicyName = Literal["fixed", "adaptive", "truncated"]
+AdaptiveRule = Literal["one_sided", "two_sided"]
+IntegrationRule = Literal[
+    "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gauss_legendre"
+]
+BaselineName = Literal["zero", "black", "white"]
+IGSmoothing = Literal["inner", "outer"]
+Transform = Literal["none", "abs", "smoothgrad_sq", "vargrad"]
+ChannelReduction = Literal["none", "sum", "mean", "max_abs"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A complete description of one explanation method.
+
+    Attributes:
+        base: what is averaged: the gradient G(x), x ⊙ G(x), or integrated gradients.
+        mode: where noise goes: nowhere (vanilla), the input (SmoothGrad / AdaptGrad / any kernel),
+            the weights (NoiseGrad), or both (FusionGrad).
+        kernel: input-noise kernel name (``gaussian``, ``poisson``, ``hyperbolic``, ``sigmoid``, ``rect``).
+        scale: input-noise scale policy: ``fixed`` (ε = α·(upper − lower) or ``sigma``),
+            ``adaptive`` (AdaptGrad: ε_j = d_j / Q(p)), ``truncated`` (fixed ε, samples kept inside the domain).
+        alpha: fixed / truncated policies: noise level as a fraction of the input range (SmoothGrad's 0.2).
+        sigma: fixed / truncated policies: explicit scale in input units, a scalar or a per-feature
+            array broadcastable to one instance; overrides ``alpha`` when given.
+        confidence: adaptive policy: the confidence level c (AdaptGrad's 0.95).
+        adaptive_rule: ``one_sided`` is seed 001 Eq. 13, p = (3 + c)/4; ``two_sided`` is the authors'
+            released code, p = (1 + c)/2.
+        samples: N, input-noise draws (input and fusion modes); the cap when ``tol`` is set
+            unless ``max_samples`` is given.
+        weight_draws: M, weight-noise draws (parameter and fusion modes).
+        weight_sigma: σ_w, weights are multiplied by ``1 + σ_w z``, z ~ N(0, 1).
+        weight_exclude: glob patterns (fnmatch) of weight names left clean.
+        ig_steps: integrated gradients: number of path points.
+        ig_rule: integrated gradients: quadrature rule, named as Captum names them.
+        ig_baseline: ``zero``, ``black`` (= lower bound), ``white`` (= upper bound), or an array of one
+            instance's shape.
+        ig_smoothing: ``inner`` smooths the gradient at each path point with the policy evaluated at
+            that point (seed 001 S-IG / A-IG); ``outer`` averages IG over noisy inputs (seed 003).
+        transform: ``none`` (signed mean), ``abs`` (|mean|), ``smoothgrad_sq`` (mean of squares),
+            ``vargrad`` (variance across samples).
+        channel_axis: axis of one instance (no batch axis) to reduce over, or ``None``.
+        channel_reduction: how to reduce ``channel_axis``: ``sum``, ``mean``, ``max_abs``.
+        tol: stop drawing once ``‖SE‖₂ / ‖mean‖₂ ≤ tol``; ``None`` draws exactly ``samples``.
+        max_samples: cap on input draws when ``tol`` is set (defaults to ``samples``).
+    """
+
+    base: BaseMethod = "gradient"
+    mode: SmoothingMode = "input"
+    kernel: str = "gaussian"
+    scale: ScalePolicyName = "fixed"
+    alpha: float = 0.2
+    sigma: float | np.ndarray | None = None
+    confidence: float = 0.95
+    adaptive_rule: AdaptiveRule = "one_sided"
+    samples: int = 50
+    weight_draws: int = 10
+    weight_sigma: float = 0.2
+    weight_exclude: tuple[str, ...] = ()
+    ig_steps: int = 50
+    ig_rule: IntegrationRule = "gauss_legendre"
+    ig_baseline: BaselineName | np.ndarray = "zero"
+    ig_smoothing: IGSmoothing = "inner"
+    transform: Transform = "none"
+    channel_axis: int | None = None
+    channel_reduction: ChannelReduction = "none"
+    tol: float | None = None
+    max_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """Explain the class ``index`` along the last axis of the explained tensor."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class PredictedClassTarget:
+    """Explain the arg-max class of the explained tensor at the clean input."""
+
+
+@dataclass(frozen=True)
+class CotangentTarget:
+    """Explain ``<cotangent, y(x)>`` for an explicit cotangent of one instance's output shape."""
+
+    cotangent: np.ndarray
+
+
+Target = ClassTarget | PredictedClassTarget | CotangentTarget
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after each chunk: input draws done so far and the current ‖SE‖₂/‖mean‖₂."""
+
+    samples_done: int
+    samples_planned: int
+    relative_error: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The result of :func:`estimator.explain` for one instance.
+
+    Attributes:
+        attribution: the smoothed attribution, one instance's shape (reduced over ``channel_axis`` if asked).
+        standard_error: per-feature standard error of ``attribution``, same shape.
+        outputs: the explained tensor at the clean input, ``output_shape``.
+        cotangent: the cotangent that was explained (one-hot for class targets), ``output_shape``.
+        target_index: the class explained, or ``None`` for an explicit cotangent.
+        samples: Monte Carlo draws used (input draws × weight draws for fusion).
+        gradient_evaluations: VJP evaluations used, the clean forward/gradient pass included.
+        seed: the seed that determines every random draw (echoed or chosen).
+        inherent_noise: mean over features of the probability a noisy sample leaves the domain
+            (seed 001 Eq. 9–10); 0 when no input noise is used.
+        relative_error: final ‖SE‖₂/‖mean‖₂ (0 for deterministic methods).
+        method: the method that was run.
+        description: a short human-readable name, e.g. ``"AdaptGrad(gaussian, c=0.95) × IG(gauss_legendre, 50)"``.
+    """
+
+    attribution: np.ndarray
+    standard_error: np.ndarray
+    outputs: np.ndarray
+    cotangent: np.ndarray
+    target_index: int | None
+    samples: int
+    gradient_evaluations: int
+    seed: int
+    inherent_noise: float
+    relative_error: float
+    method: Method
+    description: str
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,191 @@
+"""Streaming moments and the delta-method standard errors of transformed, channel-reduced attributions.
+
+Each Monte Carlo *unit* (one input draw; one weight draw for NoiseGrad; one weight draw with its
+inner input draws averaged for FusionGrad) contributes a statistic ``z`` of shape ``(K, P)``:
+``P`` locations (features, or features without the channel axis) and ``K`` per-location values
+(``a``; ``a²``; or ``(a, a²)`` per channel). Units are i.i.d., so the estimate ``θ = f(mean z)`` has
+the delta-method variance ``∇fᵀ Σ_z ∇f / n`` per location (Casella & Berger, *Statistical
+Inference*, §5.5.4); for linear ``f`` this is exactly the variance of the mean of per-unit reduced
+values. Only the entries of ``Σ_z`` that ``∇f`` touches are accumulated (``pairs``).
+
+Moments are updated one unit at a time with Welford's co-moment recurrence, always in unit order,
+so the result does not depend on how units were batched. Imports numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MAX_COVARIANCE_PAIRS", "StatisticLayout", "UnitMoments"]
+
+# Above this many cross-channel covariance arrays per location the layout drops the cross-channel
+# terms (documented approximation) instead of holding K² arrays of the input's size.
+MAX_COVARIANCE_PAIRS = 64
+
+
+class UnitMoments:
+    """Running mean and selected co-moments of ``(K, P)`` unit statistics (float64, Welford)."""
+
+    def __init__(self, k: int, locations: int, pairs: tuple[tuple[int, int], ...]) -> None:
+        self.count = 0
+        self.mean = np.zeros((k, locations), dtype=np.float64)
+        self.pairs = pairs
+        self._comoments = np.zeros((len(pairs), locations), dtype=np.float64)
+
+    def add(self, z: np.ndarray) -> None:
+        """Add one unit's statistic, shape ``(K, P)``."""
+        self.count += 1
+        delta = z - self.mean
+        self.mean += delta / self.count
+        after = z - self.mean
+        for index, (p, q) in enumerate(self.pairs):
+            self._comoments[index] += delta[p] * after[q]
+
+    def covariance(self) -> np.ndarray:
+        """Sample co-variances of the ``pairs``, shape ``(len(pairs), P)``; NaN with fewer than 2 units."""
+        if self.count < 2:
+            return np.full_like(self._comoments, np.nan)
+        return self._comoments / (self.count - 1)
+
+
+@dataclass(frozen=True)
+class StatisticLayout:
+    """How a per-sample attribution becomes the unit statistic, and how moments become ``(θ, SE)``.
+
+    Attributes:
+        input_shape: shape of one attribution before reduction.
+        transform: ``none``, ``abs``, ``smoothgrad_sq`` or ``vargrad`` (SPEC.md §2.5).
+        reduction: ``none``, ``sum``, ``mean`` or ``max_abs`` over ``channel_axis``.
+        channel_axis: non-negative axis of ``input_shape`` or ``None``.
+    """
+
+    input_shape: tuple[int, ...]
+    transform: str
+    reduction: str
+    channel_axis: int | None
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_axis is None else self.input_shape[self.channel_axis]
+
+    @property
+    def locations(self) -> int:
+        return int(np.prod(self.input_shape, dtype=np.int64)) // self.channels
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        if self.channel_axis is None:
+            return self.input_shape
+        return self.input_shape[: self.channel_axis] + self.input_shape[self.channel_axis + 1 :]
+
+    @property
+    def _linear_reduction(self) -> bool:
+        # Sum and mean commute with the mean over units for the linear transforms: reduce per sample.
+        return self.reduction in ("sum", "mean") and self.transform in ("none", "smoothgrad_sq")
+
+    @property
+    def _weight(self) -> float:
+        return 1.0 / self.channels if self.reduction == "mean" else 1.0
+
+    @property
+    def k(self) -> int:
+        if self._linear_reduction:
+            return 1
+        return 2 * self.channels if self.transform == "vargrad" else self.channels
+
+    @property
+    def full_pairs(self) -> tuple[tuple[int, int], ...]:
+        """Every co-moment the delta method needs."""
+        c = self.channels
+        if self.reduction in ("sum", "mean") and not self._linear_reduction:
+            return tuple((p, q) for p in range(self.k) for q in range(p, self.k))
+        if self.transform == "vargrad":
+            return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
+        return tuple((p, p) for p in range(self.k))
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The co-moments accumulated: :attr:`full_pairs`, or its within-channel part when too many."""
+        full = self.full_pairs
+        if len(full) <= MAX_COVARIANCE_PAIRS:
+            return full
+        c = self.channels
+        if self.transform == "vargrad":
+            return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
+        return tuple((p, p) for p in range(self.k))
+
+    @property
+    def approximate(self) -> bool:
+        """True when cross-channel covariances are dropped from the standard error."""
+        return len(self.pairs) < len(self.full_pairs)
+
+    def new_moments(self) -> UnitMoments:
+        return UnitMoments(self.k, self.locations, self.pairs)
+
+    def statistic(self, attribution: np.ndarray) -> np.ndarray:
+        """The ``(K, P)`` float64 statistic of one sample's attribution (any shape with ``input_shape``'s size)."""
+        values = np.asarray(attribution, dtype=np.float64).reshape(self.input_shape)
+        if self.channel_axis is None:
+            per_channel = values.reshape(1, -1)
+        else:
+            per_channel = np.moveaxis(values, self.channel_axis, 0).reshape(self.channels, -1)
+        if self.transform == "smoothgrad_sq":
+            per_channel = per_channel * per_channel
+        elif self.transform == "vargrad":
+            per_channel = np.concatenate([per_channel, per_channel * per_channel], axis=0)
+        if self._linear_reduction:
+            return self._weight * per_channel.sum(axis=0, keepdims=True)
+        return per_channel
+
+    def finalize(self, moments: UnitMoments) -> tuple[np.ndarray, np.ndarray]:
+        """The attribution ``θ`` and its standard error, both float64 of :attr:`output_shape`.
+
+        The standard error is NaN when fewer than two units were drawn.
+        """
+        theta, gradient = self._estimate(moments.mean)
+        covariance = moments.covariance()
+        variance = np.zeros(moments.mean.shape[1], dtype=np.float64)
+        for index, (p, q) in enumerate(self.pairs):
+            term = gradient[p] * gradient[q] * covariance[index]
+            variance += term if p == q else 2.0 * term
+        n = max(moments.count, 1)
+        se = np.sqrt(np.maximum(variance, 0.0) / n) if moments.count >= 2 else np.full_like(variance, np.nan)
+        return theta.reshape(self.output_shape), se.reshape(self.output_shape)
+
+    def _estimate(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``θ = f(mean)`` per location and ``∇f`` (``(K, P)``)."""
+        gradient = np.zeros_like(mean)
+        if self._linear_reduction or self.channels == 1 and self.transform != "vargrad":
+            value = mean[0]
+            gradient[0] = np.sign(value) if self.transform == "abs" else 1.0
+            return (np.abs(value) if self.transform == "abs" else value.copy()), gradient
+        c = self.channels
+        if self.transform == "vargrad":
+            first, second = mean[:c], mean[c:]
+            per_channel = np.maximum(second - first * first, 0.0)
+            d_first, d_second = -2.0 * first, np.ones_like(second)
+        else:
+            per_channel = mean
+            d_first = np.ones_like(mean)
+            d_second = None
+        if self.reduction == "max_abs" or self.reduction == "none":
+            # With reduction "none" there is one channel; max over it is the identity.
+            pick = np.argmax(np.abs(per_channel), axis=0)
+            cols = np.arange(per_channel.shape[1])
+            chosen = per_channel[pick, cols]
+            sign = np.sign(chosen) if self.transform != "vargrad" else np.ones_like(chosen)
+            gradient[pick, cols] = sign * d_first[pick, cols]
+            if d_second is not None:
+                gradient[c + pick, cols] = d_second[pick, cols]
+            return np.abs(chosen), gradient
+        w = self._weight
+        if self.transform == "abs":
+            sign = np.sign(per_channel)
+            gradient[:c] = w * sign
+            return w * np.abs(per_channel).sum(axis=0), gradient
+        # vargrad with sum / mean
+        gradient[:c] = w * d_first
+        gradient[c:] = w * d_second  # type: ignore[operator]
+        return w * per_channel.sum(axis=0), gradient
