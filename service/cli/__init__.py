@@ -15,6 +15,11 @@ from collections.abc import Sequence
 # Sub-command modules, in the order `mollify --help` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.gradify_command",
+    "service.cli.demo_command",
+    "service.cli.models_command",
+    "service.cli.health_command",
+    "service.cli.explain_command",
+    "service.cli.compare_command",
 )
 
 

@@ -8,7 +8,9 @@ Accepted inputs (one instance or a batch per file):
 - ``.png`` / ``.jpg`` / ``.jpeg`` / ``.bmp`` / ``.gif``: an image, composited on white if it has
   transparency, converted to grayscale or RGB (``channels``), resized to ``size`` (area averaging
   when shrinking, bicubic when enlarging), optionally inverted (``255 − pixel``), then
-  ``(pixel · scale − mean) / std``.
+  ``(pixel · scale − mean) / std``, then clipped to the model's input domain ``[lower, upper]``:
+  8-bit pixels can encode values the model's domain excludes (pure black ink in a drawing, say),
+  and a smoothing method's noise scale is only meaningful for inputs inside the domain.
 - ``.csv``: one instance per row. A header row (any non-numeric cell) maps columns to the model's
   ``feature_names`` by name (extra columns such as a label are ignored); without a header each row
   must hold exactly one value per feature, in order. Values are ``(value · scale − mean) / std``.
@@ -45,11 +47,15 @@ class InputSpec:
         input_shape: shape of one instance, without the batch axis.
         preprocessing: the model config's preprocessing.
         feature_names: tabular models: one name per feature (may be empty).
+        lower: the input domain's lower bound, broadcastable to ``input_shape``; ``None`` if unbounded.
+        upper: the upper bound, like ``lower``.
     """
 
     input_shape: tuple[int, ...]
     preprocessing: Preprocessing
     feature_names: tuple[str, ...] = ()
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     @classmethod
     def from_model_info(cls, info: Any) -> InputSpec:
@@ -58,6 +64,8 @@ class InputSpec:
             input_shape=tuple(int(d) for d in info.input_shape),
             preprocessing=preprocessing_from_dict(dict(info.preprocessing or {})),
             feature_names=tuple(info.feature_names or ()),
+            lower=_bound(info.lower),
+            upper=_bound(info.upper),
         )
 
 
@@ -78,6 +86,11 @@ class LoadedInput:
     tensor: np.ndarray
     kind: RenderKind
     raw_features: np.ndarray | None = None
+
+
+def _bound(value: Any) -> np.ndarray | None:
+    array = np.asarray(value, dtype=np.float32)
+    return array if array.size else None
 
 
 def preprocessing_from_dict(data: Mapping[str, Any]) -> Preprocessing:
@@ -280,8 +293,10 @@ def _load_image(path: Path, spec: InputSpec) -> LoadedInput:
         values = values[..., 0]
     elif channel_axis == 0:
         values = np.moveaxis(values, -1, 0)
-    tensor = values.reshape(spec.input_shape).astype(np.float32)
-    return LoadedInput(path.stem, str(path), tensor, "image")
+    tensor = values.reshape(spec.input_shape)
+    if spec.lower is not None or spec.upper is not None:
+        tensor = np.clip(tensor, spec.lower, spec.upper)
+    return LoadedInput(path.stem, str(path), tensor.astype(np.float32), "image")
 
 
 def _is_number(text: str) -> bool:

@@ -159,7 +159,7 @@ class ProgressBar:
     def __init__(self, label: str, stream: TextIO | None = None, *, width: int = 28, interval_s: float = 0.1):
         self._stream = stream or sys.stderr
         self._enabled = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._label = label
+        self.label = label
         self._width = width
         self._interval_s = interval_s
         self._last_draw = 0.0
@@ -181,7 +181,7 @@ class ProgressBar:
         filled = int(round(fraction * self._width))
         bar = "#" * filled + "-" * (self._width - filled)
         error = f"{100 * relative_error:6.2f}%" if math.isfinite(relative_error) else "   n/a"
-        self._stream.write(f"\r{self._label} [{bar}] {done}/{planned} samples, rel. error {error}")
+        self._stream.write(f"\r{self.label} [{bar}] {done}/{planned} samples, rel. error {error}\x1b[K")
         self._stream.flush()
         self._drawn = True
 

@@ -16,6 +16,7 @@ Uses matplotlib's object API with the Agg canvas (no pyplot, no global figure st
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,3 +475,53 @@ def render_feature_comparison(
     if title:
         figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     return _save(figure, path)
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the figure flags (colour map, polarity, clipping, enlargement) to ``parser``."""
+    group = parser.add_argument_group("figures")
+    group.add_argument(
+        "--cmap",
+        help="matplotlib colour map (default: RdBu_r for --polarity both, Reds/Blues/inferno otherwise)",
+    )
+    group.add_argument(
+        "--polarity",
+        choices=POLARITIES,
+        default="both",
+        help="which part of the attribution to draw: both (signed, colour scale centred at 0), positive, "
+        "negative, absolute (default: both)",
+    )
+    group.add_argument(
+        "--clip-percentile",
+        type=float,
+        default=99.0,
+        metavar="P",
+        help="the colour scale ends at the P-th percentile of |attribution|, so outliers saturate "
+        "instead of washing the map out (default: 99; 100 disables clipping)",
+    )
+    group.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="nearest",
+        help="how small images are enlarged: nearest keeps pixels square (default), bicubic smooths",
+    )
+    group.add_argument(
+        "--panel-size",
+        type=int,
+        default=256,
+        metavar="PIXELS",
+        help="longer side of each image panel in pixels, e.g. an 8×8 digit becomes 256×256 (default: 256)",
+    )
+
+
+def style_from_args(args: argparse.Namespace) -> HeatmapStyle:
+    """The :class:`HeatmapStyle` of the parsed figure flags; ``ValueError`` names a bad one."""
+    style = HeatmapStyle(
+        polarity=args.polarity,
+        cmap=args.cmap,
+        clip_percentile=args.clip_percentile,
+        interpolation=args.interpolation,
+        panel_px=args.panel_size,
+    )
+    validate_style(style)
+    return style

@@ -1,0 +1,396 @@
+"""``mollify explain``: explain local inputs with a served model and write arrays, JSON and figures.
+
+For each explanation it writes, under ``--out`` (default ``mollify-out``):
+
+- ``<name>.attribution.npy`` and ``<name>.standard_error.npy`` (float32, one input's shape);
+- ``<name>.json``: target, prediction, samples, seed, inherent noise, timings, provider, files;
+- images: ``<name>.heatmap.png`` (input | attribution | overlay, colour bar);
+  tabular rows: ``<name>.bars.png`` (features ranked by |attribution|) and a ranked table on stdout.
+
+``<name>`` is the input's file stem (``digit_3``), with ``_row<k>`` for CSV rows, ``_<i>`` for array
+batches and ``.class<c>`` when ``--target top:K`` explains several classes of one input.
+The functions here are reused by ``compare`` and ``demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from estimator.method import Method
+from service.cli import inputs as input_files
+from service.cli import render
+from service.cli.connection import add_connection_arguments, open_client, server_errors
+from service.cli.method_flags import (
+    add_method_arguments,
+    add_request_arguments,
+    method_from_args,
+    number_or_array,
+    parse_target,
+)
+from service.cli.output import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    CliError,
+    OutputError,
+    ProgressBar,
+    UsageError,
+    dumps,
+    guarded,
+    server_error,
+)
+from service.client import (
+    ExplainerClient,
+    ExplainTarget,
+    InstanceExplanation,
+    ModelInfo,
+    TargetLike,
+    as_target,
+)
+
+DEFAULT_OUT = "mollify-out"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="explain inputs (.npy/.npz, PNG/JPEG, CSV rows) with a served model",
+        description="Explain one or more inputs with a model of the server and write the attribution, its "
+        "standard error, a JSON summary and a figure per explanation. Presets: --method vanilla "
+        "(mode=none), smoothgrad (mode=input, scale=fixed; the default), adaptgrad (input, adaptive), "
+        "truncgrad (input, truncated), noisegrad (parameter), fusiongrad (fusion, fixed).",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files: .npy, .npz, .png, .jpg, .csv")
+    parser.add_argument("--model", "-m", required=True, help="the model's name (see `mollify models`)")
+    add_output_arguments(parser)
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        metavar="K",
+        help="tabular inputs: features in the terminal table (the bar chart shows 2·K) (default: 10)",
+    )
+    add_request_arguments(parser)
+    parser.add_argument(
+        "--tensor",
+        metavar="NAME",
+        help="explain this graph tensor instead of the model's configured one (e.g. probabilities)",
+    )
+    add_method_arguments(parser)
+    render.add_render_arguments(parser)
+    add_connection_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--json`` and ``--no-figures``, shared by the commands that write files."""
+    parser.add_argument(
+        "--out", "-o", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+        help=f"folder for the files written (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON document on stdout")
+    parser.add_argument("--no-figures", action="store_true", help="write arrays and JSON only, no PNG")
+
+
+def target_from_args(args: argparse.Namespace) -> TargetLike:
+    """The request target of ``--target`` and ``--tensor``."""
+    target = parse_target(args.target)
+    if args.tensor:
+        return ExplainTarget(selection=as_target(target).selection, output=args.tensor)
+    return target
+
+
+def seed_from_args(args: argparse.Namespace) -> int | None:
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed: expected an integer in [0, 2**63), got {args.seed}")
+    return int(args.seed) if args.seed is not None else None
+
+
+def fetch_model(client: ExplainerClient, name: str) -> ModelInfo:
+    """The model's description; a model that failed to load is an error (exit 3)."""
+    with server_errors(client.address):
+        info = client.get_model(name)
+    if not info.ready:
+        raise server_error("FAILED_PRECONDITION", f"model {name!r} is not ready: {info.error or 'loading'}")
+    return info
+
+
+def explain_inputs(
+    client: ExplainerClient,
+    model: str,
+    batch: np.ndarray,
+    *,
+    method: Method,
+    target: TargetLike = "predicted",
+    seed: int | None = None,
+    lower: float | np.ndarray | None = None,
+    upper: float | np.ndarray | None = None,
+    label: str = "explaining",
+    progress_stream: TextIO | None = None,
+) -> list[InstanceExplanation]:
+    """Explain ``batch`` ``(B, *input_shape)``; on a terminal, stream and draw a progress bar.
+
+    Off a terminal (pipes, CI, ``--json``) the plain unary call is used and nothing is drawn.
+    """
+    bar = ProgressBar(label, progress_stream)
+    options: dict[str, Any] = {"method": method, "target": target, "seed": seed, "lower": lower, "upper": upper}
+    with server_errors(client.address):
+        if not bar.enabled:
+            return client.explain(model, batch, **options)
+        results: list[InstanceExplanation] | None = None
+        try:
+            for event in client.explain_stream(model, batch, **options):
+                if isinstance(event, list):
+                    results = event
+                    continue
+                per_instance = max(1, event.explanations_total // max(1, len(batch)))
+                position = f" {event.instance_index * per_instance + event.rank + 1}/{event.explanations_total}"
+                bar.label = label + (position if event.explanations_total > 1 else "")
+                bar.update(event.samples_done, event.samples_planned, event.relative_error)
+        finally:
+            bar.close()
+    if results is None:
+        raise server_error("INTERNAL", "the server closed the stream without sending the results")
+    return results
+
+
+def label_of(info: ModelInfo, index: int | None) -> str | None:
+    if index is None or not 0 <= index < len(info.labels):
+        return None
+    return info.labels[index]
+
+
+def summarise(explanation: InstanceExplanation, item: input_files.LoadedInput, info: ModelInfo) -> dict[str, Any]:
+    """The JSON summary of one explanation (without its file list)."""
+    outputs = np.asarray(explanation.outputs, dtype=np.float64)
+    target: dict[str, Any] = {
+        "index": explanation.target_index,
+        "label": label_of(info, explanation.target_index),
+        "rank": explanation.rank,
+        "tensor": explanation.output or info.output_name,
+    }
+    if explanation.target_index is not None and outputs.ndim >= 1 and explanation.target_index < outputs.shape[-1]:
+        target["score"] = float(outputs.reshape(-1, outputs.shape[-1])[0, explanation.target_index])
+    prediction: dict[str, Any] | None = None
+    if outputs.ndim == 1 and outputs.size > 1:
+        predicted = int(np.argmax(outputs))
+        prediction = {"index": predicted, "label": label_of(info, predicted), "score": float(outputs[predicted])}
+    attribution = np.asarray(explanation.attribution, dtype=np.float64)
+    return {
+        "model": info.name,
+        "input": item.source,
+        "name": item.name,
+        "method": explanation.description,
+        "target": target,
+        "prediction": prediction,
+        "outputs": outputs,
+        "samples": explanation.samples,
+        "gradient_evaluations": explanation.gradient_evaluations,
+        "seed": explanation.seed,
+        "inherent_noise": explanation.inherent_noise,
+        "relative_error": explanation.relative_error,
+        "attribution_sum": float(attribution.sum()),
+        "attribution_shape": list(attribution.shape),
+        "timings": {"queued_ms": explanation.queued_ms, "computing_ms": explanation.computing_ms},
+        "provider": explanation.provider,
+    }
+
+
+def _stem(item: input_files.LoadedInput, explanation: InstanceExplanation, several_per_input: bool) -> str:
+    if several_per_input and explanation.target_index is not None:
+        return f"{item.name}.class{explanation.target_index}"
+    if several_per_input:
+        return f"{item.name}.rank{explanation.rank + 1}"
+    return item.name
+
+
+def figure_title(info: ModelInfo, item: input_files.LoadedInput, explanation: InstanceExplanation) -> str:
+    """Two lines: what was explained, and how (method, target, samples, error)."""
+    source = Path(item.source).name if Path(item.source).is_file() else item.source
+    label = label_of(info, explanation.target_index)
+    if explanation.target_index is None:
+        target = "explicit cotangent"
+    else:
+        target = f"class {explanation.target_index}" + (f" ({label})" if label and label != str(explanation.target_index) else "")
+    details = [explanation.description, target, f"N={explanation.samples}"]
+    if explanation.relative_error > 0:
+        details.append(f"rel. error {100 * explanation.relative_error:.1f}%")
+    return f"{info.name} · {source}\n" + " · ".join(details)
+
+
+def write_explanation(
+    out_dir: Path,
+    stem: str,
+    item: input_files.LoadedInput,
+    explanation: InstanceExplanation,
+    info: ModelInfo,
+    spec: input_files.InputSpec,
+    *,
+    style: render.HeatmapStyle,
+    figures: bool = True,
+    top: int = 10,
+) -> dict[str, Any]:
+    """Write the arrays, the figure and the JSON summary of one explanation; return the summary."""
+    summary = summarise(explanation, item, info)
+    files: dict[str, str] = {}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for key in ("attribution", "standard_error"):
+            path = out_dir / f"{stem}.{key}.npy"
+            np.save(path, np.asarray(getattr(explanation, key), dtype=np.float32))
+            files[key] = str(path)
+        if figures:
+            figure = _write_figure(out_dir, stem, item, explanation, info, spec, style, top)
+            if figure is not None:
+                files[figure[0]] = str(figure[1])
+        summary["files"] = {**files, "summary": str(out_dir / f"{stem}.json")}
+        (out_dir / f"{stem}.json").write_text(dumps(summary) + "\n")
+    except OSError as err:
+        raise OutputError(f"--out: cannot write to {str(out_dir)!r}: {err.strerror or err}") from None
+    return summary
+
+
+def _write_figure(
+    out_dir: Path,
+    stem: str,
+    item: input_files.LoadedInput,
+    explanation: InstanceExplanation,
+    info: ModelInfo,
+    spec: input_files.InputSpec,
+    style: render.HeatmapStyle,
+    top: int,
+) -> tuple[str, Path] | None:
+    title = figure_title(info, item, explanation)
+    attribution = np.asarray(explanation.attribution)
+    if item.kind == "image":
+        image = input_files.display_image(item.tensor, spec)
+        layout = input_files.image_layout(spec.input_shape, spec.preprocessing.channels)
+        if image is None or layout is None:
+            return None
+        attribution_map = render.to_map(attribution, layout[0] if attribution.ndim == 3 else None)
+        if attribution_map.shape != image.shape[:2]:
+            return None
+        path = render.render_heatmap(out_dir / f"{stem}.heatmap.png", image, attribution_map, title=title, style=style)
+        return "heatmap", path
+    if item.kind == "tabular" and attribution.size == len(feature_names(info, attribution.size)):
+        path = render.render_bar_chart(
+            out_dir / f"{stem}.bars.png",
+            feature_names(info, attribution.size),
+            attribution,
+            np.asarray(explanation.standard_error),
+            item.raw_features,
+            title=title,
+            top=2 * top,
+        )
+        return "bar_chart", path
+    return None
+
+
+def feature_names(info: ModelInfo, count: int) -> list[str]:
+    """The model's feature names, or ``x[i]`` when it names none (or not ``count`` of them)."""
+    if len(info.feature_names) == count:
+        return list(info.feature_names)
+    return [f"x[{i}]" for i in range(count)]
+
+
+def print_explanation(summary: dict[str, Any], explanation: InstanceExplanation, item: input_files.LoadedInput,
+                      info: ModelInfo, *, top: int, stream: TextIO | None = None) -> None:
+    """A short human-readable report of one explanation (and a ranked table for tabular inputs)."""
+    out = stream or sys.stdout
+    target = summary["target"]
+    line = f"{item.source}: explained "
+    line += "an explicit cotangent" if target["index"] is None else f"class {target['index']}"
+    if target.get("label") not in (None, str(target["index"])):
+        line += f" ({target['label']})"
+    if "score" in target:
+        line += f", score {target['score']:.4g}"
+    prediction = summary["prediction"]
+    if prediction is not None:
+        label = prediction["label"]
+        line += f"; predicted {prediction['index']}" + (f" ({label})" if label not in (None, str(prediction["index"])) else "")
+    print(line, file=out)
+    details = [explanation.description, f"{explanation.samples} samples", f"seed {explanation.seed}"]
+    if explanation.relative_error > 0:
+        details.append(f"rel. error {100 * explanation.relative_error:.2f}%")
+    if explanation.inherent_noise > 0:
+        details.append(f"inherent noise {explanation.inherent_noise:.4f}")
+    details.append(f"{explanation.computing_ms:.0f} ms on {explanation.provider or 'unknown provider'}")
+    print("  " + " · ".join(details), file=out)
+    if item.kind == "tabular":
+        attribution = np.asarray(explanation.attribution).reshape(-1)
+        table = render.ranked_table(
+            feature_names(info, attribution.size), attribution, np.asarray(explanation.standard_error),
+            item.raw_features, top=top,
+        )
+        print("\n".join("  " + row for row in table.splitlines()), file=out)
+    files = summary.get("files", {})
+    if files:
+        print("  wrote " + ", ".join(files.values()), file=out)
+
+
+def bounds_from_args(args: argparse.Namespace) -> tuple[float | np.ndarray | None, float | np.ndarray | None]:
+    return number_or_array(args.lower, "--lower"), number_or_array(args.upper, "--upper")
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    method = method_from_args(args)
+    target = target_from_args(args)
+    seed = seed_from_args(args)
+    lower, upper = bounds_from_args(args)
+    if args.top < 1:
+        raise UsageError(f"--top: expected a positive number of features, got {args.top}")
+    try:
+        style = render.style_from_args(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    with open_client(args) as client:
+        info = fetch_model(client, args.model)
+        spec = input_files.InputSpec.from_model_info(info)
+        loaded = input_files.load_inputs(args.inputs, spec)
+        results = explain_inputs(
+            client, info.name, input_files.stack(loaded), method=method, target=target, seed=seed,
+            lower=lower, upper=upper, label=f"explaining with {info.name}",
+        )
+    summaries = report(results, loaded, info, spec, args.out, style=style, figures=not args.no_figures,
+                       top=args.top, as_json=args.json)
+    if args.json:
+        print(dumps({"model": info.name, "out": str(args.out), "explanations": summaries}))
+    return EXIT_OK
+
+
+def report(
+    results: Sequence[InstanceExplanation],
+    loaded: Sequence[input_files.LoadedInput],
+    info: ModelInfo,
+    spec: input_files.InputSpec,
+    out_dir: Path,
+    *,
+    style: render.HeatmapStyle,
+    figures: bool,
+    top: int,
+    as_json: bool,
+) -> list[dict[str, Any]]:
+    """Write and (unless ``as_json``) print every explanation; return their summaries in order."""
+    several = any(result.rank > 0 for result in results)
+    summaries = []
+    for result in results:
+        if not 0 <= result.instance_index < len(loaded):
+            raise CliError(
+                "INTERNAL",
+                f"the server answered for instance {result.instance_index}, but {len(loaded)} were sent",
+                1,
+            )
+        item = loaded[result.instance_index]
+        stem = _stem(item, result, several)
+        summary = write_explanation(out_dir, stem, item, result, info, spec, style=style, figures=figures, top=top)
+        summaries.append(summary)
+        if not as_json:
+            print_explanation(summary, result, item, info, top=top)
+    return summaries
