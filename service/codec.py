@@ -84,13 +84,12 @@ def array_to_tensor(array: np.ndarray | float | int) -> pb.Tensor:
     )
 
 
-def tensor_to_array(tensor: pb.Tensor, field: str, *, max_elements: int | None = None) -> np.ndarray:
+def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
     """Decode a ``Tensor`` holding floats into a float32 array of its shape.
 
     Args:
         tensor: the message; FP32 or FP64 (FP64 is rounded to float32).
         field: the request field it came from, named in error messages (e.g. ``"inputs"``).
-        max_elements: refuse tensors with more elements before allocating anything.
 
     Raises:
         InvalidRequestError: unknown or non-float datatype, negative dimension, or a byte length
@@ -103,10 +102,6 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, max_elements: int | None =
     if any(d < 0 for d in shape):
         raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
     elements = math.prod(shape)
-    if max_elements is not None and elements > max_elements:
-        raise InvalidRequestError(
-            f"{field} has {elements} elements (shape {list(shape)}); at most {max_elements} are accepted"
-        )
     wire = _NUMPY_DTYPES[tensor.datatype]
     expected = elements * wire.itemsize
     if len(tensor.raw_contents) != expected:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 # Sub-command modules, in the order `mollify --help` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "service.cli.serve_command",
     "service.cli.gradify_command",
     "service.cli.demo_command",
     "service.cli.models_command",

@@ -1,0 +1,87 @@
+"""``mollify serve``: run the explanation server until SIGTERM or Ctrl-C.
+
+    mollify serve [--address HOST:PORT] [--model-repository DIR] [--token-file FILE] ...
+
+With no arguments it serves the bundled demo models on 127.0.0.1:50051. Every setting is a flag
+and a ``MOLLIFY_*`` environment variable (the flag wins); ``mollify serve --help`` lists them.
+Once listening it prints ``listening on HOST:PORT`` on stdout (the real port when port 0 was asked).
+
+Signals: SIGTERM or SIGINT set health to NOT_SERVING, refuse new calls and give in-flight ones
+``--grace-period-s`` seconds to finish, then exit 0 (a second signal stops at once); SIGHUP
+rescans the model repository. Exit code 2: invalid settings or the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from service.errors import SettingsError
+from service.logs import configure_logging
+from service.server import MollifyServer, create_server
+from service.settings import Settings, add_arguments
+
+EXIT_OK = 0
+EXIT_SETTINGS = 2
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gRPC explanation server (default: the demo models on 127.0.0.1:50051)",
+        description=(
+            "Serve smoothed-gradient explanations of the ONNX models of a repository folder over gRPC "
+            "(mollify.v1.ExplainerService, grpc.health.v1, reflection). Every flag can also be given as "
+            "the MOLLIFY_* environment variable shown in its help; a flag wins over its variable."
+        ),
+        epilog=(
+            "SIGTERM/SIGINT: graceful shutdown within --grace-period-s; SIGHUP: reload the model repository. "
+            "Health checks need no token unless --auth-health is set. Exit code 2: invalid settings."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_sources(args)
+    except SettingsError as err:
+        print(f"SETTINGS: {err}", file=sys.stderr)
+        return EXIT_SETTINGS
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        server, port = create_server(settings)
+    except OSError as err:
+        print(f"UNAVAILABLE: {err}", file=sys.stderr)
+        return EXIT_SETTINGS
+    server.start()
+    _install_signal_handlers(server)
+    ready = [m.name for m in server.repository.list() if m.ready]
+    print(f"listening on {settings.host}:{port} ({len(ready)} models ready: {', '.join(ready)})", flush=True)
+    server.wait_for_termination()
+    return EXIT_OK
+
+
+def _install_signal_handlers(server: MollifyServer) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (e.g. not in embedded use)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # A second signal means "now": no more grace.
+        grace = 0.0 if stopping.is_set() else server.settings.grace_period_s
+        stopping.set()
+        threading.Thread(target=server.stop, args=(grace,), name="mollify-shutdown", daemon=True).start()
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.reload_models, name="mollify-reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)

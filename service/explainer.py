@@ -1,0 +1,288 @@
+"""The domain layer of the service: validate a decoded request against its model, admit it through
+the scheduler, run :func:`estimator.explain` per instance (and per rank of a top-k target), and
+return :class:`service.vocabulary.InstanceExplanation` values.
+
+No grpc and no protobuf here: the servicer decodes before and encodes after. No numerics either,
+beyond checking shapes and picking the top-k classes from the estimator's clean outputs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from estimator import explain, planned_evaluations
+from estimator.errors import CancelledError
+from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget, Progress, Target
+from service.errors import InvalidRequestError, RequestLimitError
+from service.repository import ModelEntry, ModelRepository, ServedModel
+from service.scheduler import Cancellation, Scheduler
+from service.vocabulary import ExplainProgress, ExplainTarget, InstanceExplanation, TopKTarget
+
+__all__ = ["ExplainQuery", "Explainer", "Limits", "WorkObserver"]
+
+
+@dataclass(frozen=True)
+class ExplainQuery:
+    """A decoded explanation request.
+
+    Attributes:
+        model: the model's name.
+        inputs: ``(batch, *input_shape)`` float32.
+        target: what to explain.
+        method: how.
+        seed: seed of every random draw, shared by all instances; ``None``: the server draws one.
+        lower: bound override, broadcastable to one instance; ``None``: the model's.
+        upper: like ``lower``.
+    """
+
+    model: str
+    inputs: np.ndarray
+    target: ExplainTarget = ExplainTarget()
+    method: Method = Method()
+    seed: int | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits, each named after the setting that changes it."""
+
+    max_instances: int = 64
+    max_input_elements: int = 16_000_000
+    max_evaluations: int = 500_000
+
+
+class WorkObserver(Protocol):
+    """Receives what every explanation cost (metrics)."""
+
+    def explanation_done(self, model: str, samples: int, gradient_evaluations: int, seconds: float) -> None: ...
+
+
+_SEED_LIMIT = 2**64
+
+
+class Explainer:
+    """Runs explanation requests against a model repository under a scheduler.
+
+    Args:
+        repository: where models come from.
+        scheduler: admission control (computing slots and queue).
+        limits: per-request limits.
+        memory_budget_bytes: memory one chunk of samples may use (the estimator sizes chunks by it).
+        observer: told what each explanation cost; ``None`` for no one.
+    """
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        scheduler: Scheduler,
+        limits: Limits,
+        *,
+        memory_budget_bytes: int,
+        observer: WorkObserver | None = None,
+    ) -> None:
+        self.repository = repository
+        self.scheduler = scheduler
+        self.limits = limits
+        self.memory_budget_bytes = memory_budget_bytes
+        self._observer = observer
+
+    def explain(
+        self,
+        query: ExplainQuery,
+        cancellation: Cancellation,
+        on_progress: Callable[[ExplainProgress], None] | None = None,
+    ) -> list[InstanceExplanation]:
+        """Explain every instance of ``query``; instance by instance, ranks in order.
+
+        Raises:
+            UnknownModelError, ModelNotReadyError: the model cannot serve.
+            InvalidRequestError, estimator.errors.InvalidArgumentError: the request is malformed.
+            RequestLimitError: it asks for more than a limit allows.
+            OverloadedError, ShuttingDownError: no slot now.
+            RequestCancelledError: the client cancelled or the deadline passed.
+        """
+        entry = self.repository.ready_entry(query.model)
+        session = self.repository.session_for(entry, query.target.output)
+        inputs = self._checked_inputs(query.inputs, session.input_shape)
+        lower = self._bound(query.lower, entry.lower, session.input_shape, "lower")
+        upper = self._bound(query.upper, entry.upper, session.input_shape, "upper")
+        if not np.all(lower < upper):
+            where = tuple(int(i) for i in np.argwhere(~(lower < upper))[0])
+            raise InvalidRequestError(
+                f"lower must be below upper everywhere; at feature {where} lower = {float(lower[where])} "
+                f"and upper = {float(upper[where])}"
+            )
+        ranks = self._ranks(query.target, session)
+        per_explanation = planned_evaluations(query.method)
+        planned = per_explanation * len(inputs) * ranks
+        if planned > self.limits.max_evaluations:
+            raise RequestLimitError(
+                f"the request plans {planned} gradient evaluations ({per_explanation} per explanation × "
+                f"{len(inputs)} instances × {ranks} ranks); the limit is {self.limits.max_evaluations} "
+                f"(setting --max-evaluations / MOLLIFY_MAX_EVALUATIONS)"
+            )
+        seed = query.seed if query.seed is not None else secrets.randbits(63)
+        if not 0 <= seed < _SEED_LIMIT:
+            raise InvalidRequestError(f"seed must be in [0, 2**64), got {seed}")
+        with self.scheduler.slot(cancellation) as queued_s:
+            results: list[InstanceExplanation] = []
+            for index, x in enumerate(inputs):
+                results.extend(
+                    self._explain_instance(
+                        entry, session, query, x, index, ranks, seed, lower, upper,
+                        queued_s, cancellation, on_progress,
+                    )
+                )
+        return results
+
+    def _explain_instance(
+        self,
+        entry: ModelEntry,
+        session: ServedModel,
+        query: ExplainQuery,
+        x: np.ndarray,
+        index: int,
+        ranks: int,
+        seed: int,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        queued_s: float,
+        cancellation: Cancellation,
+        on_progress: Callable[[ExplainProgress], None] | None,
+    ) -> list[InstanceExplanation]:
+        selection = query.target.selection
+        first: Target = PredictedClassTarget() if isinstance(selection, TopKTarget) else selection
+        targets: list[Target] = [first]
+        results: list[InstanceExplanation] = []
+        total = len(query.inputs) * ranks
+        rank = 0
+        while rank < len(targets):
+            def report(progress: Progress, rank: int = rank) -> None:
+                if on_progress is not None:
+                    on_progress(ExplainProgress(index, rank, total, progress.samples_done,
+                                                progress.samples_planned, progress.relative_error))
+
+            started = time.perf_counter()
+            try:
+                explanation = explain(
+                    session, x, query.method, targets[rank],
+                    lower=lower, upper=upper, seed=seed,
+                    memory_budget_bytes=self.memory_budget_bytes,
+                    max_evaluations=self.limits.max_evaluations,
+                    should_stop=cancellation.should_stop,
+                    on_progress=report,
+                )
+            except CancelledError:
+                raise cancellation.error("computing") from None
+            seconds = time.perf_counter() - started
+            if self._observer is not None:
+                self._observer.explanation_done(
+                    entry.name, explanation.samples, explanation.gradient_evaluations, seconds
+                )
+            if rank == 0 and isinstance(selection, TopKTarget):
+                targets.extend(ClassTarget(c) for c in _runner_up_classes(explanation.outputs,
+                                                                         explanation.target_index, ranks))
+            results.append(
+                InstanceExplanation(
+                    attribution=np.asarray(explanation.attribution, dtype=np.float32),
+                    standard_error=np.asarray(explanation.standard_error, dtype=np.float32),
+                    outputs=np.asarray(explanation.outputs, dtype=np.float32),
+                    target_index=explanation.target_index,
+                    samples=explanation.samples,
+                    gradient_evaluations=explanation.gradient_evaluations,
+                    seed=explanation.seed,
+                    inherent_noise=float(explanation.inherent_noise),
+                    relative_error=float(explanation.relative_error),
+                    queued_ms=queued_s * 1000.0,
+                    computing_ms=seconds * 1000.0,
+                    provider=session.provider,
+                    description=explanation.description,
+                    instance_index=index,
+                    rank=rank,
+                    output=query.target.output or entry.info.output_name,
+                    cotangent=np.asarray(explanation.cotangent, dtype=np.float32),
+                )
+            )
+            rank += 1
+        return results
+
+    # ------------------------------------------------------------------------ checks
+
+    def _checked_inputs(self, inputs: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+        expected = (-1, *input_shape)
+        if inputs.ndim != len(expected) or tuple(inputs.shape[1:]) != tuple(input_shape):
+            raise InvalidRequestError(
+                f"inputs.shape must be [batch, {', '.join(map(str, input_shape))}], got {list(inputs.shape)}"
+            )
+        if len(inputs) < 1:
+            raise InvalidRequestError("inputs must hold at least one instance, got a batch of 0")
+        if len(inputs) > self.limits.max_instances:
+            raise RequestLimitError(
+                f"inputs holds {len(inputs)} instances; the limit is {self.limits.max_instances} "
+                f"(setting --max-instances / MOLLIFY_MAX_INSTANCES)"
+            )
+        if inputs.size > self.limits.max_input_elements:
+            raise RequestLimitError(
+                f"inputs holds {inputs.size} elements; the limit is {self.limits.max_input_elements} "
+                f"(setting --max-input-elements / MOLLIFY_MAX_INPUT_ELEMENTS)"
+            )
+        finite = np.isfinite(inputs)
+        if not finite.all():
+            where = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise InvalidRequestError(
+                f"inputs must be finite; instance {where[0]} holds {float(inputs[where])} at feature {where[1:]}"
+            )
+        return np.asarray(inputs, dtype=np.float32)
+
+    @staticmethod
+    def _bound(
+        value: np.ndarray | None, default: np.ndarray, shape: tuple[int, ...], name: str
+    ) -> np.ndarray:
+        if value is None:
+            return default
+        try:
+            bound = np.broadcast_to(np.asarray(value, dtype=np.float32), shape)
+        except ValueError:
+            raise InvalidRequestError(
+                f"{name}.shape must broadcast to one instance's shape {list(shape)}, got {list(np.shape(value))}"
+            ) from None
+        if not np.isfinite(bound).all():
+            raise InvalidRequestError(f"{name} must be finite")
+        return bound
+
+    @staticmethod
+    def _ranks(target: ExplainTarget, session: ServedModel) -> int:
+        selection = target.selection
+        if isinstance(selection, CotangentTarget) and tuple(selection.cotangent.shape) != tuple(session.output_shape):
+            raise InvalidRequestError(
+                f"target.cotangent.shape must be the explained tensor's instance shape "
+                f"{list(session.output_shape)}, got {list(selection.cotangent.shape)}"
+            )
+        if not isinstance(selection, TopKTarget):
+            return 1
+        shape = tuple(session.output_shape)
+        classes = shape[-1] if shape else 1
+        if int(np.prod(shape[:-1])) != 1:
+            raise InvalidRequestError(
+                f"target.top_k needs an explained tensor with one class axis, but its instance shape is {list(shape)}"
+            )
+        if not 1 <= selection.k <= classes:
+            raise InvalidRequestError(f"target.top_k must be in [1, {classes}], got {selection.k}")
+        return selection.k
+
+
+def _runner_up_classes(outputs: np.ndarray, first: int | None, k: int) -> list[int]:
+    """Classes ranked 2..k by score at the clean input; ties keep the lower index first."""
+    order = [int(c) for c in np.argsort(-np.asarray(outputs).reshape(-1), kind="stable")]
+    if first is not None:
+        order.remove(first)
+        order.insert(0, first)
+    return order[1:k]

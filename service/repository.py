@@ -1,0 +1,353 @@
+"""The model repository: a folder with one sub-folder per model (``model.onnx`` + ``config.json``).
+
+Gradient graphs are built at load (``service/graphs.py``, cached on disk by content hash) and run
+by one :class:`models.runtime.GradientSession` per model and explained tensor. A model that fails
+to load (corrupt ONNX, bad config, an op without a gradient rule, ...) never stops the server: it
+is listed as not ready with its error. :meth:`ModelRepository.reload` rescans without a restart;
+requests in flight keep the sessions they started with.
+
+Model names are folder names matching ``[A-Za-z0-9_.-]+`` (not only dots); a name from a request is
+only ever looked up in memory, and every folder is checked to resolve inside the repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+
+from estimator.gradient_model import GradientModel
+from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, ModelConfig
+from models.gradient_graph import GradientGraphError, load_model
+from service.errors import InvalidRequestError, ModelNotReadyError, UnknownModelError
+from service.graphs import cached_gradient_graph
+from service.vocabulary import ModelInfo, ReloadResult, TensorDescription
+
+__all__ = ["ModelEntry", "ModelRepository", "ServedModel", "SessionFactory", "validate_model_name"]
+
+_log = logging.getLogger("mollify.service.repository")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ONNX_DTYPES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+class ServedModel(GradientModel, Protocol):
+    """A gradient model that also reports the execution provider it runs on."""
+
+    @property
+    def provider(self) -> str: ...
+
+
+SessionFactory = Callable[[bytes, onnx.ModelProto, ModelConfig], ServedModel]
+"""Turns a forward model (its bytes and parsed proto) and its config into a served gradient model
+of ``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
+opens a ``models.runtime.GradientSession`` on it; tests inject fakes."""
+
+
+def validate_model_name(name: str, field_name: str = "model_name") -> str:
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidRequestError`."""
+    if not _NAME.fullmatch(name) or set(name) == {"."}:
+        raise InvalidRequestError(
+            f"{field_name} must match [A-Za-z0-9_.-]+ and not be only dots, got {name!r}"
+        )
+    return name
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+        path = folder / file_name
+        digest.update(file_name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return digest.hexdigest()
+
+
+def _describe(value: onnx.ValueInfoProto) -> TensorDescription:
+    tensor_type = value.type.tensor_type
+    shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+    return TensorDescription(value.name, shape, _ONNX_DTYPES.get(tensor_type.elem_type, "other"))
+
+
+@dataclass
+class ModelEntry:
+    """One model of the repository, loaded or not. Replaced as a whole on reload, never mutated
+    except for its cache of extra gradient graphs."""
+
+    name: str
+    folder: Path
+    fingerprint: str
+    info: ModelInfo
+    config: ModelConfig | None = None
+    session: ServedModel | None = None
+    tensor_names: frozenset[str] = frozenset()
+    _extra: OrderedDict[str, ServedModel] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.info.lower
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.info.upper
+
+
+class ModelRepository:
+    """Loads, lists and reloads the models of one folder.
+
+    Args:
+        root: the repository folder.
+        cache_dir: the gradient-graph cache folder.
+        session_factory: see :data:`SessionFactory`; default: the cached gradient graph in a
+            ``models.runtime.GradientSession`` on ``device`` with ``intra_op_threads``.
+        max_output_graphs: gradient graphs kept per model for tensors other than the configured one
+            (least recently used dropped first).
+        on_change: called with every model's info after each load or reload (health updates).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        cache_dir: Path,
+        *,
+        device: str = "auto",
+        intra_op_threads: int | None = None,
+        session_factory: SessionFactory | None = None,
+        max_output_graphs: int = 4,
+        on_change: Callable[[list[ModelInfo]], None] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.cache_dir = Path(cache_dir)
+        self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads)
+        self._max_output_graphs = max_output_graphs
+        self._on_change = on_change
+        self._entries: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------ queries
+
+    def list(self) -> list[ModelInfo]:
+        with self._lock:
+            return [self._entries[name].info for name in sorted(self._entries)]
+
+    def entry(self, name: str) -> ModelEntry:
+        """The model named ``name``, ready or not.
+
+        Raises:
+            InvalidRequestError: the name is not a valid model name.
+            UnknownModelError: no such model.
+        """
+        validate_model_name(name)
+        with self._lock:
+            entry = self._entries.get(name)
+            known = sorted(self._entries)
+        if entry is None:
+            raise UnknownModelError(f"model_name {name!r} is not in the repository; known models: {known}")
+        return entry
+
+    def ready_entry(self, name: str) -> ModelEntry:
+        """Like :meth:`entry`, raising :class:`ModelNotReadyError` (with the load error) if not ready."""
+        entry = self.entry(name)
+        if entry.session is None:
+            raise ModelNotReadyError(f"model {name!r} is not ready: {entry.info.error}")
+        return entry
+
+    def session_for(self, entry: ModelEntry, output: str) -> ServedModel:
+        """The gradient model explaining ``output`` (``""``: the configured tensor), built on first use.
+
+        Raises:
+            InvalidRequestError: ``output`` is not a tensor of the model or cannot be differentiated.
+        """
+        if entry.session is None or entry.config is None:
+            raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+        if output in ("", entry.config.explained_tensor):
+            return entry.session
+        if output not in entry.tensor_names:
+            outputs = [t.name for t in entry.info.graph_outputs]
+            raise InvalidRequestError(
+                f"target.output {output!r} is not a tensor of model {entry.name!r}; its outputs are "
+                f"{outputs}, its configured explained tensor {entry.config.explained_tensor!r}"
+            )
+        with entry._lock:
+            session = entry._extra.get(output)
+            if session is not None:
+                entry._extra.move_to_end(output)
+                return session
+            session = self._open_extra(entry, output)
+            entry._extra[output] = session
+            while len(entry._extra) > self._max_output_graphs:
+                entry._extra.popitem(last=False)
+            return session
+
+    def _open_extra(self, entry: ModelEntry, output: str) -> ServedModel:
+        if entry.config is None:
+            raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+        if _fingerprint(entry.folder) != entry.fingerprint:
+            raise ModelNotReadyError(
+                f"model {entry.name!r} changed on disk since it was loaded; reload the repository first"
+            )
+        model_bytes = (entry.folder / MODEL_FILE_NAME).read_bytes()
+        try:
+            config = dataclasses.replace(entry.config, explained_tensor=output)
+            return self._factory(model_bytes, load_model(model_bytes), config)
+        except GradientGraphError as err:
+            raise InvalidRequestError(
+                f"target.output {output!r} of model {entry.name!r} cannot be differentiated: {err}"
+            ) from err
+
+    # ------------------------------------------------------------------------ loading
+
+    def reload(self) -> ReloadResult:
+        """Rescan the folder: load new models, reload changed ones (by content), drop removed ones.
+
+        Unchanged models keep their sessions. Safe to call from any thread; reloads run one at a time.
+        """
+        with self._reload_lock:
+            found = self._scan()
+            with self._lock:
+                old = dict(self._entries)
+            added: list[str] = []
+            reloaded: list[str] = []
+            kept: dict[str, ModelEntry] = {}
+            for name, folder in found.items():
+                previous = old.get(name)
+                try:
+                    fingerprint = _fingerprint(folder)
+                except OSError as err:
+                    fingerprint = f"unreadable: {err}"
+                if previous is not None and previous.fingerprint == fingerprint and previous.folder == folder:
+                    kept[name] = previous
+                    continue
+                kept[name] = self._load(name, folder, fingerprint)
+                (reloaded if previous is not None else added).append(name)
+            removed = sorted(set(old) - set(found))
+            with self._lock:
+                self._entries = kept
+            models = self.list()
+        for name in removed:
+            _log.info("model removed", extra={"model": name})
+        if self._on_change is not None:
+            self._on_change(models)
+        return ReloadResult(models=models, added=sorted(added), reloaded=sorted(reloaded), removed=removed)
+
+    def _scan(self) -> dict[str, Path]:
+        if not self.root.is_dir():
+            _log.error("model repository is not a folder", extra={"path": str(self.root)})
+            return {}
+        found = {}
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            if not ((folder / MODEL_FILE_NAME).exists() or (folder / CONFIG_FILE_NAME).exists()):
+                continue
+            if not _NAME.fullmatch(folder.name):
+                _log.warning("skipping a folder whose name is not a valid model name", extra={"path": str(folder)})
+                continue
+            found[folder.name] = folder
+        return found
+
+    def _load(self, name: str, folder: Path, fingerprint: str) -> ModelEntry:
+        config: ModelConfig | None = None
+        try:
+            resolved = folder.resolve()
+            if not resolved.is_relative_to(self.root):
+                raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
+            config = ModelConfig.load(resolved)
+            lower, upper = config.lower_array(), config.upper_array()
+            if not np.all(lower < upper):
+                raise InvalidRequestError(f"{CONFIG_FILE_NAME} of {name!r}: lower must be below upper everywhere")
+            model_bytes = (resolved / MODEL_FILE_NAME).read_bytes()
+            model = load_model(model_bytes)
+            session = self._factory(model_bytes, model, config)
+            if tuple(session.input_shape) != tuple(config.input_shape):
+                raise InvalidRequestError(
+                    f"the gradient graph of {name!r} takes instances of shape {session.input_shape}, but "
+                    f"{CONFIG_FILE_NAME} says input_shape {config.input_shape}"
+                )
+        except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
+            _log.warning("model not ready", extra={"model": name, "error": f"{type(err).__name__}: {err}"})
+            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, f"{type(err).__name__}: {err}"), config)
+        graph = model.graph
+        weights = tuple(session.weights) if hasattr(session, "weights") else ()
+        info = ModelInfo(
+            name=name,
+            ready=True,
+            error="",
+            input_name=config.input_name,
+            input_shape=tuple(config.input_shape),
+            output_name=config.explained_tensor,
+            output_shape=tuple(session.output_shape),
+            lower=lower,
+            upper=upper,
+            labels=list(config.labels),
+            feature_names=list(config.feature_names),
+            preprocessing=dataclasses.asdict(config.preprocessing),
+            provider=session.provider,
+            description=config.description,
+            graph_inputs=tuple(_describe(v) for v in graph.input if v.name not in {i.name for i in graph.initializer}),
+            graph_outputs=tuple(_describe(v) for v in graph.output),
+            weights=weights,
+        )
+        names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
+        _log.info("model ready", extra={"model": name, "provider": info.provider})
+        return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
+
+
+def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo:
+    shape = tuple(config.input_shape) if config is not None else ()
+    bounds: list[np.ndarray] = []
+    for getter in ("lower_array", "upper_array"):
+        try:
+            bounds.append(getattr(config, getter)() if config is not None else np.zeros((), np.float32))
+        except Exception:  # noqa: BLE001 - the bound itself may be what is broken
+            bounds.append(np.zeros((), np.float32))
+    return ModelInfo(
+        name=name,
+        ready=False,
+        error=error,
+        input_name=config.input_name if config else "",
+        input_shape=shape,
+        output_name=config.explained_tensor if config else "",
+        output_shape=(),
+        lower=bounds[0],
+        upper=bounds[1],
+        labels=list(config.labels) if config else [],
+        feature_names=list(config.feature_names) if config else [],
+        preprocessing=dataclasses.asdict(config.preprocessing) if config else {},
+        provider="",
+        description=config.description if config else "",
+    )
+
+
+def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None) -> SessionFactory:
+    def open_session(model_bytes: bytes, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
+        # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
+        from models.runtime import GradientSession
+
+        path = cached_gradient_graph(
+            model_bytes, config.input_name, config.input_shape, config.explained_tensor, cache_dir, model=model
+        )
+        session: Any = GradientSession(
+            path, input_name=config.input_name, device=device, intra_op_threads=intra_op_threads  # type: ignore[arg-type]
+        )
+        return session  # type: ignore[no-any-return]
+
+    return open_session

@@ -1,0 +1,265 @@
+"""The server's one frozen settings object, built once at start-up from flags and ``MOLLIFY_*``
+environment variables (a flag wins over its variable, a variable over the default).
+
+Nothing deeper in the service reads the environment: components receive this object (or the
+values they need) through their constructors. Every setting has one row in :data:`SETTINGS`:
+its flag is ``--name-with-dashes``, its variable ``MOLLIFY_NAME_IN_CAPITALS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import SettingsError
+
+__all__ = ["SETTINGS", "Settings", "add_arguments", "default_cache_dir", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"`` → 67108864; plain integers are bytes; K/M/G suffixes are powers of 1024."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a byte count such as 1048576, 512KiB or 64MiB, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, 1/0, yes/no or on/off, got {text!r}")
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_or_none(text: str) -> Any:
+        return None if text.strip() in ("", "none", "None") else parse(text)
+
+    return parse_or_none
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/mollify/gradient-graphs``, else ``~/.cache/mollify/gradient-graphs``."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "mollify" / "gradient-graphs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the server. Sizes in bytes, durations in seconds.
+
+    Attributes:
+        address: ``host:port`` to listen on; port 0 picks a free port. Loopback by default.
+        model_repository: folder of model folders; ``None`` serves the bundled demo models.
+        cache_dir: where built gradient graphs are cached by content hash; ``None`` is
+            :func:`default_cache_dir`.
+        device: ``auto`` (CUDA when it really loads, else CPU), ``cpu`` or ``cuda``.
+        intra_op_threads: ONNX Runtime threads per session; ``None`` lets ONNX Runtime choose.
+        memory_budget_bytes: memory one explanation may use for a chunk of samples.
+        max_concurrent_requests: explanations computing at once.
+        max_queued_requests: explanations waiting for a slot; beyond, RESOURCE_EXHAUSTED at once.
+        max_message_bytes: largest request or response message.
+        max_evaluations: most gradient evaluations one request may plan (samples × steps × draws,
+            summed over instances and ranks).
+        max_input_elements: most float elements in one request's inputs tensor.
+        max_instances: most instances in one request.
+        max_output_graphs: gradient graphs kept per model for tensors other than the configured one.
+        tls_cert: PEM certificate chain; with ``tls_key``, the server speaks TLS only.
+        tls_key: PEM private key of ``tls_cert``.
+        token: bearer token every call must carry (``authorization: Bearer <token>``); ``None``: no auth.
+        auth_health: whether health checks need the token too (default: no, so probes work).
+        reflection: serve gRPC server reflection.
+        metrics_port: Prometheus metrics HTTP port; 0 turns metrics off.
+        metrics_address: the host the metrics endpoint binds.
+        grace_period_s: how long in-flight requests may finish after SIGTERM.
+        log_format: ``json`` (one object per line) or ``text`` (key=value).
+        log_level: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
+    """
+
+    address: str = "127.0.0.1:50051"
+    model_repository: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+    intra_op_threads: int | None = None
+    memory_budget_bytes: int = 256 << 20
+    max_concurrent_requests: int = 2
+    max_queued_requests: int = 16
+    max_message_bytes: int = 64 << 20
+    max_evaluations: int = 500_000
+    max_input_elements: int = 16_000_000
+    max_instances: int = 64
+    max_output_graphs: int = 4
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    auth_health: bool = False
+    reflection: bool = True
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    grace_period_s: float = 30.0
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir(os.environ)
+
+    @classmethod
+    def from_sources(
+        cls, flags: argparse.Namespace | Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build the settings: a flag that was given wins over ``MOLLIFY_<NAME>``, which wins over the default.
+
+        Args:
+            flags: parsed flags (``None`` values mean "not given"), e.g. from :func:`add_arguments`.
+            environ: the environment; ``None`` reads ``os.environ``.
+
+        Raises:
+            SettingsError: a value does not parse or is out of range; the message names the flag
+                and the variable.
+        """
+        environ = os.environ if environ is None else environ
+        given = vars(flags) if isinstance(flags, argparse.Namespace) else dict(flags or {})
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            if given.get(spec.name) is not None:
+                values[spec.name] = given[spec.name]
+            elif spec.env in environ:
+                try:
+                    values[spec.name] = spec.parse(environ[spec.env])
+                except ValueError as err:
+                    raise SettingsError(f"{spec.env} (or {spec.flag}): {err}") from None
+        token_file = given.get("token_file") or environ.get("MOLLIFY_TOKEN_FILE")
+        if token_file and values.get("token") is None:
+            try:
+                values["token"] = Path(token_file).read_text().strip()
+            except OSError as err:
+                raise SettingsError(f"--token-file / MOLLIFY_TOKEN_FILE: cannot read {token_file}: {err}") from None
+        if values.get("cache_dir") is None:
+            values["cache_dir"] = default_cache_dir(environ)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "MOLLIFY_" + self.name.upper()
+
+
+SETTINGS: tuple[_Spec, ...] = (
+    _Spec("address", str, "host:port to listen on (port 0: any free port)", "HOST:PORT"),
+    _Spec("model_repository", Path, "folder with one <model>/model.onnx + config.json per model "
+          "(default: the bundled demo models)", "DIR"),
+    _Spec("cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"),
+    _Spec("device", str, "auto, cpu or cuda"),
+    _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: ONNX Runtime's choice)", "N"),
+    _Spec("memory_budget_bytes", parse_size, "memory for one chunk of samples, e.g. 256MiB", "SIZE"),
+    _Spec("max_concurrent_requests", int, "explanations computing at once", "N"),
+    _Spec("max_queued_requests", int, "explanations waiting for a slot before RESOURCE_EXHAUSTED", "N"),
+    _Spec("max_message_bytes", parse_size, "largest request or response message, e.g. 64MiB", "SIZE"),
+    _Spec("max_evaluations", int, "most gradient evaluations one request may plan", "N"),
+    _Spec("max_input_elements", int, "most input elements in one request", "N"),
+    _Spec("max_instances", int, "most instances in one request", "N"),
+    _Spec("max_output_graphs", int, "gradient graphs kept per model for other explained tensors", "N"),
+    _Spec("tls_cert", Path, "PEM certificate chain (with --tls-key: TLS only)", "FILE"),
+    _Spec("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
+    _Spec("token", str, "bearer token every call must carry (prefer --token-file or MOLLIFY_TOKEN)", "TOKEN"),
+    _Spec("auth_health", _parse_bool, "require the token for health checks too (default: false)"),
+    _Spec("reflection", _parse_bool, "serve gRPC server reflection (default: true)"),
+    _Spec("metrics_port", int, "Prometheus metrics HTTP port; 0 turns metrics off", "PORT"),
+    _Spec("metrics_address", str, "host the metrics endpoint binds", "HOST"),
+    _Spec("grace_period_s", float, "seconds in-flight requests may finish after SIGTERM", "SECONDS"),
+    _Spec("log_format", str, "json or text"),
+    _Spec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting (defaults ``None``: :meth:`Settings.from_sources` fills them in)."""
+    for spec in SETTINGS:
+        default = getattr(Settings, spec.name, None)
+        help_text = f"{spec.help} [env {spec.env}; default {default}]"
+        if spec.parse is _parse_bool:
+            parser.add_argument(spec.flag, dest=spec.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(spec.flag, dest=spec.name, type=spec.parse, default=None,
+                                metavar=spec.metavar, help=help_text)
+    parser.add_argument("--token-file", dest="token_file", type=Path, default=None, metavar="FILE",
+                        help="file holding the bearer token [env MOLLIFY_TOKEN_FILE]")
+
+
+_DEVICES = ("auto", "cpu", "cuda")
+_LOG_FORMATS = ("json", "text")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _validate(settings: Settings) -> None:
+    def fail(name: str, expected: str) -> None:
+        spec = next(s for s in SETTINGS if s.name == name)
+        raise SettingsError(
+            f"{spec.flag} / {spec.env} must be {expected}, got {getattr(settings, name)!r}"
+        )
+
+    host, sep, port = settings.address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        fail("address", "host:port with a port in 0..65535")
+    if settings.device not in _DEVICES:
+        fail("device", f"one of {list(_DEVICES)}")
+    if settings.intra_op_threads is not None and settings.intra_op_threads < 1:
+        fail("intra_op_threads", "at least 1 (or unset)")
+    for name in ("memory_budget_bytes", "max_concurrent_requests", "max_message_bytes", "max_evaluations",
+                 "max_input_elements", "max_instances", "max_output_graphs"):
+        if getattr(settings, name) < 1:
+            fail(name, "at least 1")
+    if settings.max_queued_requests < 0:
+        fail("max_queued_requests", "at least 0")
+    if not 0 <= settings.metrics_port <= 65535:
+        fail("metrics_port", "a port in 0..65535")
+    if settings.grace_period_s < 0:
+        fail("grace_period_s", "at least 0")
+    if settings.log_format not in _LOG_FORMATS:
+        fail("log_format", f"one of {list(_LOG_FORMATS)}")
+    if settings.log_level.upper() not in _LOG_LEVELS:
+        fail("log_level", f"one of {list(_LOG_LEVELS)}")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        fail("tls_cert", "given together with --tls-key / MOLLIFY_TLS_KEY")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not Path(path).is_file():
+            fail(name, "an existing file")
+    if settings.model_repository is not None and not Path(settings.model_repository).is_dir():
+        fail("model_repository", "an existing folder")
+    if settings.token is not None and not settings.token.strip():
+        fail("token", "a non-empty string")

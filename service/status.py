@@ -1,0 +1,55 @@
+"""The one table from exceptions to gRPC status codes, used at the gRPC boundary only.
+
+A caller-fixable problem is INVALID_ARGUMENT, an unknown model NOT_FOUND, a model that failed to
+load FAILED_PRECONDITION (retrying will not help until the repository is fixed and reloaded), a
+request over a per-request limit or a busy server RESOURCE_EXHAUSTED, a draining server
+UNAVAILABLE. Anything not in the table is a bug: INTERNAL, with only the request id sent to the
+client and the traceback kept in the log.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from estimator.errors import InvalidArgumentError, LimitExceededError, ModelEvaluationError
+from models.gradient_graph import GradientGraphError
+from service.errors import (
+    InvalidRequestError,
+    ModelNotReadyError,
+    OverloadedError,
+    RequestCancelledError,
+    RequestLimitError,
+    ShuttingDownError,
+    UnauthenticatedError,
+    UnknownModelError,
+)
+
+__all__ = ["STATUS_TABLE", "status_for"]
+
+# First match wins: list subclasses before their bases.
+STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (UnknownModelError, grpc.StatusCode.NOT_FOUND),
+    (ModelNotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (RequestLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # The model itself misbehaved (non-finite or misshapen outputs): not the caller's fault, but a
+    # deliberate, safe-to-show message rather than a bug.
+    (ModelEvaluationError, grpc.StatusCode.INTERNAL),
+    (GradientGraphError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The status code and client-facing message of a deliberate error; ``None`` for an unexpected one."""
+    if isinstance(error, RequestCancelledError):
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if error.deadline_exceeded else grpc.StatusCode.CANCELLED
+        return code, str(error)
+    for error_type, code in STATUS_TABLE:
+        if isinstance(error, error_type):
+            return code, str(error)
+    return None
