@@ -149,8 +149,17 @@ class TinyMLP(_Fake):
     ``weight_overrides`` replace weights for one call; the clean arrays are never written to.
     """
 
-    def __init__(self, rng: np.random.Generator, inputs: int = 4, hidden: int = 8, outputs: int = 3) -> None:
-        super().__init__((inputs,), (outputs,))
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        inputs: int = 4,
+        hidden: int = 8,
+        outputs: int = 3,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if input_shape is not None:
+            inputs = int(np.prod(input_shape))
+        super().__init__(input_shape or (inputs,), (outputs,))
         self._weights = {
             "w1": rng.standard_normal((hidden, inputs)).astype(np.float32),
             "b1": (0.1 * rng.standard_normal(hidden)).astype(np.float32),

@@ -18,7 +18,9 @@ RULES = ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
 class TorchGradientModel:
     """A torch module seen through the GradientModel contract, differentiated with torch.autograd."""
 
-    def __init__(self, module: torch.nn.Module, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, module: torch.nn.Module, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
+    ) -> None:
         self.module = module
         self.input_shape = input_shape
         self.output_shape = output_shape
@@ -43,7 +45,11 @@ class TorchGradientModel:
 def torch_model() -> TorchGradientModel:
     generator = torch.Generator().manual_seed(0)
     module = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3), torch.nn.Softplus()
+        torch.nn.Flatten(),
+        torch.nn.Linear(12, 16),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 3),
+        torch.nn.Softplus(),
     )
     with torch.no_grad():
         for parameter in module.parameters():
@@ -107,12 +113,15 @@ def test_integrated_gradients_are_complete_with_many_steps(
     )
     with torch.no_grad():
         difference = (
-            torch_model.module(torch.tensor(instance[None]))[0, 1] - torch_model.module(torch.zeros(1, 3, 4))[0, 1]
+            torch_model.module(torch.tensor(instance[None]))[0, 1]
+            - torch_model.module(torch.zeros(1, 3, 4))[0, 1]
         )
     assert ours.attribution.sum() == pytest.approx(float(difference), rel=1e-5)
 
 
-def test_smoothgrad_agrees_with_captum_noise_tunnel(torch_model: TorchGradientModel, instance: np.ndarray) -> None:
+def test_smoothgrad_agrees_with_captum_noise_tunnel(
+    torch_model: TorchGradientModel, instance: np.ndarray
+) -> None:
     sigma, n = 0.6, 4000
     ours = explain(
         torch_model, instance, Method(sigma=sigma, samples=n), ClassTarget(0), lower=-3, upper=3, seed=12

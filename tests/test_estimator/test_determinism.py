@@ -28,7 +28,9 @@ def test_chunk_size_does_not_change_the_result(name: str) -> None:
     results = []
     for chunk in (1, 7, 64):
         model = TinyMLP(np.random.default_rng(0))
-        results.append(explain(model, X, method, ClassTarget(1), lower=-1, upper=1, seed=2024, chunk_size=chunk))
+        results.append(
+            explain(model, X, method, ClassTarget(1), lower=-1, upper=1, seed=2024, chunk_size=chunk)
+        )
     first = results[0]
     for other in results[1:]:
         np.testing.assert_array_equal(other.attribution, first.attribution)
@@ -61,7 +63,9 @@ def test_sample_noise_depends_only_on_its_index() -> None:
 def test_evaluations_are_batched_to_the_memory_budget() -> None:
     model = ReluShiftModel(0.2, X.shape)
     per_row = model.bytes_per_sample + 36 * X.size
-    result = explain(model, X, Method(samples=50), lower=-1, upper=1, seed=0, memory_budget_bytes=16 * per_row)
+    result = explain(
+        model, X, Method(samples=50), lower=-1, upper=1, seed=0, memory_budget_bytes=16 * per_row
+    )
     # One clean pass, then ceil(50 / 16) chunks: never one call per sample.
     assert model.record.batch_sizes == [1, 16, 16, 16, 2]
     assert result.gradient_evaluations == 51 == planned_evaluations(Method(samples=50))

@@ -41,7 +41,10 @@ def test_cdf_is_the_integral_of_the_density(name: str) -> None:
     kernel = get_kernel(name)
     for t in (-2.5, -0.7, 0.0, 0.3, 0.99, 4.0):
         below = integrate.quad(lambda s: float(kernel.pdf(s)), -np.inf, -1.0)[0]
-        area = below + integrate.quad(lambda s: float(kernel.pdf(s)), -1.0, t, points=[1.0] if t > 1 else None)[0]
+        area = (
+            below
+            + integrate.quad(lambda s: float(kernel.pdf(s)), -1.0, t, points=[1.0] if t > 1 else None)[0]
+        )
         assert float(kernel.cdf(t)) == pytest.approx(area, abs=1e-7)
 
 

@@ -44,7 +44,9 @@ def test_adaptive_scale_is_equation_13_for_the_gaussian() -> None:
     d = np.minimum(np.abs(x - LO), np.abs(x - HI))
     for c in (0.9, 0.95, 0.99):
         np.testing.assert_allclose(
-            adaptive_scale(x, LO, HI, confidence=c), d / (np.sqrt(2) * special.erfinv((1 + c) / 2)), rtol=1e-12
+            adaptive_scale(x, LO, HI, confidence=c),
+            d / (np.sqrt(2) * special.erfinv((1 + c) / 2)),
+            rtol=1e-12,
         )
         np.testing.assert_allclose(
             adaptive_scale(x, LO, HI, confidence=c, rule="two_sided"),
