@@ -265,28 +265,37 @@ class ModelRepository:
         return found
 
     def _load(self, name: str, folder: Path, fingerprint: str) -> ModelEntry:
-        config: ModelConfig | None = None
+        """Load one model; any failure gives a not-ready entry carrying the error."""
+        config: list[ModelConfig] = []
         try:
-            resolved = folder.resolve()
-            if not resolved.is_relative_to(self.root):
-                raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
-            config = ModelConfig.load(resolved)
-            lower, upper = config.lower_array(), config.upper_array()
-            if not np.all(lower < upper):
-                raise InvalidRequestError(f"{CONFIG_FILE_NAME} of {name!r}: lower must be below upper everywhere")
-            model_bytes = (resolved / MODEL_FILE_NAME).read_bytes()
-            model = load_model(model_bytes)
-            session = self._factory(model_bytes, model, config)
-            if tuple(session.input_shape) != tuple(config.input_shape):
-                raise InvalidRequestError(
-                    f"the gradient graph of {name!r} takes instances of shape {session.input_shape}, but "
-                    f"{CONFIG_FILE_NAME} says input_shape {config.input_shape}"
-                )
+            entry = self._load_ready(name, folder, fingerprint, config)
         except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
-            _log.warning("model not ready", extra={"model": name, "error": f"{type(err).__name__}: {err}"})
-            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, f"{type(err).__name__}: {err}"), config)
+            error = f"{type(err).__name__}: {err}"
+            _log.warning("model not ready", extra={"model": name, "error": error})
+            known = config[0] if config else None
+            return ModelEntry(name, folder, fingerprint, _broken_info(name, known, error), known)
+        _log.info("model ready", extra={"model": name, "provider": entry.info.provider})
+        return entry
+
+    def _load_ready(self, name: str, folder: Path, fingerprint: str, config_out: list[ModelConfig]) -> ModelEntry:
+        resolved = folder.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
+        config = ModelConfig.load(resolved)
+        config_out.append(config)
+        lower, upper = config.lower_array(), config.upper_array()
+        if not np.all(lower < upper):
+            raise InvalidRequestError(f"{CONFIG_FILE_NAME} of {name!r}: lower must be below upper everywhere")
+        model_bytes = (resolved / MODEL_FILE_NAME).read_bytes()
+        model = load_model(model_bytes)
+        session = self._factory(model_bytes, model, config)
+        if tuple(session.input_shape) != tuple(config.input_shape):
+            raise InvalidRequestError(
+                f"the gradient graph of {name!r} takes instances of shape {session.input_shape}, but "
+                f"{CONFIG_FILE_NAME} says input_shape {config.input_shape}"
+            )
         graph = model.graph
-        weights = tuple(session.weights) if hasattr(session, "weights") else ()
+        initializers = {i.name for i in graph.initializer}
         info = ModelInfo(
             name=name,
             ready=True,
@@ -302,12 +311,11 @@ class ModelRepository:
             preprocessing=dataclasses.asdict(config.preprocessing),
             provider=session.provider,
             description=config.description,
-            graph_inputs=tuple(_describe(v) for v in graph.input if v.name not in {i.name for i in graph.initializer}),
+            graph_inputs=tuple(_describe(v) for v in graph.input if v.name not in initializers),
             graph_outputs=tuple(_describe(v) for v in graph.output),
-            weights=weights,
+            weights=tuple(session.weights),
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
-        _log.info("model ready", extra={"model": name, "provider": info.provider})
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
 
 

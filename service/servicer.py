@@ -64,14 +64,11 @@ class _Call:
         self._record(grpc.StatusCode.CANCELLED.name, logging.INFO, error="the client stopped reading the stream")
 
     def failed(self, error: BaseException) -> NoReturn:
-        mapped = status_for(error)
-        if mapped is None:
-            code, message = grpc.StatusCode.INTERNAL, f"internal error; request id {self.id}"
+        code, message, unexpected = status_for(error, self.id)
+        if unexpected:
             _log.error("unexpected error", exc_info=error, extra={"request_id": self.id, "method": self.method})
-        else:
-            code, message = mapped
-        self._record(code.name, logging.WARNING if mapped is None or code is grpc.StatusCode.INTERNAL else logging.INFO,
-                     error=message)
+        level = logging.WARNING if code is grpc.StatusCode.INTERNAL else logging.INFO
+        self._record(code.name, level, error=message if code is not grpc.StatusCode.INTERNAL else str(error))
         self.context.abort(code, message)
         raise AssertionError("context.abort returned")  # abort always raises; keeps type checkers honest
 

@@ -37,19 +37,28 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    # The model itself misbehaved (non-finite or misshapen outputs): not the caller's fault, but a
-    # deliberate, safe-to-show message rather than a bug.
-    (ModelEvaluationError, grpc.StatusCode.INTERNAL),
     (GradientGraphError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
+# Errors whose messages may quote runtime internals (ONNX Runtime messages, file paths): the
+# client gets the status and the request id, the message goes to the log only.
+_HIDDEN: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
+    (ModelEvaluationError, grpc.StatusCode.INTERNAL, "the model failed while computing gradients"),
+)
 
-def status_for(error: BaseException) -> tuple[grpc.StatusCode, str] | None:
-    """The status code and client-facing message of a deliberate error; ``None`` for an unexpected one."""
+
+def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str, bool]:
+    """The status code and client-facing message of ``error``, and whether it is a bug to log with its traceback.
+
+    Anything not in the tables is INTERNAL with only ``request_id`` in the message.
+    """
     if isinstance(error, RequestCancelledError):
         code = grpc.StatusCode.DEADLINE_EXCEEDED if error.deadline_exceeded else grpc.StatusCode.CANCELLED
-        return code, str(error)
+        return code, str(error), False
     for error_type, code in STATUS_TABLE:
         if isinstance(error, error_type):
-            return code, str(error)
-    return None
+            return code, str(error), False
+    for error_type, code, summary in _HIDDEN:
+        if isinstance(error, error_type):
+            return code, f"{summary}; see the server log for request id {request_id}", False
+    return grpc.StatusCode.INTERNAL, f"internal error; see the server log for request id {request_id}", True

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,15 @@ def start_server(settings: Settings, **kwargs: Any) -> MollifyServer:
     server, _port = create_server(settings, **kwargs)
     server.start()
     return server
+
+
+@pytest.fixture(scope="session")
+def helpers() -> SimpleNamespace:
+    """The helpers above, for test modules (``--import-mode=importlib`` cannot import conftest)."""
+    return SimpleNamespace(
+        linear_model=linear_model, write_model=write_model, SlowLinearModel=SlowLinearModel,
+        slow_factory=slow_factory, start_server=start_server,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -68,9 +68,9 @@ def test_waiters_are_served_first_in_first_out() -> None:
     release_rest = threading.Event()
     release_rest.set()
     threads = []
-    for name in "abcd":
+    for count, name in enumerate("abcd", start=1):
         threads.append(_hold(scheduler, release_rest, log=log, name=name))
-        _wait_for(lambda n=len(threads): scheduler.queued == n)
+        _wait_for(lambda count=count: scheduler.queued == count)
     release_first.set()
     for thread in [first, *threads]:
         thread.join(5)
