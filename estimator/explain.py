@@ -20,7 +20,6 @@ from ._checks import check_bounds, check_int
 from .describe import describe
 from .errors import (
     CancelledError,
-    EstimatorError,
     InvalidArgumentError,
     LimitExceededError,
     ModelEvaluationError,
@@ -331,9 +330,8 @@ class _Run:
         self._partial: np.ndarray | None = None  # running Σ_k w_k G_k of the open IG sample
         self._unit_sum: np.ndarray | None = None  # running Σ z of the open FusionGrad unit
         self._overrides: tuple[int, dict[str, np.ndarray]] | None = None
-        ig_inner = request.method.base == "integrated_gradients" and request.method.ig_smoothing == "inner"
         self._ig = request.method.base == "integrated_gradients"
-        self._ig_inner = self._ig and ig_inner
+        self._ig_inner = self._ig and request.method.ig_smoothing == "inner"
         # Path points x0 + a_k (x − x0): the noise centers of inner smoothing and the vanilla IG rows.
         self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
 
@@ -355,9 +353,11 @@ class _Run:
         )
         try:
             result = self.r.model(inputs, cotangents, weight_overrides=overrides)
-        except EstimatorError:
+        except (CancelledError, LimitExceededError, ModelEvaluationError):
             raise
         except Exception as err:
+            # Including InvalidArgumentError: the estimator built this batch after validating the
+            # request, so a model that rejects it is a model (or configuration) failure.
             raise ModelEvaluationError(f"model call on a batch of {batch} failed: {err!r}") from err
         self.calls += 1
         self.evaluations += batch
