@@ -77,7 +77,7 @@ def local_server() -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        server.stop(grace=None)
+        server.stop(grace=1.0).wait(10.0)
 
 
 def wait_until_ready(client: ExplainerClient, names: tuple[str, ...], timeout_s: float = _READY_TIMEOUT_S) -> dict[str, ModelInfo]:

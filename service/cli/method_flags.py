@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from estimator.kernels import KERNEL_NAMES
 from estimator.method import (
     AdaptiveRule,
     BaselineName,
@@ -78,7 +79,6 @@ _BASE_ALIASES: dict[str, BaseMethod] = {
     "integrated_gradients": "integrated_gradients",
 }
 
-KNOWN_KERNELS = ("gaussian", "poisson", "hyperbolic", "sigmoid", "rect")
 
 DEFAULT_COMPARE_METHODS = (
     "grad",
@@ -150,7 +150,8 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
     add("--mode", choices=_choices(SmoothingMode), help=f"where noise goes (default: {_default('mode')})")
     add(
         "--kernel",
-        help=f"input-noise kernel: {', '.join(KNOWN_KERNELS)} (default: {_default('kernel')})",
+        choices=KERNEL_NAMES,
+        help=f"input-noise kernel, see SPEC.md §2.1 (default: {_default('kernel')})",
     )
     add(
         "--scale",

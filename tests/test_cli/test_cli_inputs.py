@@ -37,7 +37,9 @@ def test_digit_png_becomes_the_model_input_exactly(tmp_path: Path) -> None:
     assert item.kind == "image" and item.name == "digit"
     np.testing.assert_allclose(item.tensor, (pixels / 16.0).reshape(1, 8, 8), atol=1e-6)
     # Drawn back, the picture is the file again (dark ink on white paper).
-    np.testing.assert_allclose(display_image(item.tensor, _spec(DIGITS)), (255 - 15 * pixels) / 255.0, atol=1e-6)
+    picture = display_image(item.tensor, _spec(DIGITS))
+    assert picture is not None
+    np.testing.assert_allclose(picture, (255 - 15 * pixels) / 255.0, atol=1e-6)
 
 
 def test_bundled_digit_sample_is_in_range() -> None:
@@ -70,7 +72,9 @@ def test_rgb_images_follow_the_layout_and_per_channel_normalisation(tmp_path: Pa
     if shape[0] == 3:
         expected = np.moveaxis(expected, -1, 0)
     np.testing.assert_allclose(item.tensor, expected, atol=1e-5)
-    np.testing.assert_allclose(display_image(item.tensor, spec), rgb / 255.0, atol=1e-5)
+    picture = display_image(item.tensor, spec)
+    assert picture is not None
+    np.testing.assert_allclose(picture, rgb / 255.0, atol=1e-5)
 
 
 def test_image_layouts() -> None:
