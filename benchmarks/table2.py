@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ig-steps", type=int, default=20)
     parser.add_argument("--ig-samples", type=int, default=20, help="N for S-IG / A-IG")
     parser.add_argument("--weight-draws", type=int, default=10, help="M for NoiseGrad")
-    parser.add_argument("--deletion-steps", type=int, default=16)
+    parser.add_argument("--deletion-steps", type=int, default=64, help="64 = one pixel per step")
     parser.add_argument("--convergence-images", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--seed", type=int, default=0)

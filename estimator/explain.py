@@ -121,7 +121,17 @@ def explain(
     Returns:
         An :class:`~estimator.method.Explanation`; ``attribution`` and ``standard_error`` are float64 of
         one instance's shape (without ``channel_axis`` when reduced). The standard error is 0 for
-        deterministic methods and NaN when a stochastic method drew a single unit.
+        deterministic methods and NaN when a stochastic method drew a single unit. ``inherent_noise``
+        is averaged over the path points for inner-smoothed IG. ``extras`` holds ``model_calls``,
+        ``chunk_rows``, ``units``, ``stopped_early``, ``mean_scale`` (mean ε, input noise only) and
+        ``standard_error_note`` when cross-channel covariances had to be dropped.
+
+    Units and stopping: the standard error treats as i.i.d. one input draw (input mode), one weight
+    draw (parameter mode) or one weight draw with its ``samples`` inner input draws averaged (fusion
+    mode). With ``method.tol`` the rule ``‖SE‖₂/‖θ‖₂ ≤ tol`` is evaluated after every completed unit
+    (from the second on), so the stopping point does not depend on the chunk size; rows already run
+    in the stopping chunk count in ``gradient_evaluations``. Fusion stops on whole weight draws, capped
+    by ``weight_draws``; input mode is capped by ``max_samples`` (default ``samples``).
 
     Raises:
         InvalidArgumentError: any invalid argument (the message names the field).
