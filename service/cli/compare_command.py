@@ -137,8 +137,7 @@ def write_comparison(
     target_text = "explicit cotangent" if first.target_index is None else f"class {first.target_index}" + (
         f" ({label})" if label and label != str(first.target_index) else ""
     )
-    source = Path(item.source).name if Path(item.source).is_file() else item.source
-    title = f"{info.name} · {source} · {target_text} · seed {first.seed}"
+    title = f"{info.name} · {item.label} · {target_text} · seed {first.seed}"
     document: dict[str, Any] = {
         "model": info.name,
         "input": item.source,

@@ -212,16 +212,17 @@ def _stem(item: input_files.LoadedInput, explanation: InstanceExplanation, sever
 
 def figure_title(info: ModelInfo, item: input_files.LoadedInput, explanation: InstanceExplanation) -> str:
     """Two lines: what was explained, and how (method, target, samples, error)."""
-    source = Path(item.source).name if Path(item.source).is_file() else item.source
     label = label_of(info, explanation.target_index)
     if explanation.target_index is None:
         target = "explicit cotangent"
     else:
         target = f"class {explanation.target_index}" + (f" ({label})" if label and label != str(explanation.target_index) else "")
-    details = [explanation.description, target, f"N={explanation.samples}"]
+    details = [explanation.description, target]
+    if f"N={explanation.samples}" not in explanation.description:
+        details.append(f"N={explanation.samples}")
     if explanation.relative_error > 0:
         details.append(f"rel. error {100 * explanation.relative_error:.1f}%")
-    return f"{info.name} · {source}\n" + " · ".join(details)
+    return f"{info.name} · {item.label}\n" + " · ".join(details)
 
 
 def write_explanation(

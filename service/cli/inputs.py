@@ -79,6 +79,7 @@ class LoadedInput:
         tensor: the model input, ``input_shape``, float32.
         kind: how its explanation is drawn: ``image`` (heatmap), ``tabular`` (ranked bars), ``tensor``.
         raw_features: tabular inputs: the values as written in the file, ``(n_features,)``; else ``None``.
+        label: ``source`` without its folder, for figure titles.
     """
 
     name: str
@@ -86,6 +87,10 @@ class LoadedInput:
     tensor: np.ndarray
     kind: RenderKind
     raw_features: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        return Path(self.source).name or self.source
 
 
 def _bound(value: Any) -> np.ndarray | None:

@@ -372,7 +372,7 @@ def parse_method_spec(text: str) -> MethodSpec:
     else:
         title = _IG_TITLES.get(preset, f"{name} IG")
     suffix = {"gradient": "", "gradient_x_input": ":gxi", "integrated_gradients": ":ig"}[base]
-    key = preset + suffix
+    key = ("grad" if preset == "vanilla" else preset) + suffix
     return MethodSpec(preset=preset, base=base, title=title, key=key)
 
 

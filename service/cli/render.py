@@ -37,7 +37,7 @@ DEFAULT_CMAPS: dict[str, str] = {
     "both": "RdBu_r",
     "positive": "Reds",
     "negative": "Blues",
-    "absolute": "inferno",
+    "absolute": "Purples",
 }
 _COLORBAR_LABELS = {
     "both": "attribution",
@@ -168,13 +168,16 @@ def _show_image(axes: Axes, image: np.ndarray, interpolation: str) -> None:
         axes.imshow(np.clip(image, 0.0, 1.0), interpolation=interpolation)
 
 
-def _overlay_rgba(values: np.ndarray, norm: Normalize, cmap: Colormap, polarity: Polarity) -> np.ndarray:
-    """Colours of ``values`` with opacity growing with magnitude, so weak pixels let the input through."""
-    rgba = np.asarray(cmap(norm(values)), dtype=np.float64)
-    limit = max(abs(float(norm.vmin or 0.0)), abs(float(norm.vmax or 0.0))) or 1.0
-    strength = np.clip(np.abs(values) / limit, 0.0, 1.0)
-    rgba[..., 3] = 0.9 * np.sqrt(strength)
-    return rgba
+def _overlay(image: np.ndarray, values: np.ndarray, norm: Normalize, cmap: Colormap) -> np.ndarray:
+    """The attribution's colours multiplied by the input's brightness, ``(H, W, 3)`` in [0, 1].
+
+    Where the attribution is 0 the colour map is white (every default map starts or centres at
+    white), so the input shows unchanged; dark strokes stay visible under strong colours.
+    """
+    colours = np.asarray(cmap(norm(values)), dtype=np.float64)[..., :3]
+    brightness = image if image.ndim == 2 else image.mean(axis=2)
+    # Black ink would hide any colour: keep a floor so the attribution stays readable on it.
+    return colours * (0.35 + 0.65 * np.clip(brightness, 0.0, 1.0))[..., np.newaxis]
 
 
 def _strip(axes: Axes) -> None:
@@ -231,10 +234,7 @@ def render_heatmap(
     axes_map.set_title(_COLORBAR_LABELS[style.polarity], fontsize=10)
 
     axes_overlay = add(left + 2 * (panel_w + gap), panel_w)
-    grey = image if image.ndim == 2 else image.mean(axis=2)
-    # The input is dimmed so that the colours, not the strokes, carry the attribution.
-    axes_overlay.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation=style.interpolation)
-    axes_overlay.imshow(_overlay_rgba(values, norm, cmap, style.polarity), interpolation=style.interpolation)
+    axes_overlay.imshow(_overlay(image, values, norm, cmap), interpolation=style.interpolation)
     axes_overlay.set_title("overlay", fontsize=10)
     for axes in (axes_input, axes_map, axes_overlay):
         _strip(axes)
@@ -450,7 +450,8 @@ def render_feature_comparison(
     label_room = 0.25 + 0.075 * max(len(names[i]) for i in order)
     cell_w, cell_h = 0.62, 0.26
     top_room = 1.1 + (0.3 if title else 0.0)
-    width = label_room + cell_w * len(panels) + 1.4
+    # Wide enough for the title too (about 0.075 in per character at 10 pt).
+    width = max(label_room + cell_w * len(panels) + 1.4, 0.075 * len(title) + 0.4)
     height = top_room + 0.3 + cell_h * len(order)
     figure = _new_figure(width, height)
     axes = figure.add_axes(
@@ -482,7 +483,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("figures")
     group.add_argument(
         "--cmap",
-        help="matplotlib colour map (default: RdBu_r for --polarity both, Reds/Blues/inferno otherwise)",
+        help="matplotlib colour map (default: RdBu_r for --polarity both, Reds/Blues/Purples for positive/negative/absolute)",
     )
     group.add_argument(
         "--polarity",
