@@ -1,0 +1,40 @@
+"""Reverse-mode gradient graphs for ONNX models.
+
+:func:`build_gradient_model` turns any ONNX model into one that also returns, for each
+differentiated float input ``x``, the vector-Jacobian product ``J^T · cotangent`` of a chosen
+explained tensor, for a whole batch in one run (one VJP rule per op: :mod:`.rules`).
+
+Overriding weights per run (NoiseGrad, FusionGrad): with ``expose_weights=True`` (the default)
+every float initializer of rank >= 1 is also declared as a graph input of the same name. An
+initializer that shares its name with a graph input is that input's default value, so a run
+that does not feed it uses the stored weight, and a run that feeds it (onnxruntime:
+``session.run(None, {..., "conv1.weight": perturbed})``) uses the fed value for that run
+only, without copying the model. ``read_gradient_metadata(model).weights`` lists these names.
+The price: onnxruntime cannot constant-fold or pre-pack overridable weights (e.g. fuse
+Conv+BatchNorm), so build with ``expose_weights=False`` when no weight is ever overridden.
+
+The builder imports onnx and numpy only; running the result is ``models.runtime``'s job.
+"""
+
+from __future__ import annotations
+
+from models.gradient_graph.builder import build_gradient_model
+from models.gradient_graph.errors import GradientGraphError, InvalidModelError, UnsupportedOpError
+from models.gradient_graph.loading import load_model
+from models.gradient_graph.metadata import GradientMetadata, read_gradient_metadata
+from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
+from models.gradient_graph.rules import supported_ops
+
+__all__ = [
+    "BATCH_DIM",
+    "GradientGraphError",
+    "GradientMetadata",
+    "InvalidModelError",
+    "UnsupportedOpError",
+    "build_gradient_model",
+    "cotangent_name",
+    "gradient_name",
+    "load_model",
+    "read_gradient_metadata",
+    "supported_ops",
+]

@@ -1,0 +1,338 @@
+"""Reverse-mode differentiation of an ONNX graph into a gradient model.
+
+The forward graph is kept as it is; the builder walks the nodes on a float path from a
+differentiated input to the explained tensor in reverse topological order, asks each node's
+rule (:mod:`models.gradient_graph.rules`) for its input gradients, sums the contributions of
+tensors used more than once, and appends the emitted nodes. Weights are never differentiated.
+Imports onnx and numpy only (never onnxruntime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from models.gradient_graph.context import PIN_HINT, VjpContext
+from models.gradient_graph.errors import (
+    GradientGraphError,
+    InvalidModelError,
+    UnsupportedOpError,
+    describe_node,
+)
+from models.gradient_graph.metadata import GradientMetadata, write_gradient_metadata
+from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
+from models.gradient_graph.prepare import PreparedModel, prepare_model
+from models.gradient_graph.rules import get_rule
+from models.gradient_graph.shapes import BATCH_PROBE, FLOAT_TYPES, Dim, ShapeTable, infer_shape_table
+
+__all__ = ["OUTPUT_IR_VERSION", "build_gradient_model"]
+
+#: IR version of the models the builder writes (onnxruntime 1.31 reads at most 13 from onnx 1.23's 14).
+OUTPUT_IR_VERSION = 10
+
+# Float inputs of these op slots are parameters that must stay constant (scales, pads...),
+# never weights to perturb, so they are not exposed as overridable inputs.
+_STATIC_SLOTS: dict[str, frozenset[int]] = {
+    "Resize": frozenset({1, 2, 3}),
+    "Upsample": frozenset({1}),
+    "Pad": frozenset({1, 2, 3}),
+    "Range": frozenset({0, 1, 2}),
+    "ConstantOfShape": frozenset({0}),
+    "Clip": frozenset({1, 2}),
+}
+
+
+class _LazyConstants(Mapping[str, np.ndarray]):
+    """Initializer values converted to numpy only when a rule asks for them."""
+
+    def __init__(self, tensors: Mapping[str, onnx.TensorProto]) -> None:
+        self._tensors = tensors
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = numpy_helper.to_array(self._tensors[name])
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def _exposed_weights(graph: onnx.GraphProto) -> list[str]:
+    static_use: set[str] = set()
+    for node in graph.node:
+        slots = _STATIC_SLOTS.get(node.op_type, frozenset())
+        static_use.update(name for i, name in enumerate(node.input) if i in slots and name)
+    return [
+        t.name
+        for t in graph.initializer
+        if t.data_type in FLOAT_TYPES and len(t.dims) >= 1 and t.name not in static_use
+    ]
+
+
+def _forward_dependent(graph: onnx.GraphProto, sources: Sequence[str], shapes: ShapeTable) -> set[str]:
+    reached = set(sources)
+    for node in graph.node:
+        if any(name in reached for name in node.input if name):
+            reached.update(out for out in node.output if out and shapes.is_float(out))
+    return reached
+
+
+def _backward_reachable(graph: onnx.GraphProto, target: str) -> set[str]:
+    reached = {target}
+    for node in reversed(graph.node):
+        if any(out in reached for out in node.output if out):
+            reached.update(name for name in node.input if name)
+    return reached
+
+
+def _check_rules(active: Sequence[tuple[int, onnx.NodeProto]], opsets: Mapping[str, int]) -> None:
+    missing = [(i, n) for i, n in active if get_rule(n.op_type, n.domain) is None]
+    if not missing:
+        return
+    index, node = missing[0]
+    others = sorted({n.op_type for _, n in missing[1:]} - {node.op_type})
+    also = f" (also without a rule on the path: {', '.join(others)})" if others else ""
+    raise UnsupportedOpError(
+        node.op_type,
+        describe_node(node, index),
+        node.domain,
+        opsets.get(node.domain, opsets.get("", 0)),
+        f"no gradient rule for this op, and it lies on the path from the differentiated inputs to the explained tensor{also}",
+        "Re-export the model without it (e.g. another opset or exporter), choose another explained tensor, "
+        "or ask for the op to be added (models.gradient_graph.supported_ops() lists the supported ones)",
+    )
+
+
+def _onnx_dims(dims: Sequence[Dim]) -> list[int | str | None]:
+    out: list[int | str | None] = []
+    for d in dims:
+        if isinstance(d, int):
+            out.append(d)
+        elif d in (BATCH_PROBE, BATCH_DIM):
+            out.append(BATCH_DIM)
+        elif isinstance(d, str) and d.startswith("sym:"):
+            out.append(d[4:])
+        else:
+            out.append(None)
+    return out
+
+
+def _value_info(name: str, elem_type: int, dims: Sequence[Dim]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, _onnx_dims(dims))
+
+
+class _Accumulator:
+    """Gradient contributions per tensor, summed on first read."""
+
+    def __init__(self, ctx: VjpContext) -> None:
+        self._ctx = ctx
+        self._parts: dict[str, list[str]] = {}
+
+    def add(self, name: str, grad: str) -> None:
+        self._parts.setdefault(name, []).append(grad)
+
+    def has(self, name: str) -> bool:
+        return name in self._parts
+
+    def total(self, name: str) -> str | None:
+        parts = self._parts.get(name)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            parts[:] = [self._ctx.op("Sum", parts)]
+        return parts[0]
+
+
+def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cotangent: str) -> dict[str, str]:
+    graph = prep.model.graph
+    forward = _forward_dependent(graph, prep.inputs, shapes)
+    if prep.explained not in forward:
+        raise InvalidModelError(
+            f"explained: {prep.explained!r} does not depend on the differentiated inputs {prep.inputs} "
+            "through float tensors, so its gradient is identically zero"
+        )
+    backward = _backward_reachable(graph, prep.explained)
+    active_tensors = forward & backward
+    active = [(i, n) for i, n in enumerate(graph.node) if any(o in active_tensors for o in n.output if o)]
+    _check_rules(active, ctx.opsets)
+
+    grads = _Accumulator(ctx)
+    grads.add(prep.explained, cotangent)
+    for _, node in reversed(active):
+        out_grads = [grads.total(o) if o and o in active_tensors else None for o in node.output]
+        if all(g is None for g in out_grads):
+            continue
+        wrt = [bool(name) and name in active_tensors for name in node.input]
+        rule = get_rule(node.op_type, node.domain)
+        assert rule is not None  # _check_rules guarantees it; not user input
+        results = list(rule(ctx, node, out_grads, wrt))
+        if len(results) < len(node.input):
+            results += [None] * (len(node.input) - len(results))
+        for name, needed, grad in zip(node.input, wrt, results, strict=False):
+            if needed and grad is not None:
+                grads.add(name, grad)
+
+    finals: dict[str, str] = {}
+    for name in prep.inputs:
+        total = grads.total(name)
+        finals[name] = total if total is not None else ctx.zeros_like(name)
+    return finals
+
+
+def _graph_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        if node.name:
+            names.add(node.name)
+    return names
+
+
+def _set_shape(value: onnx.ValueInfoProto, dims: Sequence[Dim]) -> None:
+    fresh = _value_info(value.name, value.type.tensor_type.elem_type, dims)
+    value.type.CopyFrom(fresh.type)
+
+
+def build_gradient_model(
+    model: onnx.ModelProto,
+    inputs: Sequence[str] | None = None,
+    explained: str | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    expose_weights: bool = True,
+) -> onnx.ModelProto:
+    """Add reverse-mode gradient outputs ``J^T · cotangent`` to an ONNX model.
+
+    Args:
+        model: any ONNX model (opset 11 or later; older ones are upgraded when possible).
+        inputs: float graph inputs to differentiate; default every float graph input that is not
+            an initializer.
+        explained: the tensor to explain, any float tensor of the graph (e.g. pre-softmax
+            logits); default the first float graph output.
+        input_shapes: per-sample shapes (batch dimension excluded) pinning the non-batch dims of
+            graph inputs, e.g. ``{"image": (3, 224, 224)}``; Conv, pooling and Resize gradients
+            need static spatial sizes.
+        expose_weights: make every float initializer of rank >= 1 an optional graph input whose
+            stored value is its default (NoiseGrad feeds perturbed weights per run).
+
+    Returns:
+        A new model: the original outputs, the explained tensor as an output, a graph input
+        ``cotangent_name(explained)`` shaped like the explained tensor, and one output
+        ``gradient_name(x)`` per differentiated input ``x`` shaped like ``x``: per sample,
+        ``sum_j cotangent[b, j] * d explained[b, j] / d x[b]``. The batch dimension is symbolic.
+        ``read_gradient_metadata`` reads the names back.
+
+    Raises:
+        InvalidModelError: bad arguments or model (see :func:`prepare_model`).
+        UnsupportedOpError: an op on the path has no rule or uses an unsupported variant.
+        GradientGraphError: a shape a rule needs is unknown (pin it with ``input_shapes``).
+    """
+    if not isinstance(expose_weights, bool):
+        raise InvalidModelError(f"expose_weights must be a bool, got {type(expose_weights).__name__}")
+    prep = prepare_model(model, inputs, explained, input_shapes)
+    graph = prep.model.graph
+    shapes = infer_shape_table(prep.model, prep.batch_inputs, prep.pinned)
+
+    explained_info = shapes.info(prep.explained)
+    explained_type = explained_info.elem_type if explained_info else None
+    if explained_type is not None and explained_type not in FLOAT_TYPES:
+        raise InvalidModelError(
+            f"explained: {prep.explained!r} has element type {onnx.TensorProto.DataType.Name(explained_type)}, "
+            "expected a float type"
+        )
+    explained_shape = explained_info.shape if explained_info else None
+    if explained_shape is None:
+        raise GradientGraphError(f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}")
+    explained_type = explained_type or onnx.TensorProto.FLOAT
+
+    cotangent = cotangent_name(prep.explained)
+    taken = _graph_names(graph)
+    for new_name in [cotangent, *(gradient_name(x) for x in prep.inputs)]:
+        if new_name in taken:
+            raise InvalidModelError(f"the model already has a tensor named {new_name!r}; is it already a gradient model?")
+
+    weights = _exposed_weights(graph) if expose_weights else []
+    exposed = set(weights)
+    tensors = {t.name: t for t in graph.initializer if t.name not in exposed}
+    opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in prep.model.opset_import}
+    ctx = VjpContext(
+        shapes,
+        _LazyConstants(tensors),
+        opsets,
+        taken,
+        {id(n): i for i, n in enumerate(graph.node)},
+    )
+    ctx.declare(cotangent, explained_type, explained_shape)
+    finals = _differentiate(prep, shapes, ctx, cotangent)
+
+    # Rename before copying the emitted nodes into the graph (extend copies the messages).
+    unnamed = {x: grad for x, grad in finals.items() if not ctx.rename_output(grad, gradient_name(x))}
+    graph.node.extend(ctx.nodes)
+    for x, grad in unnamed.items():
+        graph.node.append(helper.make_node("Identity", [grad], [gradient_name(x)], name=ctx.fresh("gradient_out")))
+    graph.initializer.extend(ctx.initializers)
+
+    _finish_signature(prep, shapes, weights, explained_type, explained_shape)
+    out = prep.model
+    out.ir_version = OUTPUT_IR_VERSION
+    write_gradient_metadata(
+        out,
+        GradientMetadata(
+            inputs=list(prep.inputs),
+            explained=prep.explained,
+            cotangent=cotangent,
+            gradients={x: gradient_name(x) for x in prep.inputs},
+            weights=weights,
+            opset=prep.opset,
+        ),
+    )
+    try:
+        onnx.checker.check_model(out)
+    except onnx.checker.ValidationError as err:
+        raise GradientGraphError(f"internal error: the gradient model fails the ONNX checker: {err}") from err
+    return out
+
+
+def _finish_signature(
+    prep: PreparedModel,
+    shapes: ShapeTable,
+    weights: Sequence[str],
+    explained_type: int,
+    explained_shape: Sequence[Dim],
+) -> None:
+    graph = prep.model.graph
+    by_name = {v.name: v for v in graph.input}
+    for name in prep.batch_inputs:
+        info = shapes.info(name)
+        if name in by_name and info is not None and info.shape is not None:
+            _set_shape(by_name[name], info.shape)
+    for name, dims in prep.pinned.items():
+        if name not in prep.batch_inputs:
+            _set_shape(by_name[name], dims)
+    for value in graph.output:
+        info = shapes.info(value.name)
+        if info is not None and info.shape is not None:
+            _set_shape(value, info.shape)
+    graph.input.append(_value_info(cotangent_name(prep.explained), explained_type, explained_shape))
+    if prep.explained not in {v.name for v in graph.output}:
+        graph.output.append(_value_info(prep.explained, explained_type, explained_shape))
+    for x in prep.inputs:
+        value = by_name[x]
+        grad = graph.output.add()
+        grad.CopyFrom(value)
+        grad.name = gradient_name(x)
+        grad.ClearField("doc_string")
+    present = set(by_name)
+    inits = {t.name: t for t in graph.initializer}
+    for name in weights:
+        if name not in present:
+            tensor = inits[name]
+            graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))

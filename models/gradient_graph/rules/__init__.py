@@ -1,0 +1,22 @@
+"""Vector-Jacobian rules, one small module per op family, behind one registry.
+
+Importing this package registers every rule. See :mod:`models.gradient_graph.rules.registry`
+for the rule signature.
+"""
+
+from __future__ import annotations
+
+from models.gradient_graph.rules import (  # noqa: F401 - imported for their registrations
+    activations,
+    conv,
+    elementwise,
+    matmul,
+    normalization,
+    pooling,
+    reduction,
+    resize,
+    shape,
+)
+from models.gradient_graph.rules.registry import VjpRule, get_rule, register, supported_ops
+
+__all__ = ["VjpRule", "get_rule", "register", "supported_ops"]

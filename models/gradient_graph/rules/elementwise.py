@@ -1,0 +1,240 @@
+"""VJP rules of elementwise arithmetic: broadcasting ops reduce the gradient to each operand's shape.
+
+Ops: Add, Sub, Mul, Div, Neg, Pow, Sqrt, Exp, Log, Abs, Reciprocal, Erf, Sin, Cos, Sum, Mean,
+Max, Min, Where, Clip, Identity, Dropout, Cast, and the piecewise-constant Floor, Ceil, Round, Sign.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from models.gradient_graph.context import VjpContext
+from models.gradient_graph.rules.registry import register
+
+Grads = Sequence[str | None]
+Wrt = Sequence[bool]
+
+
+def _g(grads: Grads) -> str:
+    grad = grads[0]
+    if grad is None:  # the builder calls single-output rules only with a gradient
+        raise RuntimeError("rule called without an output gradient")
+    return grad
+
+
+def _reduce(ctx: VjpContext, grad: str, operand: str, node: onnx.NodeProto) -> str:
+    return ctx.reduce_to_shape(grad, operand, ctx.shape(node.output[0]))
+
+
+@register("Add", "Sum")
+def add(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    return [_reduce(ctx, g, x, node) if w else None for x, w in zip(node.input, wrt, strict=False)]
+
+
+@register("Mean")
+def mean(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    scaled = ctx.op("Mul", [_g(grads), ctx.scalar(1.0 / len(node.input), node.output[0])])
+    return [_reduce(ctx, scaled, x, node) if w else None for x, w in zip(node.input, wrt, strict=False)]
+
+
+@register("Sub")
+def sub(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    a, b = node.input[0], node.input[1]
+    return [
+        _reduce(ctx, g, a, node) if wrt[0] else None,
+        _reduce(ctx, ctx.op("Neg", [g]), b, node) if wrt[1] else None,
+    ]
+
+
+@register("Mul")
+def mul(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    a, b = node.input[0], node.input[1]
+    return [
+        _reduce(ctx, ctx.op("Mul", [g, b]), a, node) if wrt[0] else None,
+        _reduce(ctx, ctx.op("Mul", [g, a]), b, node) if wrt[1] else None,
+    ]
+
+
+@register("Div")
+def div(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    a, b, y = node.input[0], node.input[1], node.output[0]
+    g_over_b = ctx.op("Div", [g, b])
+    # d(a/b)/db = -a/b^2 = -(a/b)/b: reuse the forward quotient.
+    return [
+        _reduce(ctx, g_over_b, a, node) if wrt[0] else None,
+        _reduce(ctx, ctx.op("Neg", [ctx.op("Mul", [g_over_b, y])]), b, node) if wrt[1] else None,
+    ]
+
+
+@register("Neg")
+def neg(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Neg", [_g(grads)])]
+
+
+@register("Pow")
+def pow_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    a, b, y = node.input[0], node.input[1], node.output[0]
+    out: list[str | None] = [None, None]
+    if wrt[0]:
+        exponent = ctx.const_value(b)
+        if exponent is not None and exponent.size == 1:
+            e = float(exponent.reshape(-1)[0])
+            if e == 1.0:
+                local = None
+            elif e == 2.0:
+                local = ctx.op("Mul", [a, ctx.scalar(2.0, a)])
+            else:
+                power = ctx.op("Pow", [a, ctx.const(np.asarray(e - 1.0, dtype=ctx.np_dtype(b)))])
+                local = ctx.op("Mul", [power, ctx.scalar(e, a)])
+        else:
+            b_minus_1 = ctx.op("Sub", [b, ctx.scalar(1.0, b)])
+            local = ctx.op("Mul", [ctx.op("Pow", [a, b_minus_1]), ctx.cast_like(b, a)])
+        out[0] = _reduce(ctx, g if local is None else ctx.op("Mul", [g, local]), a, node)
+    if wrt[1]:
+        # d(a^b)/db = a^b * ln(a)
+        local_b = ctx.op("Mul", [y, ctx.op("Log", [a])])
+        out[1] = _reduce(ctx, ctx.cast_like(ctx.op("Mul", [g, local_b]), b), b, node)
+    return out
+
+
+@register("Sqrt")
+def sqrt(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    y = node.output[0]
+    return [ctx.op("Div", [ctx.op("Mul", [_g(grads), ctx.scalar(0.5, y)]), y])]
+
+
+@register("Exp")
+def exp(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), node.output[0]])]
+
+
+@register("Log")
+def log(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Div", [_g(grads), node.input[0]])]
+
+
+@register("Abs")
+def abs_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), ctx.op("Sign", [node.input[0]])])]
+
+
+@register("Reciprocal")
+def reciprocal(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    y = node.output[0]
+    return [ctx.op("Neg", [ctx.op("Mul", [_g(grads), ctx.op("Mul", [y, y])])])]
+
+
+@register("Erf")
+def erf(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    gauss = ctx.op("Exp", [ctx.op("Neg", [ctx.op("Mul", [x, x])])])
+    return [ctx.op("Mul", [_g(grads), ctx.op("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)])])]
+
+
+@register("Sin")
+def sin(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), ctx.op("Cos", [node.input[0]])])]
+
+
+@register("Cos")
+def cos(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Neg", [ctx.op("Mul", [_g(grads), ctx.op("Sin", [node.input[0]])])])]
+
+
+@register("Floor", "Ceil", "Round", "Sign")
+def piecewise_constant(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # Zero almost everywhere (as in PyTorch): no contribution.
+    return [None]
+
+
+@register("Identity")
+def identity(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [_g(grads)]
+
+
+@register("Dropout")
+def dropout(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # Inference graphs: Dropout is the identity (a training-mode Dropout is not an explanation target).
+    if len(node.input) > 2 and node.input[2]:
+        training = ctx.const_value(node.input[2])
+        if training is None or bool(np.asarray(training).reshape(-1)[0]):
+            raise ctx.unsupported(node, "training_mode is not a constant false")
+    return [grads[0], None, None][: len(node.input)]
+
+
+@register("Cast")
+def cast(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.cast_like(_g(grads), node.input[0])]
+
+
+@register("Max", "Min")
+def max_min(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # Ties share the gradient equally, as torch.maximum / torch.minimum do.
+    g, y = _g(grads), node.output[0]
+    if len(node.input) == 1:
+        return [g]
+    masks = [ctx.mask(ctx.op("Equal", [x, y]), y) for x in node.input]
+    share = ctx.op("Div", [g, ctx.op("Sum", masks)])
+    return [
+        _reduce(ctx, ctx.op("Mul", [share, m]), x, node) if w else None
+        for x, m, w in zip(node.input, masks, wrt, strict=False)
+    ]
+
+
+@register("Where")
+def where(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    cond, a, b = node.input
+    zero = ctx.scalar(0.0, node.output[0])
+    return [
+        None,
+        _reduce(ctx, ctx.op("Where", [cond, g, zero]), a, node) if wrt[1] else None,
+        _reduce(ctx, ctx.op("Where", [cond, zero, g]), b, node) if wrt[2] else None,
+    ]
+
+
+def _clip_bounds(ctx: VjpContext, node: onnx.NodeProto) -> tuple[str | None, str | None]:
+    x = node.input[0]
+    if ctx.opset < 11 or (len(node.input) == 1 and any(a.name in ("min", "max") for a in node.attribute)):
+        low = next((a.f for a in node.attribute if a.name == "min"), None)
+        high = next((a.f for a in node.attribute if a.name == "max"), None)
+        return (
+            None if low is None else ctx.scalar(low, x),
+            None if high is None else ctx.scalar(high, x),
+        )
+    low_name = node.input[1] if len(node.input) > 1 and node.input[1] else None
+    high_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    return low_name, high_name
+
+
+@register("Clip")
+def clip(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # Pass-through where min <= x <= max (both inclusive, as torch.clamp).
+    g, x = _g(grads), node.input[0]
+    low, high = _clip_bounds(ctx, node)
+    conds: list[str] = []
+    if low is not None:
+        conds.append(ctx.op("Not", [ctx.op("Less", [x, low])]))
+    if high is not None:
+        conds.append(ctx.op("Not", [ctx.op("Greater", [x, high])]))
+    out: list[str | None] = [None] * len(node.input)
+    if wrt[0]:
+        if not conds:
+            out[0] = g
+        else:
+            inside = conds[0] if len(conds) == 1 else ctx.op("And", conds)
+            out[0] = ctx.op("Mul", [g, ctx.mask(inside, x)])
+    if len(wrt) > 1 and wrt[1] and low is not None:
+        out[1] = _reduce(ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Less", [x, low]), x)]), node.input[1], node)
+    if len(wrt) > 2 and wrt[2] and high is not None:
+        out[2] = _reduce(ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [x, high]), x)]), node.input[2], node)
+    return out

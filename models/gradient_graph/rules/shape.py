@@ -1,0 +1,286 @@
+"""VJP rules of data-movement ops: reshapes, transposes, concatenation, slicing, padding, gathers.
+
+Slice gradients use ``Pad`` when the slice parameters and sliced dims are static with unit
+steps; otherwise a run-time index map (``Range`` over the flattened input, sliced like the
+data, then ``ScatterElements``) handles any steps and dynamic starts/ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.registry import register
+
+Grads = Sequence[str | None]
+Wrt = Sequence[bool]
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _g(grads: Grads) -> str:
+    grad = grads[0]
+    if grad is None:
+        raise RuntimeError("rule called without an output gradient")
+    return grad
+
+
+def _pad_none(values: list[str | None], node: onnx.NodeProto) -> list[str | None]:
+    return values + [None] * (len(node.input) - len(values))
+
+
+@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape_like(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    return _pad_none([ctx.op("Reshape", [_g(grads), ctx.shape_of(x)])], node)
+
+
+@register("Transpose")
+def transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    perm = get_attr(node, "perm")
+    if perm is None:
+        perm = list(reversed(range(ctx.require_rank(node, node.input[0]))))
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[int(p)] = i
+    return [ctx.op("Transpose", [_g(grads)], perm=inverse)]
+
+
+def _axis(ctx: VjpContext, node: onnx.NodeProto, axis: int, tensor: str) -> int:
+    if axis >= 0:
+        return axis
+    return axis + ctx.require_rank(node, tensor)
+
+
+@register("Concat")
+def concat(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = _g(grads)
+    axis = _axis(ctx, node, int(get_attr(node, "axis", 0)), node.output[0])
+    names = list(node.input)
+    sizes = [ctx.static_dims(x, [axis]) for x in names]
+    if all(s is not None for s in sizes):
+        static = [s[0] for s in sizes if s is not None]
+        offsets = np.concatenate([[0], np.cumsum(static)]).astype(int).tolist()
+        if sum(wrt) == 1:
+            # One input needs a gradient: slice it out instead of splitting everything.
+            i = list(wrt).index(True)
+            piece = ctx.op(
+                "Slice", [g, ctx.ints([offsets[i]]), ctx.ints([offsets[i + 1]]), ctx.ints([axis])]
+            )
+            return [piece if j == i else None for j in range(len(names))]
+        pieces = ctx.split(g, axis, static, len(names))
+    else:
+        lengths = [ctx.op("Slice", [ctx.shape_of(x), ctx.ints([axis]), ctx.ints([axis + 1])]) for x in names]
+        pieces = ctx.split(g, axis, ctx.op("Concat", lengths, axis=0), len(names))
+    return [p if w else None for p, w in zip(pieces, wrt, strict=False)]
+
+
+@register("Split")
+def split(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    axis = int(get_attr(node, "axis", 0))
+    parts = [grad if grad is not None else ctx.zeros_like(out) for grad, out in zip(grads, node.output, strict=False)]
+    return _pad_none([ctx.op("Concat", parts, axis=axis)], node)
+
+
+@register("Expand")
+def expand(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    return [ctx.reduce_to_shape(_g(grads), x, ctx.shape(node.output[0])), None]
+
+
+@register("Tile")
+def tile(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # Split each tiled axis of length r*d into (r, d) and sum over r.
+    x = node.input[0]
+    repeats = ctx.const_ints(node.input[1])
+    if repeats is None:
+        raise ctx.unsupported(node, "the repeats input is not a constant")
+    shape_x = ctx.shape_of(x)
+    pieces: list[str] = []
+    summed: list[int] = []
+    for axis, r in enumerate(repeats):
+        if r != 1:
+            pieces.append(ctx.ints([r]))
+            summed.append(len(pieces) - 1)
+        pieces.append(ctx.op("Slice", [shape_x, ctx.ints([axis]), ctx.ints([axis + 1])]))
+    if not summed:
+        return [_g(grads), None]
+    split_shape = ctx.op("Concat", pieces, axis=0)
+    grouped = ctx.op("Reshape", [_g(grads), split_shape])
+    return [ctx.reduce_sum(grouped, summed, keepdims=False), None]
+
+
+def _slice_params(ctx: VjpContext, node: onnx.NodeProto) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """Constant (starts, ends, axes, steps) of a Slice, or None if any is dynamic."""
+    if ctx.opset < 10:
+        starts = [int(v) for v in get_attr(node, "starts", [])]
+        ends = [int(v) for v in get_attr(node, "ends", [])]
+        axes_attr = get_attr(node, "axes")
+        axes = list(range(len(starts))) if axes_attr is None else [int(v) for v in axes_attr]
+        return starts, ends, axes, [1] * len(starts)
+    inputs = list(node.input) + [""] * (5 - len(node.input))
+    starts_v, ends_v = ctx.const_ints(inputs[1]), ctx.const_ints(inputs[2])
+    if starts_v is None or ends_v is None:
+        return None
+    axes_v = ctx.const_ints(inputs[3]) if inputs[3] else list(range(len(starts_v)))
+    steps_v = ctx.const_ints(inputs[4]) if inputs[4] else [1] * len(starts_v)
+    if axes_v is None or steps_v is None:
+        return None
+    return starts_v, ends_v, axes_v, steps_v
+
+
+@register("Slice")
+def slice_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g, x = _g(grads), node.input[0]
+    params = _slice_params(ctx, node)
+    rank = ctx.rank(x)
+    if params is not None and rank is not None:
+        starts, ends, axes, steps = params
+        if all(s == 1 for s in steps):
+            pads = [0] * (2 * rank)
+            static = True
+            for start, end, axis in zip(starts, ends, axes, strict=False):
+                axis = axis + rank if axis < 0 else axis
+                dims = ctx.static_dims(x, [axis])
+                if dims is None:
+                    static = False
+                    break
+                begin, stop, _ = slice(start, end, 1).indices(dims[0])
+                if stop <= begin:
+                    return _pad_none([None], node)  # an empty slice: zero gradient
+                pads[axis] = begin
+                pads[axis + rank] = dims[0] - stop
+            if static:
+                if not any(pads):
+                    return _pad_none([g], node)
+                return _pad_none([ctx.op("Pad", [g, ctx.ints(pads)], mode="constant")], node)
+    return _pad_none([_scatter_through(ctx, node, g, x)], node)
+
+
+def _scatter_through(ctx: VjpContext, node: onnx.NodeProto, g: str, x: str) -> str:
+    """Gradient of an index-selecting op: apply the op to the flat indices of x, then scatter g."""
+    if ctx.opset < 11:
+        raise ctx.unsupported(node, f"dynamic slicing needs opset >= 11, the model has {ctx.opset}")
+    shape_x = ctx.shape_of(x)
+    count = ctx.op("Size", [x])
+    flat_index = ctx.op("Range", [ctx.const(np.asarray(0, dtype=np.int64)), count, ctx.const(np.asarray(1, dtype=np.int64))])
+    index = ctx.op("Reshape", [flat_index, shape_x])
+    selected = ctx.op(node.op_type, [index, *node.input[1:]], **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
+    flat = ctx.ints([-1])
+    zeros = ctx.zeros(ctx.op("Reshape", [count, ctx.ints([1])]), x)
+    scattered = ctx.op(
+        "ScatterElements", [zeros, ctx.op("Reshape", [selected, flat]), ctx.op("Reshape", [g, flat])], axis=0
+    )
+    return ctx.op("Reshape", [scattered, shape_x])
+
+
+@register("Pad")
+def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g, x = _g(grads), node.input[0]
+    mode = get_attr(node, "mode", "constant")
+    if mode != "constant":
+        raise ctx.unsupported(node, f"mode={mode!r} (only 'constant' padding has a gradient rule)")
+    if len(wrt) > 2 and wrt[2]:
+        raise ctx.unsupported(node, "the padding value depends on the differentiated input")
+    rank = ctx.require_rank(node, x)
+    if ctx.opset < 11:
+        pads = [int(v) for v in get_attr(node, "pads", [])]
+        axes = list(range(rank))
+    else:
+        pads_v = ctx.const_ints(node.input[1])
+        if pads_v is None:
+            raise ctx.unsupported(node, "the pads input is not a constant")
+        pads = pads_v
+        axes_v = ctx.const_ints(node.input[3]) if len(node.input) > 3 and node.input[3] else list(range(rank))
+        if axes_v is None:
+            raise ctx.unsupported(node, "the axes input is not a constant")
+        axes = [a + rank if a < 0 else a for a in axes_v]
+    n = len(axes)
+    begins, ends = pads[:n], pads[n:]
+    out = g
+    # Positive pads added elements: slice them off. Negative pads cropped: pad zeros back.
+    crop_axes = [a for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
+    if crop_axes:
+        starts = [max(b, 0) for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
+        stops = [-e if e > 0 else _INT64_MAX for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
+        out = ctx.op("Slice", [out, ctx.ints(starts), ctx.ints(stops), ctx.ints(crop_axes)])
+    if any(b < 0 or e < 0 for b, e in zip(begins, ends, strict=False)):
+        back = [0] * (2 * rank)
+        for a, b, e in zip(axes, begins, ends, strict=False):
+            back[a] = max(-b, 0)
+            back[a + rank] = max(-e, 0)
+        out = ctx.op("Pad", [out, ctx.ints(back)], mode="constant")
+    return _pad_none([out], node)
+
+
+@register("Gather")
+def gather(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g, data, indices = _g(grads), node.input[0], node.input[1]
+    axis = int(get_attr(node, "axis", 0))
+    shape_d = ctx.shape_of(data)
+    if axis == 0:
+        # g has shape indices.shape + data.shape[1:]: exactly ScatterND's updates.
+        if ctx.opset < 16:
+            raise ctx.unsupported(node, "its gradient needs ScatterND with reduction='add' (opset 16)")
+        index = _normalised_indices(ctx, indices, shape_d, 0)
+        idx = ctx.unsqueeze(index, [-1])
+        return [ctx.op("ScatterND", [ctx.zeros_like(data), idx, g], reduction="add"), None]
+    rank = ctx.require_rank(node, data)
+    axis = axis + rank if axis < 0 else axis
+    index = _normalised_indices(ctx, indices, shape_d, axis)
+    zeros = ctx.zeros_like(data)
+    pieces = []
+    if axis > 0:
+        pieces.append(ctx.op("Slice", [shape_d, ctx.ints([0]), ctx.ints([axis])]))
+    pieces.append(ctx.ints([-1]))
+    if axis < rank - 1:
+        pieces.append(ctx.op("Slice", [shape_d, ctx.ints([axis + 1]), ctx.ints([_INT64_MAX])]))
+    g_flat = ctx.op("Reshape", [g, ctx.op("Concat", pieces, axis=0)])
+    idx_shape = [1] * axis + [-1] + [1] * (rank - axis - 1)
+    idx = ctx.op("Expand", [ctx.op("Reshape", [index, ctx.ints(idx_shape)]), ctx.op("Shape", [g_flat])])
+    return [ctx.scatter_add(node, zeros, idx, g_flat, axis), None]
+
+
+def _normalised_indices(ctx: VjpContext, indices: str, shape_d: str, axis: int) -> str:
+    known = ctx.const_value(indices)
+    if known is not None and np.all(np.asarray(known) >= 0):
+        return indices if ctx.dtype(indices) == onnx.TensorProto.INT64 else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+    idx = indices if ctx.dtype(indices) == onnx.TensorProto.INT64 else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+    dim = ctx.op("Slice", [shape_d, ctx.ints([axis]), ctx.ints([axis + 1])])
+    dim = ctx.op("Squeeze", [dim]) if ctx.opset < 13 else ctx.op("Squeeze", [dim, ctx.ints([0])])
+    negative = ctx.op("Less", [idx, ctx.const(np.asarray(0, dtype=np.int64))])
+    return ctx.op("Where", [negative, ctx.op("Add", [idx, dim]), idx])
+
+
+@register("GatherElements")
+def gather_elements(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g, data, indices = _g(grads), node.input[0], node.input[1]
+    rank = ctx.require_rank(node, data)
+    axis = int(get_attr(node, "axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    index = _normalised_indices(ctx, indices, ctx.shape_of(data), axis)
+    return [ctx.scatter_add(node, ctx.zeros_like(data), index, g, axis), None]
+
+
+@register("GatherND")
+def gather_nd(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    if int(get_attr(node, "batch_dims", 0)) != 0:
+        raise ctx.unsupported(node, "batch_dims != 0")
+    if ctx.opset < 16:
+        raise ctx.unsupported(node, "its gradient needs ScatterND with reduction='add' (opset 16)")
+    g, data, indices = _g(grads), node.input[0], node.input[1]
+    return [ctx.op("ScatterND", [ctx.zeros_like(data), indices, g], reduction="add"), None]
+
+
+@register("DepthToSpace", "SpaceToDepth")
+def depth_space(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    block = int(get_attr(node, "blocksize"))
+    if node.op_type == "SpaceToDepth":
+        return [ctx.op("DepthToSpace", [_g(grads)], blocksize=block, mode="DCR")]
+    mode = get_attr(node, "mode", "DCR")
+    if mode != "DCR":
+        raise ctx.unsupported(node, f"mode={mode!r} (only DCR is the inverse of SpaceToDepth)")
+    return [ctx.op("SpaceToDepth", [_g(grads)], blocksize=block)]
