@@ -44,6 +44,7 @@ from estimator import (
     sparseness,
 )
 from estimator.gradient_model import GradientModel
+from estimator.method import BaselineName
 from models.demo import repository_path
 from models.demo.data import digits_data
 
@@ -110,7 +111,8 @@ def table2_methods(samples: int, ig_steps: int, ig_samples: int, weight_draws: i
         "S-GI": replace(sg, base="gradient_x_input"),
         "A-GI": replace(ag, base="gradient_x_input"),
     }
-    for baseline, tag in (("black", "B"), ("white", "W")):
+    baselines: tuple[tuple[BaselineName, str], ...] = (("black", "B"), ("white", "W"))
+    for baseline, tag in baselines:
         methods[f"IG({tag})"] = replace(ig, mode="none", ig_baseline=baseline)
         methods[f"S-IG({tag})"] = replace(ig, ig_baseline=baseline)
         methods[f"A-IG({tag})"] = replace(ig, ig_baseline=baseline, scale="adaptive")
@@ -181,14 +183,14 @@ def print_convergence(
         errors: dict[int, list[float]] = {n: [] for n in samples}
         reported: dict[int, list[float]] = {n: [] for n in samples}
         for index, (x, target) in enumerate(zip(images, targets, strict=True)):
-            common = {"lower": LOWER, "upper": UPPER}
             reference = explain(
                 model,
                 x,
                 replace(method, samples=2000),
                 ClassTarget(int(target)),
                 seed=10**6 + index,
-                **common,
+                lower=LOWER,
+                upper=UPPER,
             ).attribution
             estimates = {}
             for n in samples:
@@ -198,7 +200,8 @@ def print_convergence(
                     replace(method, samples=n),
                     ClassTarget(int(target)),
                     seed=seed + index,
-                    **common,
+                    lower=LOWER,
+                    upper=UPPER,
                 )
                 estimates[n] = result.attribution
                 reported[n].append(result.relative_error)
