@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from service.cli.connection import add_connection_arguments, open_client, server_errors
-from service.cli.output import EXIT_CODES_HELP, EXIT_OK, dumps, guarded, server_error
+from service.cli.output import EXIT_CODES_HELP, EXIT_OK, CliError, dumps, guarded, server_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @guarded
 def run(args: argparse.Namespace) -> int:
-    with open_client(args) as client, server_errors(client.address):
-        status = client.health(args.service)
+    try:
+        with open_client(args) as client, server_errors(client.address):
+            status = client.health(args.service)
+    except CliError as error:
+        if error.code == "NOT_FOUND":
+            # The health service answers an unknown name with a bare status and no message.
+            raise server_error("NOT_FOUND", f"the server at {args.server} knows no service or model {args.service!r}") from None
+        raise
     what = f"{args.service!r} at {args.server}" if args.service else f"the server at {args.server}"
     if args.json:
         print(dumps({"server": args.server, "service": args.service, "status": status}))

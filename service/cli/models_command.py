@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join("?" if d < 0 else str(d) for d in shape) + ")" if shape else "?"
+    if not shape:
+        return "?"
+    dims = ["?" if d < 0 else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 def model_record(info: ModelInfo) -> dict[str, Any]:

@@ -389,7 +389,7 @@ def render_comparison(
     left, gap_x, gap_y, bottom, bar_w, bar_room = 0.15, 0.15, 0.45, 0.15, 0.16, 1.3
     top = 0.45 + (0.3 if title else 0.0)
     width = left + (columns + 1) * (panel_w + gap_x) + 0.15 + bar_w + bar_room
-    height = bottom + rows * (panel_h + gap_y) + top - gap_y + 0.35
+    height = bottom + rows * (panel_h + gap_y) + top - gap_y
     figure = _new_figure(width, height)
 
     def add(row: int, column: int) -> Axes:

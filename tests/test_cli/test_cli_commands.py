@@ -37,12 +37,14 @@ def test_models_lists_the_demo_models(server_address: str, capsys: pytest.Captur
     assert models["digits_cnn"]["ready"] and models["digits_cnn"]["input"]["shape"] == [1, 8, 8]
     assert models["breast_cancer_mlp"]["input"]["shape"] == [30]
     code, out, _ = _run(capsys, "models", "--server", server_address)
-    assert code == 0 and "digits_cnn" in out and "ready" in out and "input (1, 8, 8)" in out
+    assert code == 0 and "digits_cnn" in out and "ready" in out and "input (1, 8, 8)" in out and "input (30,)" in out
 
 
 def test_health(server_address: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(capsys, "health", "--server", server_address)[:2] == (0, f"SERVING: the server at {server_address}\n")
     assert _run(capsys, "health", "digits_cnn", "--server", server_address)[0] == 0
+    code, _, err = _run(capsys, "health", "no_such_model", "--server", server_address)
+    assert code == 3 and err == f"NOT_FOUND: the server at {server_address} knows no service or model 'no_such_model'\n"
 
 
 def test_explain_digit_writes_arrays_summary_and_heatmap(
