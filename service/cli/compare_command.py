@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if columns < 1:
         raise UsageError(f"--columns: expected a positive number, got {columns}")
     try:
-        style = render.style_from_args(args)
+        style = render.style_from_args(args, nonnegative=getattr(args, "transform", None) not in (None, "none"))
     except ValueError as err:
         raise UsageError(str(err)) from None
     with open_client(args) as client:

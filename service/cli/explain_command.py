@@ -348,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top: expected a positive number of features, got {args.top}")
     try:
-        style = render.style_from_args(args)
+        style = render.style_from_args(args, nonnegative=method.transform != "none")
     except ValueError as err:
         raise UsageError(str(err)) from None
     with open_client(args) as client:

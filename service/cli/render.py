@@ -488,9 +488,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--polarity",
         choices=POLARITIES,
-        default="both",
         help="which part of the attribution to draw: both (signed, colour scale centred at 0), positive, "
-        "negative, absolute (default: both)",
+        "negative, absolute (default: both; absolute for the non-negative --transform abs, "
+        "smoothgrad_sq and vargrad)",
     )
     group.add_argument(
         "--clip-percentile",
@@ -515,10 +515,16 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def style_from_args(args: argparse.Namespace) -> HeatmapStyle:
-    """The :class:`HeatmapStyle` of the parsed figure flags; ``ValueError`` names a bad one."""
+def style_from_args(args: argparse.Namespace, *, nonnegative: bool = False) -> HeatmapStyle:
+    """The :class:`HeatmapStyle` of the parsed figure flags; ``ValueError`` names a bad one.
+
+    ``nonnegative``: the maps cannot be negative (an ``abs``/``smoothgrad_sq``/``vargrad``
+    transform), so without ``--polarity`` they are drawn ``absolute`` rather than on a diverging
+    scale whose negative half would stay unused.
+    """
+    polarity = args.polarity or ("absolute" if nonnegative else "both")
     style = HeatmapStyle(
-        polarity=args.polarity,
+        polarity=polarity,
         cmap=args.cmap,
         clip_percentile=args.clip_percentile,
         interpolation=args.interpolation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from service.cli.render import (
     HeatmapStyle,
+    add_render_arguments,
     apply_polarity,
     color_limit,
     ranked_order,
@@ -18,6 +20,7 @@ from service.cli.render import (
     render_comparison,
     render_feature_comparison,
     render_heatmap,
+    style_from_args,
     to_map,
     validate_style,
 )
@@ -117,3 +120,12 @@ def test_bar_chart_and_comparisons(tmp_path: Path) -> None:
     assert _pixels(matrix).std() > 20
     with pytest.raises(ValueError, match="expected 12 names"):
         render_bar_chart(tmp_path / "x.png", names[:3], np.zeros(12), np.zeros(12))
+
+
+def test_style_flags_default_to_signed_unless_the_maps_are_nonnegative() -> None:
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    assert style_from_args(parser.parse_args([])).polarity == "both"
+    assert style_from_args(parser.parse_args([]), nonnegative=True).polarity == "absolute"
+    chosen = style_from_args(parser.parse_args(["--polarity", "negative", "--cmap", "viridis"]), nonnegative=True)
+    assert (chosen.polarity, chosen.colormap_name()) == ("negative", "viridis")
