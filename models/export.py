@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,7 +235,9 @@ def _export_legacy(
     with tempfile.TemporaryDirectory(prefix="mollify-export-") as folder:
         path = Path(folder) / "model.onnx"
         try:
-            with torch.no_grad():
+            # Choosing the legacy exporter is deliberate here; its deprecation notice is noise.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(
                     module,
                     (example,),

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["DIGITS_PNG_STD", "BuildReport", "build_all", "main", "png_value"]
+__all__ = ["DIGITS_PNG_STD", "BuildReport", "build_all", "digits_cnn_module", "main", "png_value"]
 
 # Samples are stored as 255 - 15·pixel (dark ink on a light page). Inverting gives 15·pixel, and
 # dividing by 240 gives exactly pixel/16 in float32 too (a correctly rounded quotient of a
@@ -112,7 +112,8 @@ def _accuracy(module: nn.Module, inputs: np.ndarray, labels: np.ndarray) -> floa
     return float(np.mean(predicted == labels))
 
 
-def _digits_cnn() -> nn.Module:
+def digits_cnn_module() -> nn.Module:
+    """The digits CNN architecture (untrained): input ``(B, 1, 8, 8)``, output ``(B, 10)`` logits."""
     from torch import nn
 
     return nn.Sequential(
@@ -151,7 +152,7 @@ def build_digits(out: Path, seed: int) -> tuple[Path, float]:
     from PIL import Image
 
     data: DigitsData = digits_data()
-    module = _digits_cnn()
+    module = digits_cnn_module()
     _init_parameters(module, torch.Generator().manual_seed(seed))
     _train(
         module,

@@ -1,0 +1,649 @@
+"""ONNX Runtime sessions: the gradient model behind the estimator, and a plain forward session.
+
+This is the only module of the project that imports onnxruntime. :class:`GradientSession` runs a
+gradient model built by :func:`models.gradient_graph.build_gradient_model` and satisfies
+:class:`estimator.gradient_model.GradientModel`; :class:`ForwardSession` runs any ONNX model
+forward (benchmarks, predictions). Both pick the execution provider the same way: CUDA when it
+really loads, else CPU. ``onnxruntime-gpu`` on a host without a GPU lists the CUDA provider as
+available, logs an error when a session asks for it and silently runs on CPU, so the provider in
+use is read back from the session rather than trusted from the request.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from estimator.errors import InvalidArgumentError, ModelEvaluationError
+from estimator.gradient_model import GradientBatch
+from models.gradient_graph import (
+    GradientMetadata,
+    InvalidModelError,
+    load_model,
+    read_gradient_metadata,
+)
+
+__all__ = [
+    "CPU_PROVIDER",
+    "CUDA_PROVIDER",
+    "Device",
+    "DeviceUnavailableError",
+    "ForwardSession",
+    "GradientSession",
+    "available_providers",
+    "estimate_bytes_per_sample",
+    "forward_model",
+]
+
+Device = Literal["auto", "cpu", "cuda"]
+ModelSource = onnx.ModelProto | bytes | str | os.PathLike[str]
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+_DEVICES = ("auto", "cpu", "cuda")
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: np.dtype(np.float32),
+    onnx.TensorProto.DOUBLE: np.dtype(np.float64),
+    onnx.TensorProto.FLOAT16: np.dtype(np.float16),
+}
+
+
+class DeviceUnavailableError(RuntimeError):
+    """``device="cuda"`` was asked for but the CUDA execution provider does not load on this host."""
+
+
+# --------------------------------------------------------------------------- providers
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_loads() -> bool:
+    """Whether a session really runs on CUDA here (probed once per process with a one-node model)."""
+    if CUDA_PROVIDER not in ort.get_available_providers() or not _cuda_driver_present():
+        return False
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "mollify_cuda_probe",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    probe.ir_version = 8
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA_PROVIDER, CPU_PROVIDER])
+    except Exception:
+        return False
+    return session.get_providers()[0] == CUDA_PROVIDER
+
+
+def _cuda_driver_present() -> bool:
+    # Without the driver library the CUDA provider cannot load; checking first avoids the error
+    # that onnxruntime logs on every CPU-only host when it tries.
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def available_providers() -> list[str]:
+    """Execution providers that really work on this host, fastest first (e.g. ``["CPUExecutionProvider"]``)."""
+    return [CUDA_PROVIDER, CPU_PROVIDER] if _cuda_loads() else [CPU_PROVIDER]
+
+
+def _create_session(
+    model_bytes: bytes, device: Device, intra_op_threads: int | None
+) -> ort.InferenceSession:
+    if device not in _DEVICES:
+        raise InvalidArgumentError(f"device must be one of {_DEVICES}, got {device!r}")
+    if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 0):
+        raise InvalidArgumentError(
+            f"intra_op_threads must be a non-negative int or None, got {intra_op_threads!r}"
+        )
+    if device == "cuda" and not _cuda_loads():
+        raise DeviceUnavailableError(
+            "device='cuda' was asked for, but the CUDA execution provider does not load on this host "
+            f"(onnxruntime {ort.__version__} lists {ort.get_available_providers()}; it needs an NVIDIA "
+            "driver plus the CUDA and cuDNN libraries, e.g. `pip install mollify[cuda]`); use device='cpu' or 'auto'"
+        )
+    providers = [CUDA_PROVIDER, CPU_PROVIDER] if device != "cpu" and _cuda_loads() else [CPU_PROVIDER]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+    except Exception as err:
+        raise InvalidModelError(f"onnxruntime cannot load the model: {err}") from err
+    if device == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
+        raise DeviceUnavailableError(
+            f"device='cuda' was asked for, but the session fell back to {session.get_providers()}"
+        )
+    return session
+
+
+def _to_model(model: ModelSource) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray, str, os.PathLike)):
+        return load_model(model)
+    raise InvalidArgumentError(
+        f"model must be an onnx.ModelProto, bytes or a path, got {type(model).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- graph helpers
+
+
+def _value_infos(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
+    return {value.name: value for value in [*graph.value_info, *graph.input, *graph.output]}
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
+    """Dimensions of a tensor value: ints where static, the symbol where named, ``None`` where unknown."""
+    shape = value.type.tensor_type.shape
+    dims: list[int | str | None] = []
+    for dim in shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def _instance_shape(value: onnx.ValueInfoProto, role: str) -> tuple[int, ...]:
+    """The static non-batch shape of a batched graph input, or a clear error."""
+    if not value.type.tensor_type.HasField("shape"):
+        raise InvalidModelError(f"{role} {value.name!r} has no shape; pin it with input_shapes / --shape")
+    dims = _dims(value)
+    if not dims:
+        raise InvalidModelError(f"{role} {value.name!r} is a scalar; expected a batch dimension first")
+    rest = dims[1:]
+    if not all(isinstance(d, int) for d in rest):
+        raise InvalidModelError(
+            f"{role} {value.name!r} has shape {dims}: every dimension after the batch must be static; "
+            "pin it with input_shapes / --shape when building the gradient model"
+        )
+    return tuple(int(d) for d in rest)  # type: ignore[arg-type]
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If / Loop / Scan bodies) read from the enclosing scope."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs)
+        if attribute.HasField("g"):
+            graphs.append(attribute.g)
+        for graph in graphs:
+            for inner in graph.node:
+                names.update(inner.input)
+                names.update(_subgraph_inputs(inner))
+    return names
+
+
+def forward_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
+    """The part of ``model`` needed to compute ``outputs``: nodes, inputs and initializers they depend on.
+
+    Used to run the original outputs of a gradient model without feeding a cotangent.
+    """
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output if name}
+    unknown = [
+        name
+        for name in outputs
+        if name not in producers and name not in {v.name for v in graph.input}
+        and name not in {i.name for i in graph.initializer}
+    ]
+    if unknown:
+        raise InvalidModelError(f"outputs {unknown} are not tensors of the graph")
+    needed: set[str] = set()
+    kept: set[int] = set()
+    stack = list(outputs)
+    node_index = {id(node): i for i, node in enumerate(graph.node)}
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producers.get(name)
+        if node is not None and node_index[id(node)] not in kept:
+            kept.add(node_index[id(node)])
+            stack.extend(n for n in node.input if n)
+            stack.extend(_subgraph_inputs(node))
+    infos = _value_infos(graph)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    new_graph = result.graph
+    del new_graph.node[:]
+    new_graph.node.extend(node for i, node in enumerate(graph.node) if i in kept)
+    kept_inputs = [value for value in graph.input if value.name in needed]
+    del new_graph.input[:]
+    new_graph.input.extend(kept_inputs)
+    kept_initializers = [init for init in graph.initializer if init.name in needed]
+    del new_graph.initializer[:]
+    new_graph.initializer.extend(kept_initializers)
+    del new_graph.output[:]
+    for name in outputs:
+        output = onnx.ValueInfoProto()
+        if name in infos:
+            output.CopyFrom(infos[name])
+        else:
+            output.name = name
+        new_graph.output.append(output)
+    kept_value_info = [value for value in graph.value_info if value.name in needed]
+    del new_graph.value_info[:]
+    new_graph.value_info.extend(kept_value_info)
+    return result
+
+
+def estimate_bytes_per_sample(model: onnx.ModelProto, batch_inputs: Sequence[str]) -> int:
+    """Upper estimate of the activation memory one sample adds to a run of ``model``, in bytes.
+
+    Shape inference is run with the batch dimension of ``batch_inputs`` set to 1 and 2; a tensor
+    whose size grows with the batch counts its per-sample size. Every such tensor is counted (graph
+    inputs, intermediates and outputs), as if nothing were freed early: the forward activations of a
+    gradient graph do stay alive until their VJP has run, so the sum overestimates ONNX Runtime's
+    peak by at most the memory it reuses. Tensors whose shape cannot be inferred are counted at the
+    mean size of those that can.
+    """
+    sizes_1 = _inferred_sizes(model, batch_inputs, 1)
+    sizes_2 = _inferred_sizes(model, batch_inputs, 2)
+    per_sample: list[int] = []
+    unknown = 0
+    for name in set(sizes_1) | set(sizes_2):
+        one, two = sizes_1.get(name), sizes_2.get(name)
+        if one is None or two is None:
+            unknown += 1
+        elif two > one:
+            per_sample.append(two - one)
+    known = sum(per_sample)
+    mean = known / len(per_sample) if per_sample else 0.0
+    return max(1, int(math.ceil(known + unknown * mean)))
+
+
+def _inferred_sizes(model: onnx.ModelProto, batch_inputs: Sequence[str], batch: int) -> dict[str, int | None]:
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    # Only the structure matters for shape inference; dropping weights keeps the copy small.
+    weight_shapes = {init.name: (list(init.dims), init.data_type) for init in pinned.graph.initializer}
+    del pinned.graph.initializer[:]
+    del pinned.graph.value_info[:]
+    initializer_inputs = {value.name for value in pinned.graph.input}
+    for name, (dims, data_type) in weight_shapes.items():
+        if name not in initializer_inputs:
+            pinned.graph.input.append(onnx.helper.make_tensor_value_info(name, data_type, dims))
+    for value in pinned.graph.input:
+        if value.name in batch_inputs and value.type.tensor_type.shape.dim:
+            value.type.tensor_type.shape.dim[0].dim_value = batch
+    del pinned.graph.output[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(pinned, data_prop=True)
+    except Exception:
+        inferred = pinned
+    sizes: dict[str, int | None] = {}
+    produced = {name for node in model.graph.node for name in node.output if name}
+    for value in [*inferred.graph.input, *inferred.graph.value_info]:
+        if value.name in weight_shapes or (value.name not in produced and value.name not in batch_inputs):
+            continue
+        sizes[value.name] = _tensor_bytes(value)
+    for name in produced:
+        sizes.setdefault(name, None)
+    return sizes
+
+
+def _tensor_bytes(value: onnx.ValueInfoProto) -> int | None:
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims = _dims(value)
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+    except Exception:
+        return None
+    return int(np.prod(dims, dtype=np.int64)) * itemsize  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class ForwardSession:
+    """A plain ONNX Runtime session over an ordinary ONNX model (the forward pass).
+
+    Args:
+        model: a model, its serialized bytes, or a path to a ``.onnx`` file.
+        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``.
+        intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        device: Device = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        proto = _to_model(model)
+        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads)
+        self._required = [
+            value.name
+            for value in proto.graph.input
+            if value.name not in {init.name for init in proto.graph.initializer}
+        ]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider really in use (``"CUDAExecutionProvider"`` or ``"CPUExecutionProvider"``)."""
+        return str(self._session.get_providers()[0])
+
+    @property
+    def input_names(self) -> list[str]:
+        """Inputs that must be fed (graph inputs without an initializer default)."""
+        return list(self._required)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [output.name for output in self._session.get_outputs()]
+
+    def run(
+        self, feed: np.ndarray | Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        Args:
+            feed: one array when the model has a single required input, else a name → array mapping.
+            outputs: names of the outputs to return; default: every graph output.
+
+        Returns:
+            Output name → array.
+        """
+        if isinstance(feed, np.ndarray):
+            if len(self._required) != 1:
+                raise InvalidArgumentError(
+                    f"feed must be a mapping for a model with inputs {self._required}, got one array"
+                )
+            feed = {self._required[0]: feed}
+        missing = [name for name in self._required if name not in feed]
+        if missing:
+            raise InvalidArgumentError(f"feed lacks the inputs {missing}; the model needs {self._required}")
+        names = list(outputs) if outputs is not None else self.output_names
+        try:
+            values = self._session.run(names, dict(feed))
+        except Exception as err:
+            raise ModelEvaluationError(f"onnxruntime failed to run the model: {err}") from err
+        return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
+
+
+class GradientSession:
+    """A gradient model run by ONNX Runtime, as a :class:`estimator.gradient_model.GradientModel`.
+
+    One call on a batch of ``B`` inputs and ``B`` cotangents returns the explained tensor and
+    ``J^T · cotangent`` for every sample (reverse mode over the ONNX graph, SPEC.md §3).
+
+    Args:
+        model: a gradient model (built by :func:`models.gradient_graph.build_gradient_model` or
+            ``mollify gradify``), its bytes, or a path to it.
+        input_name: the differentiated input to use; default: the only one the model has.
+        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``
+            (raises :class:`DeviceUnavailableError` when CUDA does not load).
+        intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
+
+    Raises:
+        InvalidModelError: the model has no gradient metadata, needs inputs this wrapper cannot feed,
+            or has a non-static instance shape.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        input_name: str | None = None,
+        device: Device = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        proto = _to_model(model)
+        metadata = read_gradient_metadata(proto)
+        self._metadata = metadata
+        self._input_name = self._choose_input(metadata, input_name)
+        self._gradient_name = metadata.gradients[self._input_name]
+        graph = proto.graph
+        inputs = {value.name: value for value in graph.input}
+        initializers = {init.name: init for init in graph.initializer}
+        self._check_feedable(inputs, initializers, metadata)
+        self._input_dtype = self._float_dtype(inputs[self._input_name], "input")
+        self._cotangent_dtype = self._float_dtype(inputs[metadata.cotangent], "cotangent")
+        self._input_shape = _instance_shape(inputs[self._input_name], "input")
+        self._output_shape = _instance_shape(inputs[metadata.cotangent], "cotangent")
+        weights: dict[str, np.ndarray] = {}
+        for name in metadata.weights:
+            if name not in initializers:
+                raise InvalidModelError(f"metadata lists the weight {name!r}, which is not an initializer")
+            array = numpy_helper.to_array(initializers[name])
+            array.setflags(write=False)
+            weights[name] = array
+        self._weights = MappingProxyType(weights)
+        self._original_outputs = [
+            output.name for output in graph.output if output.name not in set(metadata.gradients.values())
+        ]
+        self._model = proto
+        self._device: Device = device
+        self._intra_op_threads = intra_op_threads
+        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads)
+        self._forward: ForwardSession | None = None
+        self._bytes_per_sample: int | None = None
+
+    @staticmethod
+    def _choose_input(metadata: GradientMetadata, input_name: str | None) -> str:
+        differentiated = list(metadata.gradients)
+        if input_name is None:
+            if len(differentiated) != 1:
+                raise InvalidArgumentError(
+                    f"input_name must pick one of the differentiated inputs {differentiated}, got None"
+                )
+            return differentiated[0]
+        if input_name not in metadata.gradients:
+            raise InvalidArgumentError(
+                f"input_name must be one of the differentiated inputs {differentiated}, got {input_name!r}"
+            )
+        return input_name
+
+    def _check_feedable(
+        self,
+        inputs: Mapping[str, onnx.ValueInfoProto],
+        initializers: Mapping[str, onnx.TensorProto],
+        metadata: GradientMetadata,
+    ) -> None:
+        if metadata.cotangent not in inputs:
+            raise InvalidModelError(f"the cotangent input {metadata.cotangent!r} is not a graph input")
+        fed = {self._input_name, metadata.cotangent}
+        others = [name for name in inputs if name not in fed and name not in initializers]
+        if others:
+            raise InvalidModelError(
+                f"the gradient model needs the inputs {others} besides {self._input_name!r} and the "
+                "cotangent; GradientSession feeds one input: rebuild the gradient model with only "
+                f"{self._input_name!r} as a graph input (e.g. fold the others into constants)"
+            )
+
+    @staticmethod
+    def _float_dtype(value: onnx.ValueInfoProto, role: str) -> np.dtype:
+        elem_type = value.type.tensor_type.elem_type
+        if elem_type not in _FLOAT_TYPES:
+            raise InvalidModelError(
+                f"{role} {value.name!r} must be a float tensor, got element type "
+                f"{onnx.TensorProto.DataType.Name(elem_type)}"
+            )
+        return _FLOAT_TYPES[elem_type]
+
+    # GradientModel ------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input instance, without the batch dimension."""
+        return self._input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one instance of the explained tensor, without the batch dimension."""
+        return self._output_shape
+
+    @property
+    def weights(self) -> Mapping[str, np.ndarray]:
+        """Clean float weights that :meth:`__call__` may override, by name (read-only arrays)."""
+        return self._weights
+
+    @property
+    def bytes_per_sample(self) -> int:
+        """Estimated activation memory of one sample in a gradient run, in bytes.
+
+        The sum of every batch-sized tensor of the gradient graph per sample (forward activations,
+        VJP intermediates, input, cotangent, outputs), from shape inference; see
+        :func:`estimate_bytes_per_sample`. Computed on first use.
+        """
+        if self._bytes_per_sample is None:
+            self._bytes_per_sample = estimate_bytes_per_sample(
+                self._model, [self._input_name, self._metadata.cotangent]
+            )
+        return self._bytes_per_sample
+
+    def __call__(
+        self,
+        inputs: np.ndarray,
+        cotangents: np.ndarray,
+        weight_overrides: Mapping[str, np.ndarray] | None = None,
+    ) -> GradientBatch:
+        """Run the model and its gradient graph on a batch.
+
+        Args:
+            inputs: ``(B, *input_shape)`` float array (cast to the model's float type, float32 usually).
+            cotangents: ``(B, *output_shape)`` float array; row b weights the explained tensor of sample b.
+            weight_overrides: replacement values for some of :attr:`weights` (same shapes, float), for this
+                call only; ``None`` runs with the clean weights.
+
+        Returns:
+            ``GradientBatch(outputs (B, *output_shape), gradients (B, *input_shape))``, float32.
+
+        Raises:
+            InvalidArgumentError: a shape, dtype or weight name is wrong (the message says which).
+            ModelEvaluationError: ONNX Runtime failed to run the graph.
+        """
+        x = self._checked_array(inputs, "inputs", self._input_shape, self._input_dtype)
+        w = self._checked_array(cotangents, "cotangents", self._output_shape, self._cotangent_dtype)
+        if w.shape[0] != x.shape[0]:
+            raise InvalidArgumentError(
+                f"cotangents must have the batch size of inputs ({x.shape[0]}), got {w.shape[0]}"
+            )
+        feed: dict[str, np.ndarray] = {self._input_name: x, self._metadata.cotangent: w}
+        feed.update(self._checked_overrides(weight_overrides))
+        try:
+            outputs, gradients = self._session.run(
+                [self._metadata.explained, self._gradient_name], feed
+            )
+        except Exception as err:
+            raise ModelEvaluationError(f"onnxruntime failed to run the gradient graph: {err}") from err
+        return GradientBatch(
+            outputs=np.asarray(outputs, dtype=np.float32), gradients=np.asarray(gradients, dtype=np.float32)
+        )
+
+    # Extras -------------------------------------------------------------------------
+
+    @property
+    def input_name(self) -> str:
+        """The differentiated graph input fed by :meth:`__call__`."""
+        return self._input_name
+
+    @property
+    def explained_name(self) -> str:
+        """The tensor whose cotangent :meth:`__call__` takes (e.g. pre-Softmax ``logits``)."""
+        return self._metadata.explained
+
+    @property
+    def gradient_name(self) -> str:
+        """The graph output holding ``J^T · cotangent`` for :attr:`input_name`."""
+        return self._gradient_name
+
+    @property
+    def metadata(self) -> GradientMetadata:
+        return self._metadata
+
+    @property
+    def provider(self) -> str:
+        """The execution provider really in use (``"CUDAExecutionProvider"`` or ``"CPUExecutionProvider"``)."""
+        return str(self._session.get_providers()[0])
+
+    @property
+    def output_names(self) -> list[str]:
+        """The original model's outputs (and the explained tensor), as :meth:`run_outputs` returns them."""
+        return list(self._original_outputs)
+
+    def run_outputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the forward part only (no cotangent, no VJP) and return every non-gradient output.
+
+        Args:
+            inputs: ``(B, *input_shape)`` float array.
+
+        Returns:
+            Output name → array with a leading batch dimension, e.g. ``{"probabilities": (B, 10), "logits": (B, 10)}``.
+        """
+        x = self._checked_array(inputs, "inputs", self._input_shape, self._input_dtype)
+        if self._forward is None:
+            self._forward = ForwardSession(
+                forward_model(self._model, self._original_outputs),
+                device=self._device,
+                intra_op_threads=self._intra_op_threads,
+            )
+        return self._forward.run({self._input_name: x})
+
+    # Validation ---------------------------------------------------------------------
+
+    @staticmethod
+    def _checked_array(
+        array: np.ndarray, field: str, instance_shape: tuple[int, ...], dtype: np.dtype
+    ) -> np.ndarray:
+        if not isinstance(array, np.ndarray):
+            raise InvalidArgumentError(f"{field} must be a numpy array, got {type(array).__name__}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise InvalidArgumentError(f"{field} must have a float dtype, got {array.dtype}")
+        expected = ("B", *instance_shape)
+        if array.ndim != len(expected) or tuple(array.shape[1:]) != instance_shape:
+            raise InvalidArgumentError(f"{field} must have shape {expected}, got {array.shape}")
+        if array.shape[0] < 1:
+            raise InvalidArgumentError(f"{field} must hold at least one sample, got batch size 0")
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def _checked_overrides(self, overrides: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        if not overrides:
+            return {}
+        feed: dict[str, np.ndarray] = {}
+        for name, value in overrides.items():
+            if name not in self._weights:
+                known = sorted(self._weights)
+                shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+                raise InvalidArgumentError(
+                    f"weight_overrides names {name!r}, which is not an overridable weight (known: {shown})"
+                )
+            clean = self._weights[name]
+            array = np.asarray(value)
+            if not np.issubdtype(array.dtype, np.floating):
+                raise InvalidArgumentError(
+                    f"weight_overrides[{name!r}] must have a float dtype, got {array.dtype}"
+                )
+            if array.shape != clean.shape:
+                raise InvalidArgumentError(
+                    f"weight_overrides[{name!r}] must have shape {clean.shape}, got {array.shape}"
+                )
+            feed[name] = np.ascontiguousarray(array, dtype=clean.dtype)
+        return feed
+
