@@ -522,7 +522,7 @@ def style_from_args(args: argparse.Namespace, *, nonnegative: bool = False) -> H
     transform), so without ``--polarity`` they are drawn ``absolute`` rather than on a diverging
     scale whose negative half would stay unused.
     """
-    polarity = args.polarity or ("absolute" if nonnegative else "both")
+    polarity: Polarity = args.polarity or ("absolute" if nonnegative else "both")
     style = HeatmapStyle(
         polarity=polarity,
         cmap=args.cmap,
