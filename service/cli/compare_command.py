@@ -23,6 +23,7 @@ from service.cli.connection import add_connection_arguments, open_client
 from service.cli.explain_command import (
     add_output_arguments,
     bounds_from_args,
+    class_text,
     explain_inputs,
     feature_names,
     fetch_model,
@@ -134,10 +135,7 @@ def write_comparison(
     stem = stem or f"{item.name}.compare"
     first = results[0]
     label = label_of(info, first.target_index)
-    target_text = "explicit cotangent" if first.target_index is None else f"class {first.target_index}" + (
-        f" ({label})" if label and label != str(first.target_index) else ""
-    )
-    title = f"{info.name} · {item.label} · {target_text} · seed {first.seed}"
+    title = f"{info.name} · {item.label} · {class_text(info, first.target_index)} · seed {first.seed}"
     document: dict[str, Any] = {
         "model": info.name,
         "input": item.source,

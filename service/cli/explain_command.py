@@ -166,6 +166,14 @@ def label_of(info: ModelInfo, index: int | None) -> str | None:
     return info.labels[index]
 
 
+def class_text(info: ModelInfo, index: int | None) -> str:
+    """``class 0 (malignant)``; the label is left out when it only repeats the index (digits)."""
+    if index is None:
+        return "an explicit cotangent"
+    label = label_of(info, index)
+    return f"class {index}" + (f" ({label})" if label and label != str(index) else "")
+
+
 def summarise(explanation: InstanceExplanation, item: input_files.LoadedInput, info: ModelInfo) -> dict[str, Any]:
     """The JSON summary of one explanation (without its file list)."""
     outputs = np.asarray(explanation.outputs, dtype=np.float64)
@@ -212,12 +220,7 @@ def _stem(item: input_files.LoadedInput, explanation: InstanceExplanation, sever
 
 def figure_title(info: ModelInfo, item: input_files.LoadedInput, explanation: InstanceExplanation) -> str:
     """Two lines: what was explained, and how (method, target, samples, error)."""
-    label = label_of(info, explanation.target_index)
-    if explanation.target_index is None:
-        target = "explicit cotangent"
-    else:
-        target = f"class {explanation.target_index}" + (f" ({label})" if label and label != str(explanation.target_index) else "")
-    details = [explanation.description, target]
+    details = [explanation.description, class_text(info, explanation.target_index)]
     if f"N={explanation.samples}" not in explanation.description:
         details.append(f"N={explanation.samples}")
     if explanation.relative_error > 0:
@@ -305,16 +308,11 @@ def print_explanation(summary: dict[str, Any], explanation: InstanceExplanation,
     """A short human-readable report of one explanation (and a ranked table for tabular inputs)."""
     out = stream or sys.stdout
     target = summary["target"]
-    line = f"{item.source}: explained "
-    line += "an explicit cotangent" if target["index"] is None else f"class {target['index']}"
-    if target.get("label") not in (None, str(target["index"])):
-        line += f" ({target['label']})"
+    line = f"{item.source}: explained {class_text(info, target['index'])}"
     if "score" in target:
         line += f", score {target['score']:.4g}"
-    prediction = summary["prediction"]
-    if prediction is not None:
-        label = prediction["label"]
-        line += f"; predicted {prediction['index']}" + (f" ({label})" if label not in (None, str(prediction["index"])) else "")
+    if summary["prediction"] is not None:
+        line += f"; predicted {class_text(info, summary['prediction']['index'])}"
     print(line, file=out)
     details = [explanation.description, f"{explanation.samples} samples", f"seed {explanation.seed}"]
     if explanation.relative_error > 0:
