@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 from service.cli import inputs as input_files
 from service.cli import render
 from service.cli.compare_command import compare_methods, write_comparison
+from service.cli.connection import server_errors
 from service.cli.explain_command import explain_inputs, report
 from service.cli.method_flags import DEFAULT_COMPARE_METHODS, method_from_args, parse_method_list
 from service.cli.output import EXIT_CODES_HELP, EXIT_OK, UsageError, dumps, guarded, server_error
@@ -82,17 +84,10 @@ def local_server() -> Iterator[str]:
 
 def wait_until_ready(client: ExplainerClient, names: tuple[str, ...], timeout_s: float = _READY_TIMEOUT_S) -> dict[str, ModelInfo]:
     """Poll until every model in ``names`` is ready; a load error or the timeout is an error (exit 3)."""
-    from service.client import MollifyError
-
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with server_errors(client.address):
             infos = {name: client.get_model(name) for name in names}
-        except MollifyError as err:
-            if err.code == "UNAVAILABLE" and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            raise server_error(err.code, err.message) from None
         failed = [info for info in infos.values() if not info.ready and info.error]
         if failed:
             raise server_error("FAILED_PRECONDITION", f"demo model {failed[0].name!r} failed to load: {failed[0].error}")
@@ -127,7 +122,7 @@ def _explain_sample(
         method = method_from_args(argparse.Namespace(**vars(options), method=preset))
         results = explain_inputs(client, info.name, item.tensor[None], method=method, seed=seed,
                                  label=f"{info.name} {preset}")
-        named = input_files.LoadedInput(f"{item.name}.{preset}", item.source, item.tensor, item.kind, item.raw_features)
+        named = dataclasses.replace(item, name=f"{item.name}.{preset}")
         summaries.extend(report(results, [named], info, spec, out_dir, style=style, figures=True, top=8,
                                 as_json=as_json))
     specs = parse_method_list("grad,smoothgrad,adaptgrad" if quick else ",".join(DEFAULT_COMPARE_METHODS))
