@@ -68,10 +68,14 @@ _DEFAULT_METHOD = Method()
 # ---------------------------------------------------------------------------------------- tensors
 
 
-def array_to_tensor(array: np.ndarray | float | int) -> pb.Tensor:
-    """Encode an array as a little-endian ``Tensor``; float arrays of any width travel as FP32."""
+def array_to_tensor(array: np.ndarray | float | int, *, keep_float64: bool = False) -> pb.Tensor:
+    """Encode an array as a little-endian ``Tensor``.
+
+    Float arrays travel as FP32 unless ``keep_float64`` (method parameters such as σ, which must
+    reach the estimator exactly as the caller wrote them); a Python float then travels as FP64.
+    """
     value = np.asarray(array)
-    if value.dtype.kind == "f":
+    if value.dtype.kind == "f" and not (keep_float64 and value.dtype == np.float64):
         value = value.astype("<f4", copy=False)
     name = value.dtype.name
     if name not in _DTYPE_NAMES:
@@ -84,12 +88,13 @@ def array_to_tensor(array: np.ndarray | float | int) -> pb.Tensor:
     )
 
 
-def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
+def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False) -> np.ndarray:
     """Decode a ``Tensor`` holding floats into a float32 array of its shape.
 
     Args:
-        tensor: the message; FP32 or FP64 (FP64 is rounded to float32).
+        tensor: the message; FP32 or FP64 (FP64 is rounded to float32 unless ``keep_float64``).
         field: the request field it came from, named in error messages (e.g. ``"inputs"``).
+        keep_float64: decode FP64 as float64 (method parameters).
 
     Raises:
         InvalidRequestError: unknown or non-float datatype, negative dimension, or a byte length
@@ -110,11 +115,12 @@ def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
             f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
         )
     array = np.frombuffer(tensor.raw_contents, dtype=wire).reshape(shape)
-    return array.astype(np.float32)
+    native = np.float64 if keep_float64 and wire.itemsize == 8 else np.float32
+    return array.astype(native)
 
 
 def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:
-    array = tensor_to_array(tensor, field)
+    array = tensor_to_array(tensor, field, keep_float64=True)
     return float(array) if array.ndim == 0 else array
 
 
@@ -131,11 +137,11 @@ def method_to_proto(method: Method) -> pb.Method:
         if value is not None:
             setattr(message, name, value)
     if method.sigma is not None:
-        message.sigma.CopyFrom(array_to_tensor(method.sigma))
+        message.sigma.CopyFrom(array_to_tensor(method.sigma, keep_float64=True))
     if isinstance(method.ig_baseline, str):
         message.ig_baseline = pb.Baseline.Value("BASELINE_" + method.ig_baseline.upper())
     else:
-        message.ig_baseline_tensor.CopyFrom(array_to_tensor(method.ig_baseline))
+        message.ig_baseline_tensor.CopyFrom(array_to_tensor(method.ig_baseline, keep_float64=True))
     if method.tol is not None:
         message.target_relative_error = method.tol
     if method.max_samples is not None:
@@ -175,7 +181,9 @@ def method_from_proto(message: pb.Method, field: str = "method") -> Method:
             )
         values["ig_baseline"] = pb.Baseline.Name(message.ig_baseline)[len("BASELINE_") :].lower()
     if message.HasField("ig_baseline_tensor"):
-        values["ig_baseline"] = tensor_to_array(message.ig_baseline_tensor, f"{field}.ig_baseline_tensor")
+        values["ig_baseline"] = tensor_to_array(
+            message.ig_baseline_tensor, f"{field}.ig_baseline_tensor", keep_float64=True
+        )
     if message.HasField("target_relative_error"):
         values["tol"] = message.target_relative_error
     if message.HasField("max_samples"):

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from estimator import explain, planned_evaluations
-from estimator.errors import CancelledError
+from estimator.errors import CancelledError, LimitExceededError
 from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget, Progress, Target
 from service.errors import InvalidRequestError, RequestLimitError
 from service.repository import ModelEntry, ModelRepository, ServedModel
@@ -182,6 +182,11 @@ class Explainer:
                 )
             except CancelledError:
                 raise cancellation.error("computing") from None
+            except LimitExceededError as err:
+                raise RequestLimitError(
+                    f"{err} (server settings --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES, "
+                    "--max-evaluations / MOLLIFY_MAX_EVALUATIONS)"
+                ) from err
             seconds = time.perf_counter() - started
             if self._observer is not None:
                 self._observer.explanation_done(

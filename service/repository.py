@@ -144,7 +144,7 @@ class ModelRepository:
 
     # ------------------------------------------------------------------------ queries
 
-    def list(self) -> list[ModelInfo]:
+    def list_models(self) -> list[ModelInfo]:
         with self._lock:
             return [self._entries[name].info for name in sorted(self._entries)]
 
@@ -241,7 +241,7 @@ class ModelRepository:
             removed = sorted(set(old) - set(found))
             with self._lock:
                 self._entries = kept
-            models = self.list()
+            models = self.list_models()
         for name in removed:
             _log.info("model removed", extra={"model": name})
         if self._on_change is not None:
@@ -266,23 +266,23 @@ class ModelRepository:
 
     def _load(self, name: str, folder: Path, fingerprint: str) -> ModelEntry:
         """Load one model; any failure gives a not-ready entry carrying the error."""
-        config: list[ModelConfig] = []
+        config: ModelConfig | None = None
         try:
-            entry = self._load_ready(name, folder, fingerprint, config)
+            resolved = folder.resolve()
+            if not resolved.is_relative_to(self.root):
+                raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
+            config = ModelConfig.load(resolved)
+            entry = self._load_ready(name, folder, resolved, fingerprint, config)
         except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
             error = f"{type(err).__name__}: {err}"
             _log.warning("model not ready", extra={"model": name, "error": error})
-            known = config[0] if config else None
-            return ModelEntry(name, folder, fingerprint, _broken_info(name, known, error), known)
+            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, error), config)
         _log.info("model ready", extra={"model": name, "provider": entry.info.provider})
         return entry
 
-    def _load_ready(self, name: str, folder: Path, fingerprint: str, config_out: list[ModelConfig]) -> ModelEntry:
-        resolved = folder.resolve()
-        if not resolved.is_relative_to(self.root):
-            raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
-        config = ModelConfig.load(resolved)
-        config_out.append(config)
+    def _load_ready(
+        self, name: str, folder: Path, resolved: Path, fingerprint: str, config: ModelConfig
+    ) -> ModelEntry:
         lower, upper = config.lower_array(), config.upper_array()
         if not np.all(lower < upper):
             raise InvalidRequestError(f"{CONFIG_FILE_NAME} of {name!r}: lower must be below upper everywhere")

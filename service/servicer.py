@@ -93,7 +93,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         call = _Call("Explain", context, self._metrics)
         try:
             query = _decode(request)
-            call.fields.update(model=query.model, instances=len(query.inputs))
+            call.fields.update(_summary(query))
             results = self._explainer.explain(query, call.cancellation())
             response = _encode(query.model, results, call.id)
         except Exception as err:  # noqa: BLE001 - the boundary maps every error to a status
@@ -108,7 +108,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         cancellation: Cancellation | None = None
         try:
             query = _decode(request.request)
-            call.fields.update(model=query.model, instances=len(query.inputs))
+            call.fields.update(_summary(query))
             cancellation = call.cancellation()
             for event in self._run_streaming(query, cancellation):
                 if isinstance(event, ExplainProgress):
@@ -163,7 +163,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         call = _Call("ListModels", context, self._metrics)
         try:
-            response = pb.ListModelsResponse(models=[codec.model_info_to_proto(m) for m in self._repository.list()])
+            response = pb.ListModelsResponse(models=[codec.model_info_to_proto(m) for m in self._repository.list_models()])
         except Exception as err:  # noqa: BLE001
             call.failed(err)
         call.succeeded()
@@ -201,6 +201,11 @@ def _decode(request: pb.ExplainRequest) -> ExplainQuery:
         lower=codec.tensor_to_array(request.lower, "lower") if request.HasField("lower") else None,
         upper=codec.tensor_to_array(request.upper, "upper") if request.HasField("upper") else None,
     )
+
+
+def _summary(query: ExplainQuery) -> dict[str, Any]:
+    """What the log line of a request says about it (before the inputs are validated)."""
+    return {"model": query.model, "instances": int(query.inputs.shape[0]) if query.inputs.ndim else 0}
 
 
 def _encode(model: str, results: list[InstanceExplanation], request_id: str) -> pb.ExplainResponse:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     server.start()
     _install_signal_handlers(server)
-    ready = [m.name for m in server.repository.list() if m.ready]
+    ready = [m.name for m in server.repository.list_models() if m.ready]
     print(f"listening on {settings.host}:{port} ({len(ready)} models ready: {', '.join(ready)})", flush=True)
     server.wait_for_termination()
     return EXIT_OK

@@ -77,6 +77,13 @@ def test_unset_method_fields_take_the_paper_defaults() -> None:
             method.ig_steps) == (0.2, 0.95, 50, 10, 0.2, 50)
 
 
+def test_method_parameters_keep_their_precision() -> None:
+    decoded = codec.method_from_proto(codec.method_to_proto(Method(sigma=0.05, ig_baseline=np.full(3, 0.1))))
+    assert decoded.sigma == 0.05 and isinstance(decoded.sigma, float)
+    assert isinstance(decoded.ig_baseline, np.ndarray) and decoded.ig_baseline.dtype == np.float64
+    assert np.array_equal(decoded.ig_baseline, np.full(3, 0.1))
+
+
 def test_explicit_zero_is_not_unset() -> None:
     method = codec.method_from_proto(pb.Method(samples=0, alpha=0.0))
     assert method.samples == 0 and method.alpha == 0.0

@@ -53,16 +53,23 @@ class BuggyModel(ExplodingModel):
         return GradientBatch(outputs=inputs[:, :3] * 1.0, gradients=np.zeros_like(inputs))
 
 
+class HugeModel(ExplodingModel):
+    """Needs more memory for one sample than the server's budget."""
+
+    bytes_per_sample = 1 << 40
+
+
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
     root: Path = tmp_path_factory.mktemp("slow-repository")
     helpers.write_model(root, "slow")
     helpers.write_model(root, "exploding")
     helpers.write_model(root, "buggy")
+    helpers.write_model(root, "huge")
     models: dict[str, Any] = {}
 
     def factory(model_bytes: bytes, model: Any, config: Any) -> Any:
-        fakes = {"exploding": ExplodingModel, "buggy": BuggyModel}
+        fakes = {"exploding": ExplodingModel, "buggy": BuggyModel, "huge": HugeModel}
         models[config.name] = fakes.get(config.name, lambda: helpers.SlowLinearModel(delay_s=0.01))()
         return models[config.name]
 
@@ -137,7 +144,11 @@ def test_queued_request_whose_deadline_passes_leaves_the_queue(slow_server: Moll
     with pytest.raises(MollifyError) as caught:
         slow_client.explain("slow", X, method=Method(samples=2), timeout=0.2)
     assert caught.value.code == "DEADLINE_EXCEEDED"
-    assert slow_server.scheduler.queued == 0
+    deadline = time.monotonic() + 2
+    while slow_server.scheduler.queued and time.monotonic() < deadline:  # the waiter polls every 20 ms
+        time.sleep(0.005)
+    assert slow_server.scheduler.queued == 0, "the expired request stayed in the queue"
+    assert slow_server.scheduler.computing == 1  # the blocker still computes: the expired one never got the slot
     blocker.join(10)
     assert _idle(slow_server)
 
@@ -161,6 +172,13 @@ def test_failures_inside_are_internal_with_a_request_id_only(slow_client: Explai
     assert caught.value.request_id and caught.value.request_id in caught.value.message
     logged = [r for r in caplog.records if getattr(r, "request_id", None) == caught.value.request_id]
     assert any("secret" in (str(getattr(r, "error", "")) + str(r.exc_info)) for r in logged)
+
+
+def test_memory_budget_refusal_names_the_setting(slow_client: ExplainerClient) -> None:
+    with pytest.raises(MollifyError) as caught:
+        slow_client.explain("huge", X, method=Method(samples=2))
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
+    assert "--memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES" in caught.value.message
 
 
 def test_metrics_count_requests_and_work(slow_server: MollifyServer, slow_client: ExplainerClient) -> None:

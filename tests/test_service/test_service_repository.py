@@ -71,7 +71,7 @@ def test_broken_models_are_listed_not_ready_with_their_error(server: MollifyServ
         assert models["good"].ready and models["good"].error == ""
         expected_errors = {
             "corrupt": "", "truncated": "", "no_rule": "Det", "bad_bounds": "lower must be below upper",
-            "wrong_input": "nope", "bad_config": "input_name",
+            "wrong_input": "nope", "bad_config": "lacks the field",
         }
         for name, fragment in expected_errors.items():
             assert not models[name].ready, name
@@ -159,6 +159,6 @@ def test_demo_repository_is_the_default(graph_cache: Path) -> None:
     server, port = create_server(settings)
     try:
         assert port > 0
-        assert {"digits_cnn", "breast_cancer_mlp"} <= {m.name for m in server.repository.list() if m.ready}
+        assert {"digits_cnn", "breast_cancer_mlp"} <= {m.name for m in server.repository.list_models() if m.ready}
     finally:
         server.stop(0).wait()

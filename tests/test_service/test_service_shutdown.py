@@ -7,10 +7,12 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,13 @@ def _lines(stream: object) -> queue.Queue[str]:
     return lines
 
 
+def _free_port() -> int:
+    # The one place a test pre-picks a port: the metrics endpoint's flag path needs a number.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _wait(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -45,6 +54,7 @@ def _wait(condition: object, timeout: float, what: str) -> None:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) -> None:
+    metrics_port = _free_port()
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -52,7 +62,7 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(models),
          "--cache-dir", str(graph_cache), "--device", "cpu", "--intra-op-threads", "1",
-         "--memory-budget-bytes", "64KiB", "--max-evaluations", "1000000"],
+         "--memory-budget-bytes", "512KiB", "--max-evaluations", "1000000", "--metrics-port", str(metrics_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
     try:
@@ -62,6 +72,8 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
         port = int(banner.split()[2].rsplit(":", 1)[1])
         with ExplainerClient(f"127.0.0.1:{port}", timeout=60) as client:
             assert [m.name for m in client.list_models()] == ["digits_cnn"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+                assert 'mollify_requests_total{code="OK",method="ListModels"} 1.0' in response.read().decode()
 
             shutil.copytree(models / "digits_cnn", models / "digits_copy")
             process.send_signal(signal.SIGHUP)

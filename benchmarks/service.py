@@ -1,0 +1,309 @@
+"""The explanation service end to end vs the work it wraps.
+
+    PYTHONPATH=. python benchmarks/service.py [--models resnet18,digits_cnn] [--samples 50] [--repeats 5]
+                                             [--clients 1,4,16] [--rss-samples 1000] [--threads N]
+
+For each model (random weights, exported from PyTorch here) a server runs as a subprocess
+(``python -m service``) and this script measures, as medians over repeats timed in turns:
+
+- ``e2e``: SmoothGrad (N samples, α = 0.2) of one instance through ``ExplainerClient.explain`` over gRPC;
+- ``raw``: the gradient-graph runs the estimator does for it (N + 1 rows: the clean pass and N noisy
+  copies, in the same chunks of rows), called directly on a ``GradientSession`` of the same graph;
+- ``captum``: ``NoiseTunnel(Saliency)`` with the same N and σ in PyTorch;
+- ``forward``: the ONNX Runtime forward pass of N inputs.
+
+Then the aggregate throughput (explanations/s) with 1, 4 and 16 concurrent clients, and the
+server's peak RSS (VmHWM, reset before each phase through /proc/PID/clear_refs) during N-sample
+and ``--rss-samples``-sample explanations. Floors (the task's acceptance criteria) are checked
+and printed: e2e ≤ 1.05 × raw and ≤ 0.6 × Captum on ResNet-18; small model e2e ≤ raw + 1 ms;
+peak RSS at N = 1000 ≤ 1.2 × at N = 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from estimator import explain
+from estimator.method import Method
+from models.config import ModelConfig
+from models.export import export_torch_onnx
+from models.runtime import ForwardSession, GradientSession
+from service.client import ExplainerClient
+from service.graphs import graph_key
+
+_ROOT = Path(__file__).resolve().parents[1]
+FLOOR_VS_RAW = 1.05
+FLOOR_VS_CAPTUM = 0.6
+FLOOR_SMALL_OVERHEAD_S = 0.001
+FLOOR_RSS = 1.2
+LOWER, UPPER = -1.0, 1.0
+ALPHA = 0.2
+
+
+def _zoo() -> ModuleType:
+    """The hand-written reference architectures of the test zoo (torchvision does not import here)."""
+    spec = importlib.util.spec_from_file_location("mollify_zoo_modules", _ROOT / "tests/test_models/zoo_modules.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("cannot load tests/test_models/zoo_modules.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    label: str
+    module: Callable[[], torch.nn.Module]
+    instance_shape: tuple[int, ...]
+
+
+def _cases(zoo: ModuleType) -> dict[str, Case]:
+    from models.demo.build import digits_cnn_module
+
+    return {
+        "resnet18": Case("resnet18", "ResNet-18 layout 3x224x224", zoo.ResNet18, (3, 224, 224)),
+        "digits_cnn": Case("digits_cnn", "digits CNN 1x8x8", digits_cnn_module, (1, 8, 8)),
+    }
+
+
+@dataclass
+class Result:
+    label: str
+    samples: int
+    chunk_rows: int = 0
+    e2e_s: float = float("nan")
+    raw_s: float = float("nan")
+    captum_s: float = float("nan")
+    forward_s: float = float("nan")
+    throughput: dict[int, float] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)
+    rss: dict[int, int] = field(default_factory=dict)
+
+
+class ServerProcess:
+    """``python -m service`` on a free port; ``peak_rss`` reads its VmHWM, ``reset_peak`` clears it."""
+
+    def __init__(self, repository: Path, cache: Path, threads: int | None, concurrency: int) -> None:
+        args = [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(repository),
+                "--cache-dir", str(cache), "--device", "cpu", "--max-concurrent-requests", str(concurrency),
+                "--max-queued-requests", "32", "--max-evaluations", "10000000", "--log-level", "WARNING"]
+        if threads is not None:
+            args += ["--intra-op-threads", str(threads)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout or ()], daemon=True).start()
+        banner = lines.get(timeout=600)
+        if not banner.startswith("listening on"):
+            raise RuntimeError(f"server did not start: {banner}")
+        self.address = banner.split()[2]
+
+    def reset_peak(self) -> bool:
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def peak_rss(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def _timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def _prepare(case: Case, folder: Path, seed: int) -> tuple[torch.nn.Module, np.ndarray]:
+    zoo = sys.modules["mollify_zoo_modules"]
+    module = zoo.init_module(case.module(), seed)
+    x = zoo.random_input((1, *case.instance_shape), seed + 1).numpy()
+    original = export_torch_onnx(module, torch.from_numpy(np.repeat(x, 2, axis=0)))
+    target = folder / case.name
+    target.mkdir(parents=True)
+    (target / "model.onnx").write_bytes(original.SerializeToString())
+    ModelConfig(name=case.name, input_name="input", input_shape=case.instance_shape, explained_tensor="logits",
+                lower=LOWER, upper=UPPER, description=case.label).save(target)
+    return module, x
+
+
+def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
+    repository, cache = workdir / "models", workdir / "cache"
+    module, x = _prepare(case, repository, seed=0)
+    method = Method(samples=args.samples, alpha=ALPHA)
+    result = Result(case.label, args.samples)
+    server = ServerProcess(repository, cache, args.threads, args.concurrency)
+    try:
+        model_bytes = (repository / case.name / "model.onnx").read_bytes()
+        graph = cache / f"{graph_key(model_bytes, 'input', case.instance_shape, 'logits')}.onnx"
+        session = GradientSession(graph, input_name="input", device="cpu", intra_op_threads=args.threads)
+        forward = ForwardSession(str(repository / case.name / "model.onnx"), device="cpu",
+                                 intra_op_threads=args.threads)
+        # The estimator's own rows and chunks, so that raw runs repeat exactly its model calls.
+        reference = explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1)
+        result.chunk_rows = int(reference.extras["chunk_rows"])
+        rows = np.repeat(x, args.samples + 1, axis=0)
+        rows[1:] += np.random.default_rng(2).normal(0, ALPHA * (UPPER - LOWER), rows[1:].shape).astype(np.float32)
+        cotangents = np.zeros((len(rows), *session.output_shape), np.float32)
+        cotangents[:, int(np.argmax(reference.outputs))] = 1.0
+        batch = np.repeat(x, args.samples, axis=0)
+        captum = _captum(module, torch.from_numpy(x), args.samples, ALPHA * (UPPER - LOWER),
+                         int(np.argmax(reference.outputs)))
+
+        with ExplainerClient(server.address, timeout=600) as client:
+            def e2e() -> object:
+                return client.explain(case.name, x, method=method, seed=1)
+
+            def raw() -> object:
+                return [session(rows[i:i + result.chunk_rows], cotangents[i:i + result.chunk_rows])
+                        for i in range(0, len(rows), result.chunk_rows)]
+
+            timings: dict[str, list[float]] = {"e2e": [], "raw": [], "captum": [], "forward": []}
+            for function in (e2e, raw, captum, lambda: forward.run(batch)):
+                function()
+            for _ in range(args.repeats):
+                timings["e2e"].append(_timed(e2e))
+                timings["raw"].append(_timed(raw))
+                timings["captum"].append(_timed(captum))
+                timings["forward"].append(_timed(lambda: forward.run(batch)))
+            result.e2e_s, result.raw_s, result.captum_s, result.forward_s = (
+                statistics.median(timings[k]) for k in ("e2e", "raw", "captum", "forward"))
+
+            for clients in args.clients:
+                result.throughput[clients], result.refused[clients] = _throughput(
+                    server.address, case.name, x, method, clients, args.requests_per_client)
+
+            if args.rss_samples:
+                for samples in (args.samples, args.rss_samples):
+                    if not server.reset_peak():
+                        print("cannot reset VmHWM (no /proc/PID/clear_refs): peak RSS includes start-up")
+                    client.explain(case.name, x, method=Method(samples=samples, alpha=ALPHA), seed=3)
+                    result.rss[samples] = server.peak_rss()
+    finally:
+        server.stop()
+    return result
+
+
+def _captum(module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float, target: int) -> Callable[[], object]:
+    from captum.attr import NoiseTunnel, Saliency
+
+    tunnel = NoiseTunnel(Saliency(module))
+
+    def run() -> object:
+        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=target, abs=False)
+
+    return run
+
+
+def _throughput(address: str, model: str, x: np.ndarray, method: Method, clients: int,
+                requests: int) -> tuple[float, int]:
+    """Explanations per second with ``clients`` concurrent clients of ``requests`` calls each."""
+    refused = 0
+
+    def one_client(_: int) -> int:
+        nonlocal refused
+        done = 0
+        with ExplainerClient(address, timeout=600) as client:
+            for _ in range(requests):
+                try:
+                    client.explain(model, x, method=method, seed=4)
+                    done += 1
+                except Exception:  # noqa: BLE001 - a refusal under load is counted, not fatal
+                    refused += 1
+        return done
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(one_client, range(clients)))
+    return done / (time.perf_counter() - start), refused
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(results: Sequence[Result], args: argparse.Namespace) -> int:
+    print(f"\nSmoothGrad N = {args.samples}, one instance, medians of {args.repeats} (seconds)")
+    header = f"{'model':28} {'chunk':>5} {'e2e':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} {'captum':>9} " \
+             f"{'e2e/capt':>8} {'ORT fwd':>9}"
+    print(header)
+    for r in results:
+        print(f"{r.label:28} {r.chunk_rows:5d} {r.e2e_s:9.4f} {r.raw_s:9.4f} {r.e2e_s / r.raw_s:8.3f} "
+              f"{(r.e2e_s - r.raw_s) * 1000:7.2f}ms {r.captum_s:9.4f} {r.e2e_s / r.captum_s:8.3f} {r.forward_s:9.4f}")
+    print(f"\nAggregate throughput (explanations/s; refused in brackets), {args.requests_per_client} requests "
+          f"per client, server --max-concurrent-requests {args.concurrency}")
+    for r in results:
+        cells = "  ".join(f"{c:2d} clients: {r.throughput[c]:7.2f} [{r.refused[c]}]" for c in sorted(r.throughput))
+        print(f"{r.label:28} {cells}")
+    failures = 0
+    print("\nFloors")
+    for r in results:
+        checks: list[tuple[str, bool]] = []
+        if r.label.startswith("ResNet"):
+            checks += [(f"e2e <= {FLOOR_VS_RAW} x raw ({r.e2e_s / r.raw_s:.3f})", r.e2e_s <= FLOOR_VS_RAW * r.raw_s),
+                       (f"e2e <= {FLOOR_VS_CAPTUM} x Captum ({r.e2e_s / r.captum_s:.3f})",
+                        r.e2e_s <= FLOOR_VS_CAPTUM * r.captum_s)]
+        else:
+            checks.append((f"e2e <= raw + 1 ms ({(r.e2e_s - r.raw_s) * 1000:.2f} ms over)",
+                           r.e2e_s <= r.raw_s + FLOOR_SMALL_OVERHEAD_S))
+        if len(r.rss) == 2:
+            small, large = (r.rss[k] for k in sorted(r.rss))
+            checks.append((f"peak RSS N={max(r.rss)} <= {FLOOR_RSS} x N={min(r.rss)} "
+                           f"({large / 2**20:.0f} MiB vs {small / 2**20:.0f} MiB = {large / small:.3f})",
+                           large <= FLOOR_RSS * small))
+        for text, ok in checks:
+            failures += not ok
+            print(f"  {_verdict(ok)}  {r.label}: {text}")
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--models", default="resnet18,digits_cnn")
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 4, 16])
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--rss-samples", type=int, default=1000, help="0 skips the RSS comparison")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (server and raw)")
+    parser.add_argument("--concurrency", type=int, default=2, help="server --max-concurrent-requests")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    cases = _cases(_zoo())
+    results = []
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory(prefix="mollify-bench-") as workdir:
+            print(f"measuring {cases[name].label} ...", flush=True)
+            results.append(measure(cases[name], args, Path(workdir)))
+    return report(results, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
