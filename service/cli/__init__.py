@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Sub-command modules, in the order `mollify --help` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -24,8 +25,19 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _UsageErrorParser(argparse.ArgumentParser):
+    """Reports usage errors as ``USAGE: message`` (exit 2), like every other CLI failure.
+
+    Sub-parsers are created with the parent's class, so one override covers every command.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"USAGE: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _UsageErrorParser(
         prog="mollify",
         description="Smoothed gradient explanations for any ONNX model.",
     )
