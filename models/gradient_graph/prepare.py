@@ -77,6 +77,8 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         upgraded = onnx.version_converter.convert_version(model, TARGET_OPSET)
         onnx.checker.check_model(upgraded)
+        # Some adapters emit mistyped constants (Clip-6 on doubles): type-check the result.
+        onnx.shape_inference.infer_shapes(upgraded, check_type=True, strict_mode=True)
         return upgraded
     except Exception as err:  # noqa: BLE001 - the converter raises many kinds; the fallback is explicit
         if opset < MIN_OPSET:

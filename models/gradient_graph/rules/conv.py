@@ -137,7 +137,8 @@ def conv_transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt
     explicit = get_attr(node, "pads")
     begin: list[int] = []
     for axis, (size, out, k, s, d, op) in enumerate(zip(sizes, outs, kernel, strides, dilations, output_padding, strict=False)):
-        total = s * (size - 1) + op + (k - 1) * d + 1 - out
+        # An output larger than the natural size is not cropped (onnxruntime clamps at 0).
+        total = max(s * (size - 1) + op + (k - 1) * d + 1 - out, 0)
         if auto_pad in ("NOTSET", "") and get_attr(node, "output_shape") is None:
             begin.append(int(explicit[axis]) if explicit is not None else 0)
         elif auto_pad == "VALID":

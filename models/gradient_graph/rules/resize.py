@@ -85,18 +85,15 @@ def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
     axes = list(range(rank)) if axes_attr is None else [int(a) + rank if int(a) < 0 else int(a) for a in axes_attr]
     scales = ctx.const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     use_scales = scales is not None and np.asarray(scales).size > 0
-    sizes_in = ctx.static_dims(x, axes)
-    sizes_out = ctx.static_dims(y, axes)
     resized = []
     for i, axis in enumerate(axes):
         scale = float(np.asarray(scales).reshape(-1)[i]) if use_scales else None
-        if sizes_out is not None and sizes_in is not None and sizes_out[i] == sizes_in[i] and scale in (None, 1.0):
+        size_in, size_out = ctx.static_dims(x, [axis]), ctx.static_dims(y, [axis])
+        if scale == 1.0 or (scale is None and size_in is not None and size_in == size_out):
             continue
-        if scale == 1.0:
-            continue
-        if sizes_in is None or sizes_out is None:
+        if size_in is None or size_out is None:
             raise ctx.need_static(node, f"the size of resized axis {axis}")
-        resized.append((axis, sizes_in[i], sizes_out[i], scale))
+        resized.append((axis, size_in[0], size_out[0], scale))
     if not resized:
         return [g] + [None] * (len(node.input) - 1)
     if not use_scales and (len(node.input) < 4 or ctx.const_value(node.input[3]) is None):
