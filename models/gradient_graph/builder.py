@@ -249,8 +249,6 @@ def build_gradient_model(
             "expected a float type"
         )
     explained_shape = explained_info.shape if explained_info else None
-    if explained_shape is None:
-        raise GradientGraphError(f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}")
     explained_type = explained_type or onnx.TensorProto.FLOAT
 
     cotangent = cotangent_name(prep.explained)
@@ -272,6 +270,9 @@ def build_gradient_model(
     )
     ctx.declare(cotangent, explained_type, explained_shape)
     finals = _differentiate(prep, shapes, ctx, cotangent)
+    if explained_shape is None:
+        # The cotangent input must declare a shape (the ONNX checker requires one).
+        raise GradientGraphError(f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}")
 
     # Rename before copying the emitted nodes into the graph (extend copies the messages).
     unnamed = {x: grad for x, grad in finals.items() if not ctx.rename_output(grad, gradient_name(x))}

@@ -189,6 +189,7 @@ def test_matmul_broadcasts_a_lower_rank_operand_from_the_input() -> None:
 
 @pytest.mark.parametrize("case", ["matrix-vector", "vector-matrix", "vector-vector"])
 def test_matmul_with_1d_operands(case: str) -> None:
+    shape: tuple[int, ...]
     if case == "matrix-vector":
         nodes = [helper.make_node("ReduceSum", ["x", "zero"], ["v"], keepdims=0), helper.make_node("MatMul", ["x", "v"], ["y"])]
         shape = (3, 4)

@@ -85,7 +85,7 @@ def test_concat_with_one_differentiated_input_slices_it_out() -> None:
 
 @pytest.mark.parametrize("opset", [13, 18])
 def test_split_with_an_unused_output(opset: int) -> None:
-    split_attrs = {"axis": 2, "num_outputs": 3} if opset >= 18 else {"axis": 2}
+    split_attrs: dict[str, Any] = {"axis": 2, "num_outputs": 3} if opset >= 18 else {"axis": 2}
     inputs = ["x"] if opset >= 18 else ["x", "sizes"]
     nodes = [
         helper.make_node("Split", inputs, ["a", "b", "c"], **split_attrs),
