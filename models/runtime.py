@@ -52,7 +52,7 @@ CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 _DEVICES = ("auto", "cpu", "cuda")
-_FLOAT_TYPES = {
+_FLOAT_TYPES: dict[int, np.dtype] = {
     onnx.TensorProto.FLOAT: np.dtype(np.float32),
     onnx.TensorProto.DOUBLE: np.dtype(np.float64),
     onnx.TensorProto.FLOAT16: np.dtype(np.float16),
@@ -119,6 +119,9 @@ def _create_session(
     providers = [CUDA_PROVIDER, CPU_PROVIDER] if device != "cpu" and _cuda_loads() else [CPU_PROVIDER]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Exposed weights are initializers that are also graph inputs, which makes onnxruntime warn
+    # once per weight at load; that is by design here (NoiseGrad overrides), so only errors are logged.
+    options.log_severity_level = 3
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     try:

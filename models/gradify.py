@@ -1,0 +1,220 @@
+"""Turn an ONNX model file into a gradient-model file, and check that ONNX Runtime runs it.
+
+The library side of ``mollify gradify``: :func:`gradify` loads, differentiates
+(:func:`models.gradient_graph.build_gradient_model`) and writes; :func:`summarize` describes the
+result; :func:`check_gradient_model` loads it in a :class:`models.runtime.GradientSession` and runs
+one sample. Imports onnx and numpy; onnxruntime only through :mod:`models.runtime`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from models.gradient_graph import (
+    GradientMetadata,
+    InvalidModelError,
+    build_gradient_model,
+    load_model,
+    read_gradient_metadata,
+)
+
+__all__ = [
+    "GradientModelSummary",
+    "SessionCheck",
+    "TensorSummary",
+    "check_gradient_model",
+    "gradify",
+    "summarize",
+]
+
+_MAX_IR_VERSION = 10
+
+
+def gradify(
+    src: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    dst: str | os.PathLike[str],
+    inputs: Sequence[str] | None = None,
+    explained: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> GradientMetadata:
+    """Build the gradient model of ``src`` and write it to ``dst``.
+
+    Args:
+        src: the ONNX model (path, bytes or proto).
+        dst: where to write the gradient model (one self-contained file; parent folders are created).
+        inputs: float graph inputs to differentiate; default: every float graph input.
+        explained: the tensor to explain (any graph tensor, e.g. pre-Softmax logits); default: the
+            first graph output.
+        shapes: per input, the shape of one instance without the batch dimension, e.g.
+            ``{"input": (1, 8, 8)}``; pins symbolic dimensions that the VJP rules need static.
+
+    Returns:
+        The metadata of the written gradient model.
+
+    Raises:
+        models.gradient_graph.GradientGraphError: the model is invalid or an op on the
+            differentiated path has no VJP rule (``UnsupportedOpError``).
+    """
+    model = src if isinstance(src, onnx.ModelProto) else load_model(src)
+    gradient = build_gradient_model(model, inputs, explained, input_shapes=shapes)
+    gradient.ir_version = min(gradient.ir_version, _MAX_IR_VERSION)
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(gradient.SerializeToString())
+    return read_gradient_metadata(gradient)
+
+
+@dataclass(frozen=True)
+class TensorSummary:
+    """A graph tensor: its name, element type name and shape (ints, symbols, or ``"?"``)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def __str__(self) -> str:
+        dims = "x".join(str(d) for d in self.shape) if self.shape else "scalar"
+        return f"{self.name} {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class GradientModelSummary:
+    """What a gradient model takes and gives."""
+
+    inputs: tuple[TensorSummary, ...]
+    explained: TensorSummary
+    cotangent: TensorSummary
+    gradients: tuple[TensorSummary, ...]
+    outputs: tuple[TensorSummary, ...]
+    weight_count: int
+    weight_elements: int
+    opset: int
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, as ``mollify gradify`` prints them."""
+        text = [f"opset {self.opset}"]
+        text += [f"input      {t}" for t in self.inputs]
+        text.append(f"explained  {self.explained}")
+        text.append(f"cotangent  {self.cotangent}")
+        text += [f"gradient   {t}" for t in self.gradients]
+        text += [f"output     {t}" for t in self.outputs]
+        text.append(f"weights    {self.weight_count} overridable tensors, {self.weight_elements:,} values")
+        return text
+
+
+def summarize(model: onnx.ModelProto) -> GradientModelSummary:
+    """Describe a gradient model's inputs, explained tensor, cotangent, gradients, outputs and weights."""
+    metadata = read_gradient_metadata(model)
+    graph = model.graph
+    values = {v.name: v for v in [*graph.value_info, *graph.input, *graph.output]}
+    sizes = {init.name: int(np.prod(init.dims, dtype=np.int64)) for init in graph.initializer}
+    gradient_outputs = set(metadata.gradients.values())
+
+    def tensor(name: str) -> TensorSummary:
+        value = values.get(name)
+        if value is None or not value.type.HasField("tensor_type"):
+            return TensorSummary(name, "?", ())
+        tensor_type = value.type.tensor_type
+        dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+        shape: tuple[int | str, ...] = ()
+        if tensor_type.HasField("shape"):
+            shape = tuple(
+                int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in tensor_type.shape.dim
+            )
+        return TensorSummary(name, dtype, shape)
+
+    return GradientModelSummary(
+        inputs=tuple(tensor(name) for name in metadata.inputs),
+        explained=tensor(metadata.explained),
+        cotangent=tensor(metadata.cotangent),
+        gradients=tuple(tensor(metadata.gradients[name]) for name in metadata.inputs),
+        outputs=tuple(
+            tensor(v.name) for v in graph.output if v.name not in gradient_outputs and v.name != metadata.explained
+        ),
+        weight_count=len(metadata.weights),
+        weight_elements=sum(sizes.get(name, 0) for name in metadata.weights),
+        opset=int(metadata.opset),
+    )
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """The outcome of loading a gradient model in ONNX Runtime and running one sample per input.
+
+    Attributes:
+        provider: the execution provider really in use.
+        available: the providers that really load on this host.
+        bytes_per_sample: the session's activation-memory estimate per sample.
+        finite: whether the sample's outputs and gradients were all finite.
+    """
+
+    provider: str
+    available: tuple[str, ...]
+    bytes_per_sample: int
+    finite: bool
+
+    def lines(self) -> list[str]:
+        state = "finite" if self.finite else "NOT finite (check the model)"
+        return [
+            f"provider   {self.provider} (available: {', '.join(self.available)})",
+            f"memory     ~{_human_bytes(self.bytes_per_sample)} per sample in a gradient run",
+            f"smoke run  one sample at zero input, unit cotangent: outputs and gradients {state}",
+        ]
+
+
+def check_gradient_model(model: str | os.PathLike[str] | onnx.ModelProto, device: str = "auto") -> SessionCheck:
+    """Load a gradient model in ONNX Runtime and run one all-zero sample with a ones cotangent.
+
+    Raises:
+        InvalidModelError: ONNX Runtime cannot load the model, or an instance shape is not static.
+        estimator.errors.ModelEvaluationError: the run failed.
+    """
+    from models.runtime import ForwardSession, available_providers, estimate_bytes_per_sample
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InvalidModelError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    metadata = read_gradient_metadata(proto)
+    session = ForwardSession(proto, device=device)  # type: ignore[arg-type]
+    graph_inputs = {value.name: value for value in proto.graph.input}
+    feed: dict[str, np.ndarray] = {}
+    for name in session.input_names:
+        fill = 1.0 if name == metadata.cotangent else 0.0
+        feed[name] = np.full(_one_sample_shape(graph_inputs[name]), fill, dtype=_numpy_dtype(graph_inputs[name]))
+    wanted = [metadata.explained, *metadata.gradients.values()]
+    results = session.run(feed, wanted)
+    finite = all(bool(np.isfinite(results[name]).all()) for name in wanted)
+    batched = [*metadata.inputs, metadata.cotangent]
+    return SessionCheck(
+        session.provider, tuple(available_providers()), estimate_bytes_per_sample(proto, batched), finite
+    )
+
+
+def _human_bytes(count: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def _one_sample_shape(value: onnx.ValueInfoProto) -> tuple[int, ...]:
+    dims = list(value.type.tensor_type.shape.dim)
+    rest = dims[1:]
+    if not dims or not all(d.HasField("dim_value") for d in rest):
+        shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+        raise InvalidModelError(
+            f"input {value.name!r} has shape {shown}: every dimension after the batch must be static; "
+            "pin it with --shape NAME=DIMS"
+        )
+    return (1, *(int(d.dim_value) for d in rest))
+
+
+def _numpy_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
