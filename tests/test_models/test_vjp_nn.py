@@ -40,7 +40,12 @@ CONV_CASES: list[tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]]] =
     ("same-upper-stride2", (1, 2, 7, 8), (3, 2, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     ("same-lower-stride2", (1, 2, 7, 8), (3, 2, 4, 4), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     ("valid-stride2", (1, 2, 8, 9), (3, 2, 3, 3), {"auto_pad": "VALID", "strides": [2, 2]}),
+    ("depthwise-stride1", (2, 4, 6, 5), (4, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+    ("grouped-asym-pads-stride1", (1, 4, 6, 6), (4, 2, 3, 2), {"group": 2, "pads": [2, 0, 0, 1]}),
+    ("same-lower-stride1", (1, 2, 6, 5), (3, 2, 4, 4), {"auto_pad": "SAME_LOWER"}),
+    ("pad-wider-than-kernel", (1, 2, 4, 4), (3, 2, 1, 1), {"pads": [1, 1, 1, 1]}),
     ("1d", (2, 3, 10), (2, 3, 4), {"strides": [3], "pads": [1, 0]}),
+    ("1d-stride1", (2, 3, 10), (2, 3, 4), {"pads": [2, 1]}),
     ("3d", (1, 2, 4, 5, 4), (2, 2, 2, 3, 2), {"strides": [1, 2, 1]}),
 ]
 

@@ -1,8 +1,10 @@
 """VJP rules of Conv and ConvTranspose with respect to their data input (never their weights).
 
-The input gradient of a Conv is a ConvTranspose with the same weights, strides, dilations and
-groups; ``output_padding`` restores the rows a strided Conv skipped, which needs the static
-spatial sizes (pin them with ``input_shapes``). The input gradient of a ConvTranspose is a Conv.
+The input gradient of a strided Conv is a ConvTranspose with the same weights, strides,
+dilations and groups; ``output_padding`` restores the rows a strided Conv skipped, which needs the
+static spatial sizes (pin them with ``input_shapes``). With unit strides it is a Conv with the
+spatially flipped, channel-swapped kernel instead (same result, faster in onnxruntime). The input
+gradient of a ConvTranspose is a Conv.
 """
 
 from __future__ import annotations
@@ -100,6 +102,23 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     assert g is not None
     x, w, y = node.input[0], node.input[1], node.output[0]
     geometry = window_geometry(ctx, node, x, y, get_attr(node, "kernel_shape") or _kernel_from_weights(ctx, node))
+    group = int(get_attr(node, "group", 1))
+    flipped = _flipped_kernel(ctx, node, w, geometry, group)
+    if flipped is not None:
+        # Unit strides: the input gradient is a plain Conv with the flipped, channel-swapped
+        # kernel, which onnxruntime runs much faster than ConvTranspose (blocked NCHWc kernels).
+        reach = [(k - 1) * d for k, d in zip(geometry.kernel, geometry.dilations, strict=True)]
+        pads = [r - pb for r, pb in zip(reach, geometry.pad_begin, strict=True)]
+        pads += [r - pe for r, pe in zip(reach, geometry.pad_end, strict=True)]
+        gx = ctx.op(
+            "Conv",
+            [g, flipped],
+            kernel_shape=geometry.kernel,
+            dilations=geometry.dilations,
+            pads=pads,
+            group=group,
+        )
+        return [gx] + [None] * (len(node.input) - 1)
     pads, output_padding = geometry.transpose_padding()
     gx = ctx.op(
         "ConvTranspose",
@@ -109,9 +128,41 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
         dilations=geometry.dilations,
         pads=pads,
         output_padding=output_padding if any(output_padding) else None,
-        group=int(get_attr(node, "group", 1)),
+        group=group,
     )
     return [gx] + [None] * (len(node.input) - 1)
+
+
+def _flipped_kernel(ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: WindowGeometry, group: int) -> str | None:
+    """The kernel of the unit-stride input-gradient Conv, or None when that form does not apply.
+
+    For weights ``W[m, c, k...]`` (``M`` outputs, ``C/group`` inputs per group) it is
+    ``G[c, m, k...] = W[m, c, K-1-k...]`` within each group: built from ``W`` at run time, so
+    overridden weights are honoured (onnxruntime folds it when ``W`` is a constant).
+    """
+    if any(s != 1 for s in geometry.strides):
+        return None
+    reach = [(k - 1) * d for k, d in zip(geometry.kernel, geometry.dilations, strict=True)]
+    if any(pb > r or pe > r for pb, pe, r in zip(geometry.pad_begin, geometry.pad_end, reach, strict=True)):
+        return None
+    shape_w = ctx.shape(w)
+    if shape_w is None or not all(isinstance(d, int) for d in shape_w[:2]):
+        return None
+    m, c_per_group = int(shape_w[0]), int(shape_w[1])  # type: ignore[arg-type]
+    spatial = len(geometry.kernel)
+    axes = list(range(2, 2 + spatial))
+    flipped = ctx.op(
+        "Slice",
+        [w, ctx.ints([-1] * spatial), ctx.ints([-(2**63) + 1] * spatial), ctx.ints(axes), ctx.ints([-1] * spatial)],
+    )
+    if group == 1:
+        return ctx.op("Transpose", [flipped], perm=[1, 0, *axes])
+    m_per_group = m // group
+    if m_per_group == 1 and c_per_group == 1:
+        return flipped  # depthwise: nothing to swap
+    grouped = ctx.op("Reshape", [flipped, ctx.ints([group, m_per_group, c_per_group, *geometry.kernel])])
+    swapped = ctx.op("Transpose", [grouped], perm=[0, 2, 1, *[a + 1 for a in axes]])
+    return ctx.op("Reshape", [swapped, ctx.ints([group * c_per_group, m_per_group, *geometry.kernel])])
 
 
 @register("ConvTranspose")
