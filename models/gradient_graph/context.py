@@ -42,6 +42,10 @@ def get_attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+_INT64_OUTPUTS = frozenset({"Shape", "Size", "NonZero", "ArgMax", "ArgMin"})
+_BOOL_OUTPUTS = frozenset({"Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Not", "Xor", "IsNaN", "IsInf"})
+
+
 class VjpContext:
     """Collects the nodes and constants of the backward graph.
 
@@ -113,11 +117,29 @@ class VjpContext:
         clean = {k: v for k, v in attrs.items() if v is not None}
         node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(op_type + "_node"), domain=domain, **clean)
         self.nodes.append(node)
+        out_type = self._output_type(op_type, inputs, clean)
         for name in outputs:
             self._producer[name] = node
+            if out_type:
+                self._dtypes[name] = out_type
         for name in inputs:
             self._consumers[name] = self._consumers.get(name, 0) + 1
         return outputs
+
+    def _output_type(self, op_type: str, inputs: Sequence[str], attrs: Mapping[str, Any]) -> int:
+        """The element type of an emitted node's outputs, so later constants can match it."""
+        if op_type == "Cast":
+            return int(attrs["to"])
+        if op_type in _INT64_OUTPUTS:
+            return onnx.TensorProto.INT64
+        if op_type in _BOOL_OUTPUTS:
+            return onnx.TensorProto.BOOL
+        if op_type == "ConstantOfShape":
+            value = attrs.get("value")
+            return int(value.data_type) if value is not None else onnx.TensorProto.FLOAT
+        if op_type == "Where" and len(inputs) > 1:
+            return self.dtype(inputs[1])
+        return self.dtype(inputs[0]) if inputs else 0
 
     def rename_output(self, name: str, new_name: str) -> bool:
         """Rename a tensor this context produced and nobody consumes; False when that is not safe."""

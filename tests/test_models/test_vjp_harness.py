@@ -22,7 +22,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models.gradient_graph import build_gradient_model, read_gradient_metadata  # noqa: F401 - re-exported to users of the harness
+from models.gradient_graph import UnsupportedOpError, build_gradient_model, read_gradient_metadata  # noqa: F401 - re-exported to users of the harness
 
 F64 = TensorProto.DOUBLE
 F32 = TensorProto.FLOAT

@@ -145,6 +145,12 @@ def test_pad(pads: tuple[int, ...]) -> None:
     h.check_vjp(model, {"x": X})
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+def test_pad_copying_modes(mode: str) -> None:
+    model = h.one_op_model("Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(0, 2, 1, 0, 1, 3)}, attrs={"mode": mode}, opset=19)
+    h.check_vjp(model, {"x": X})
+
+
 def test_pad_with_axes_opset_18() -> None:
     model = h.one_op_model("Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(1, 2, 0, 3), "v": np.array(0.0), "a": ints(1, -1)}, opset=18)
     h.check_vjp(model, {"x": X})
@@ -235,3 +241,43 @@ def test_resize(attrs: dict[str, Any], scales: tuple[float, ...] | None, sizes: 
         attrs = {**attrs, "axes": [2, 3]}
     model = h.one_op_model("Resize", {"x": ["N", 2, 4, 4]}, dtype=h.F32, attrs=attrs, initializers=inits, input_order=order, opset=13 if sizes is None else 18)
     h.check_vjp(model, {"x": h.randn(1, 2, 4, 4, dtype=np.float32)}, eps=0.5, tol=1e-4)
+
+
+@pytest.mark.parametrize(("axis", "largest"), [(1, 1), (-1, 0)])
+def test_top_k_values(axis: int, largest: int) -> None:
+    model = h.one_op_model("TopK", {"x": ["N", 3, 4]}, attrs={"axis": axis, "largest": largest}, initializers={"k": ints(2)}, n_outputs=2)
+    h.check_vjp(model, {"x": X})
+
+
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cum_sum(exclusive: int, reverse: int) -> None:
+    model = h.one_op_model("CumSum", {"x": ["N", 3, 4]}, attrs={"exclusive": exclusive, "reverse": reverse}, initializers={"a": np.array(2, dtype=np.int64)})
+    h.check_vjp(model, {"x": X})
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization(p: int) -> None:
+    model = h.one_op_model("LpNormalization", {"x": ["N", 3, 4]}, attrs={"axis": 1, "p": p})
+    h.check_vjp(model, {"x": np.where(np.abs(X) < 0.05, 0.3, X)})
+
+
+EINSUMS = [
+    ("outer", "bi,bj->bij", [(2, 3), (2, 4)]),
+    ("attention-scores", "bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 5, 4)]),
+    ("implicit-output", "bij,bjk", [(2, 3, 4), (2, 4, 2)]),
+    ("ellipsis", "...ij,...jk->...ik", [(2, 3, 4), (2, 4, 2)]),
+    ("summed-away", "bij,bk->bk", [(2, 3, 4), (2, 5)]),
+]
+
+
+@pytest.mark.parametrize(("equation", "shapes"), [e[1:] for e in EINSUMS], ids=[e[0] for e in EINSUMS])
+def test_einsum(equation: str, shapes: list[tuple[int, ...]]) -> None:
+    inputs = {f"x{i}": ["N", *s[1:]] for i, s in enumerate(shapes)}
+    model = h.one_op_model("Einsum", inputs, attrs={"equation": equation}, opset=17)
+    h.check_vjp(model, {f"x{i}": h.randn(*s, seed=i + 2) for i, s in enumerate(shapes)})
+
+
+def test_einsum_diagonal_is_unsupported() -> None:
+    model = h.one_op_model("Einsum", {"x": ["N", 3, 3]}, attrs={"equation": "bii->bi"})
+    with pytest.raises(h.UnsupportedOpError, match="diagonal"):
+        h.build_gradient_model(model)

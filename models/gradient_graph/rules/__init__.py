@@ -9,6 +9,7 @@ from __future__ import annotations
 from models.gradient_graph.rules import (  # noqa: F401 - imported for their registrations
     activations,
     conv,
+    einsum,
     elementwise,
     matmul,
     normalization,

@@ -1,7 +1,8 @@
 """VJP rules of elementwise arithmetic: broadcasting ops reduce the gradient to each operand's shape.
 
-Ops: Add, Sub, Mul, Div, Neg, Pow, Sqrt, Exp, Log, Abs, Reciprocal, Erf, Sin, Cos, Sum, Mean,
-Max, Min, Where, Clip, Identity, Dropout, Cast, and the piecewise-constant Floor, Ceil, Round, Sign.
+Ops: Add, Sub, Mul, Div, Neg, Pow, Sqrt, Exp, Log, Abs, Reciprocal, Erf, trigonometric and
+hyperbolic functions, Sum, Mean, Max, Min, Where, Clip, Identity, Dropout, Cast, and the
+piecewise-constant Floor, Ceil, Round, Sign, Hardmax.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def cos(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
     return [ctx.op("Neg", [ctx.op("Mul", [_g(grads), ctx.op("Sin", [node.input[0]])])])]
 
 
-@register("Floor", "Ceil", "Round", "Sign")
+@register("Floor", "Ceil", "Round", "Sign", "Hardmax")
 def piecewise_constant(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # Zero almost everywhere (as in PyTorch): no contribution.
     return [None]
@@ -238,3 +239,49 @@ def clip(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     if len(wrt) > 2 and wrt[2] and high is not None:
         out[2] = _reduce(ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [x, high]), x)]), node.input[2], node)
     return out
+
+
+def _inverse_sqrt_rule(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, inside: str, sign: float) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), ctx.op("Mul", [ctx.op("Reciprocal", [ctx.op("Sqrt", [inside])]), ctx.scalar(sign, inside)])])]
+
+
+@register("Tan")
+def tan(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    y = node.output[0]
+    return [ctx.op("Mul", [_g(grads), ctx.op("Add", [ctx.op("Mul", [y, y]), ctx.scalar(1.0, y)])])]
+
+
+@register("Atan")
+def atan(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    return [ctx.op("Div", [_g(grads), ctx.op("Add", [ctx.op("Mul", [x, x]), ctx.scalar(1.0, x)])])]
+
+
+@register("Asin", "Acos")
+def asin_acos(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    inside = ctx.op("Sub", [ctx.scalar(1.0, x), ctx.op("Mul", [x, x])])
+    return _inverse_sqrt_rule(ctx, node, grads, inside, 1.0 if node.op_type == "Asin" else -1.0)
+
+
+@register("Asinh", "Acosh")
+def asinh_acosh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    inside = ctx.op("Add" if node.op_type == "Asinh" else "Sub", [ctx.op("Mul", [x, x]), ctx.scalar(1.0, x)])
+    return _inverse_sqrt_rule(ctx, node, grads, inside, 1.0)
+
+
+@register("Atanh")
+def atanh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    x = node.input[0]
+    return [ctx.op("Div", [_g(grads), ctx.op("Sub", [ctx.scalar(1.0, x), ctx.op("Mul", [x, x])])])]
+
+
+@register("Sinh")
+def sinh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), ctx.op("Cosh", [node.input[0]])])]
+
+
+@register("Cosh")
+def cosh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    return [ctx.op("Mul", [_g(grads), ctx.op("Sinh", [node.input[0]])])]

@@ -1,4 +1,5 @@
-"""VJP rules of inference-mode normalisation: BatchNormalization, InstanceNormalization, LayerNormalization.
+"""VJP rules of normalisation: BatchNormalization (inference), InstanceNormalization, LayerNormalization,
+LpNormalization.
 
 For normalisation over axes A with ``xhat = (x - mean) * inv_std`` and ``y = scale * xhat + bias``:
 ``gx = inv_std * (gh - mean_A(gh) - xhat * mean_A(gh * xhat))`` with ``gh = g * scale``
@@ -92,3 +93,21 @@ def layer_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt
     xhat = ctx.op("Mul", [ctx.op("Sub", [x, mean]), inv_std])
     gh = ctx.op("Mul", [g, scale])
     return [_normalised_gradient(ctx, gh, xhat, inv_std, axes), None, None]
+
+
+@register("LpNormalization")
+def lp_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # y = x / n with n = ||x||_p along axis: gx = (g - d * sum(g * y)) / n, d = y (p=2) or sign(x) (p=1).
+    g = grads[0]
+    assert g is not None
+    x, y = node.input[0], node.output[0]
+    axis = int(get_attr(node, "axis", -1))
+    p = int(get_attr(node, "p", 2))
+    if p not in (1, 2):
+        raise ctx.unsupported(node, f"p={p} (expected 1 or 2)")
+    norm = ctx.op("ReduceL2" if p == 2 else "ReduceL1", [x], axes=[axis], keepdims=1) if ctx.opset < 18 else ctx.op(
+        "ReduceL2" if p == 2 else "ReduceL1", [x, ctx.ints([axis])], keepdims=1
+    )
+    direction = y if p == 2 else ctx.op("Sign", [x])
+    inner = ctx.reduce_sum(ctx.op("Mul", [g, y]), [axis], keepdims=True)
+    return [ctx.op("Div", [ctx.op("Sub", [g, ctx.op("Mul", [direction, inner])]), norm])]

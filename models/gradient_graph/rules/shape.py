@@ -1,5 +1,7 @@
 """VJP rules of data-movement ops: reshapes, transposes, concatenation, slicing, padding, gathers.
 
+Also TopK (scatter of the values' gradient to their indices) and CumSum (a reversed CumSum).
+
 Slice gradients use ``Pad`` when the slice parameters and sliced dims are static with unit
 steps; otherwise a run-time index map (``Range`` over the flattened input, sliced like the
 data, then ``ScatterElements``) handles any steps and dynamic starts/ends.
@@ -160,20 +162,30 @@ def slice_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
     return _pad_none([_scatter_through(ctx, node, g, x)], node)
 
 
-def _scatter_through(ctx: VjpContext, node: onnx.NodeProto, g: str, x: str) -> str:
-    """Gradient of an index-selecting op: apply the op to the flat indices of x, then scatter g."""
+def _scatter_through(
+    ctx: VjpContext, node: onnx.NodeProto, g: str, x: str, extra_inputs: Sequence[str] | None = None, add: bool = False
+) -> str:
+    """Gradient of an index-moving op: apply the op to the flat indices of x, then scatter g there.
+
+    ``extra_inputs`` replace the node's inputs after the data (default: the node's own); ``add``
+    sums the gradient of elements the op copies more than once (reflect/edge padding).
+    """
     if ctx.opset < 11:
         raise ctx.unsupported(node, f"dynamic slicing needs opset >= 11, the model has {ctx.opset}")
     shape_x = ctx.shape_of(x)
     count = ctx.op("Size", [x])
     flat_index = ctx.op("Range", [ctx.const(np.asarray(0, dtype=np.int64)), count, ctx.const(np.asarray(1, dtype=np.int64))])
     index = ctx.op("Reshape", [flat_index, shape_x])
-    selected = ctx.op(node.op_type, [index, *node.input[1:]], **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
+    rest = list(node.input[1:]) if extra_inputs is None else list(extra_inputs)
+    selected = ctx.op(node.op_type, [index, *rest], **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
     flat = ctx.ints([-1])
     zeros = ctx.zeros(ctx.op("Reshape", [count, ctx.ints([1])]), x)
-    scattered = ctx.op(
-        "ScatterElements", [zeros, ctx.op("Reshape", [selected, flat]), ctx.op("Reshape", [g, flat])], axis=0
-    )
+    flat_selected = ctx.op("Reshape", [selected, flat])
+    flat_g = ctx.op("Reshape", [g, flat])
+    if add:
+        scattered = ctx.scatter_add(node, zeros, flat_selected, flat_g, 0)
+    else:
+        scattered = ctx.op("ScatterElements", [zeros, flat_selected, flat_g], axis=0)
     return ctx.op("Reshape", [scattered, shape_x])
 
 
@@ -181,10 +193,15 @@ def _scatter_through(ctx: VjpContext, node: onnx.NodeProto, g: str, x: str) -> s
 def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     g, x = _g(grads), node.input[0]
     mode = get_attr(node, "mode", "constant")
-    if mode != "constant":
-        raise ctx.unsupported(node, f"mode={mode!r} (only 'constant' padding has a gradient rule)")
     if len(wrt) > 2 and wrt[2]:
         raise ctx.unsupported(node, "the padding value depends on the differentiated input")
+    if mode != "constant":
+        # reflect / edge / wrap copy input elements into the border: pad an index map the same
+        # way and sum the gradient back onto the elements it names.
+        if ctx.opset < 11:
+            raise ctx.unsupported(node, f"mode={mode!r} before opset 11")
+        rest = [node.input[1], "", node.input[3]] if len(node.input) > 3 and node.input[3] else [node.input[1]]
+        return _pad_none([_scatter_through(ctx, node, g, x, rest, add=True)], node)
     rank = ctx.require_rank(node, x)
     if ctx.opset < 11:
         pads = [int(v) for v in get_attr(node, "pads", [])]
@@ -284,3 +301,25 @@ def depth_space(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -
     if mode != "DCR":
         raise ctx.unsupported(node, f"mode={mode!r} (only DCR is the inverse of SpaceToDepth)")
     return [ctx.op("SpaceToDepth", [_g(grads)], blocksize=block)]
+
+
+@register("TopK")
+def top_k(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    g = grads[0]
+    if g is None:  # only the indices are used downstream
+        return [None, None]
+    x = node.input[0]
+    rank = ctx.require_rank(node, x)
+    axis = int(get_attr(node, "axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    indices = ctx.request_output(node, 1, onnx.TensorProto.INT64, ctx.shape(node.output[0]))
+    # TopK picks distinct positions: a plain scatter needs no reduction.
+    return [ctx.op("ScatterElements", [ctx.zeros_like(x), indices, g], axis=axis), None]
+
+
+@register("CumSum")
+def cum_sum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
+    # y_j = sum_{i <= j} x_i, so gx_i = sum_{j >= i} g_j: the same scan run the other way.
+    reverse = int(get_attr(node, "reverse", 0))
+    exclusive = int(get_attr(node, "exclusive", 0))
+    return [ctx.op("CumSum", [_g(grads), node.input[1]], exclusive=exclusive, reverse=1 - reverse), None]
