@@ -281,3 +281,16 @@ def test_einsum_diagonal_is_unsupported() -> None:
     model = h.one_op_model("Einsum", {"x": ["N", 3, 3]}, attrs={"equation": "bii->bi"})
     with pytest.raises(h.UnsupportedOpError, match="diagonal"):
         h.build_gradient_model(model)
+
+
+def test_resize_with_sizes_computed_from_the_input_shape() -> None:
+    # As legacy PyTorch exports F.interpolate(size=...): sizes = Concat(Shape(x)[:2], [7, 5]).
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "two"], ["lead"]),
+        helper.make_node("Concat", ["lead", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="align_corners"),
+    ]
+    inits = {"zero": ints(0), "two": ints(2), "hw": ints(7, 5)}
+    model = _model(nodes, {"x": ["N", 2, 4, 4]}, inits, dtype=h.F32)
+    h.check_vjp(model, {"x": h.randn(2, 2, 4, 4, dtype=np.float32)}, input_shapes={"x": (2, 4, 4)}, eps=0.5, tol=1e-4)

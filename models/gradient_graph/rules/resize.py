@@ -5,7 +5,8 @@ constant matrix ``M`` (``n_in x n_out``). The builder obtains ``M`` by resizing 
 matrix with ONNX's reference implementation (``onnx.reference``) using the node's own attributes,
 so every mode follows the specification; the gradient multiplies ``g`` by ``M^T`` per axis.
 Integer nearest-neighbour upsampling (each input repeated ``k`` times) becomes a cheaper
-reshape-and-sum. Needs the static sizes of the resized axes.
+reshape-and-sum. Needs the static sizes of the resized axes (scales or sizes may be computed at
+run time, e.g. from ``Shape``, as long as shape inference resolves the output size).
 """
 
 from __future__ import annotations
@@ -89,20 +90,24 @@ def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
     for i, axis in enumerate(axes):
         scale = float(np.asarray(scales).reshape(-1)[i]) if use_scales else None
         size_in, size_out = ctx.static_dims(x, [axis]), ctx.static_dims(y, [axis])
-        if scale == 1.0 or (scale is None and size_in is not None and size_in == size_out):
+        dim_in, dim_out = _dim(ctx, x, axis), _dim(ctx, y, axis)
+        if scale == 1.0 or (scale is None and dim_in is not None and dim_in == dim_out):
             continue
         if size_in is None or size_out is None:
             raise ctx.need_static(node, f"the size of resized axis {axis}")
         resized.append((axis, size_in[0], size_out[0], scale))
     if not resized:
         return [g] + [None] * (len(node.input) - 1)
-    if not use_scales and (len(node.input) < 4 or ctx.const_value(node.input[3]) is None):
-        raise ctx.unsupported(node, "its scales and sizes are not constants")
     out = g
     for axis, n_in, n_out, scale in resized:
         matrix = _per_axis_matrix(node, ctx.opset, n_in, n_out, scale)
         out = _apply_adjoint(ctx, out, x, axis, rank, matrix)
     return [out] + [None] * (len(node.input) - 1)
+
+
+def _dim(ctx: VjpContext, name: str, axis: int) -> object:
+    shape = ctx.shape(name)
+    return None if shape is None else shape[axis]
 
 
 def _apply_adjoint(ctx: VjpContext, g: str, x: str, axis: int, rank: int, matrix: np.ndarray) -> str:
