@@ -28,6 +28,8 @@ class GradientMetadata:
         weights: float initializers that are also optional graph inputs: feeding one of them overrides
             its stored value for that run only (NoiseGrad). Empty when built with ``expose_weights=False``.
         opset: the default-domain opset of the gradient model (after any upgrade).
+        batch_size: ``None`` when any batch size works; otherwise the only one the model accepts
+            (legacy exports without a dynamic batch axis bake it into Reshape constants).
         format_version: version of this record's layout.
     """
 
@@ -37,6 +39,7 @@ class GradientMetadata:
     gradients: dict[str, str]
     weights: list[str] = field(default_factory=list)
     opset: int = 0
+    batch_size: int | None = None
     format_version: int = _FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -79,6 +82,7 @@ def read_gradient_metadata(model: onnx.ModelProto) -> GradientMetadata:
             gradients={str(k): str(v) for k, v in dict(data["gradients"]).items()},
             weights=[str(n) for n in data.get("weights", [])],
             opset=int(data.get("opset", 0)),
+            batch_size=None if data.get("batch_size") is None else int(data["batch_size"]),
             format_version=int(data.get("format_version", _FORMAT_VERSION)),
         )
     except (KeyError, TypeError, ValueError) as err:

@@ -48,6 +48,7 @@ class PreparedModel:
         explained: the explained tensor.
         batch_inputs: graph inputs whose leading dimension is the batch.
         pinned: full shapes (leading dimension :data:`BATCH_DIM`) of the inputs given ``input_shapes``.
+        declared: the shape each graph input declares in the model as given (``None`` if none).
     """
 
     model: onnx.ModelProto
@@ -57,6 +58,7 @@ class PreparedModel:
     explained: str
     batch_inputs: list[str]
     pinned: dict[str, list[Dim]] = field(default_factory=dict)
+    declared: dict[str, list[Dim] | None] = field(default_factory=dict)
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -355,4 +357,5 @@ def prepare_model(
         explained=target,
         batch_inputs=batch,
         pinned=pinned,
+        declared={v.name: _static_dims(v) for v in graph.input},
     )

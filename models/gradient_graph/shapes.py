@@ -83,7 +83,8 @@ def _read_type(value: onnx.ValueInfoProto) -> tuple[int | None, tuple[object, ..
     for d in tensor.shape.dim:
         if d.HasField("dim_value"):
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
+        elif d.HasField("dim_param") and not d.dim_param.startswith("unk__"):
+            # onnx names dims it cannot infer "unk__<n>": unknown, not a shared symbol.
             dims.append("sym:" + d.dim_param)
         else:
             dims.append(None)

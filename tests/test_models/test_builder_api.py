@@ -176,6 +176,21 @@ def test_weights_are_overridable_per_run_and_scaling_the_last_layer_doubles_the_
     np.testing.assert_array_equal(run.run(["mollify_gradient__x"], feed)[0], clean)
 
 
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]], ids=["flipped-kernel-conv", "conv-transpose"])
+def test_overriding_a_conv_weight_changes_its_input_gradient(strides: list[int]) -> None:
+    w = np.random.default_rng(7).standard_normal((3, 2, 3, 3)).astype(np.float32)
+    model = h.one_op_model("Conv", {"x": ["N", 2, 6, 6]}, dtype=F32, attrs={"strides": strides, "pads": [1, 1, 1, 1]}, initializers={"w": w})
+    run = h.session(build_gradient_model(model))
+    x = np.random.default_rng(8).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    out = 6 // strides[0]
+    feed = {"x": x, "mollify_cotangent__y": np.random.default_rng(9).standard_normal((2, 3, out, out)).astype(np.float32)}
+    clean = run.run(["mollify_gradient__x"], feed)[0]
+    other = np.random.default_rng(10).standard_normal(w.shape).astype(np.float32)
+    np.testing.assert_allclose(run.run(["mollify_gradient__x"], {**feed, "w": 2 * w})[0], 2 * clean, rtol=1e-5, atol=1e-5)
+    reference = h.session(build_gradient_model(h.one_op_model("Conv", {"x": ["N", 2, 6, 6]}, dtype=F32, attrs={"strides": strides, "pads": [1, 1, 1, 1]}, initializers={"w": other})))
+    np.testing.assert_allclose(run.run(["mollify_gradient__x"], {**feed, "w": other})[0], reference.run(["mollify_gradient__x"], feed)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_expose_weights_false_keeps_weights_constant() -> None:
     out = build_gradient_model(_mlp(), expose_weights=False)
     assert read_gradient_metadata(out).weights == []
@@ -385,3 +400,49 @@ def test_garbage_bytes_are_a_clear_error(content: bytes, message: str) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelError, match="does not exist"):
         load_model(tmp_path / "absent.onnx")
+
+
+# ------------------------------------------------------------------ batch sizes baked into the model
+
+
+def _reshaping_model(batch: int | str, target: list[int]) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Reshape", ["x", "target"], ["r"]),
+        helper.make_node("Tanh", ["r"], ["t"]),
+        helper.make_node("Reshape", ["t", "back"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [batch, 4])],
+        initializer=[
+            numpy_helper.from_array(np.array(target, dtype=np.int64), "target"),
+            numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "back"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("target", [[1, 2, 2], [1, -1, 2]], ids=["no-wildcard", "leading-batch"])
+def test_a_batch_size_fixed_by_reshape_constants_is_kept_and_reported(target: list[int]) -> None:
+    # Legacy exports without a dynamic batch axis bake the batch into Reshape targets.
+    model = _reshaping_model(1, target)
+    out = build_gradient_model(model)
+    assert read_gradient_metadata(out).batch_size == 1
+    dims = next(v for v in out.graph.input if v.name == "x").type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 4]
+    h.check_vjp(model, {"x": h.randn(1, 4)})
+
+
+def test_a_dynamic_batch_with_a_batch_fixing_reshape_is_refused() -> None:
+    with pytest.raises(InvalidModelError, match="dynamic batch axis"):
+        build_gradient_model(_reshaping_model("N", [2, 2, 2]))
+
+
+def test_a_reshape_keeping_the_batch_leaves_it_dynamic() -> None:
+    out = build_gradient_model(_reshaping_model("N", [0, 2, 2]))
+    assert read_gradient_metadata(out).batch_size is None
+    h.check_vjp(_reshaping_model("N", [0, 2, 2]), {"x": h.randn(3, 4)})
