@@ -239,6 +239,22 @@ def test_bytes_per_sample_counts_the_batch_sized_tensors() -> None:
     assert estimate_bytes_per_sample(wide_model, ["x", wide.metadata.cotangent]) == wide.bytes_per_sample
 
 
+def test_bytes_per_sample_follows_tensor_lifetimes() -> None:
+    # x -> Relu -> Relu -> ... (6 nodes): at most x, one intermediate and the next are alive at once.
+    width = 10
+    names = ["x", *[f"h{i}" for i in range(1, 6)], "y"]
+    nodes = [helper.make_node("Relu", [a], [b]) for a, b in zip(names[:-1], names[1:], strict=True)]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert estimate_bytes_per_sample(model, ["x"], headroom=1.0) == 3 * 4 * width
+    assert estimate_bytes_per_sample(model, ["x"], headroom=1.5) == 3 * 4 * width * 3 // 2
+
+
 def test_forward_session_and_forward_model() -> None:
     plain, weight, bias = _linear_softmax()
     forward = ForwardSession(plain, device="cpu")
