@@ -206,7 +206,9 @@ def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
 def forward_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
     """The part of ``model`` needed to compute ``outputs``: nodes, inputs and initializers they depend on.
 
-    Used to run the original outputs of a gradient model without feeding a cotangent.
+    Used to run the original outputs of a gradient model without feeding a cotangent, and to drop
+    the nodes a gradient run does not need (onnxruntime would run them even when not asked for).
+    Graph inputs that the kept nodes do not read are dropped too.
     """
     graph = model.graph
     producers = {name: node for node in graph.node for name in node.output if name}
@@ -490,9 +492,15 @@ class GradientSession:
         # Two sessions over one graph: the clean one sees the weights as constants, so onnxruntime
         # may pre-pack them and pick its blocked-layout convolutions; a weight that is also a graph
         # input is never constant to it. The overridable one is opened on the first override.
+        # onnxruntime runs every node of a graph whatever outputs are asked for, so the sessions get
+        # only the part that computes the explained tensor and the gradient (no Softmax head, no labels).
         self._frozen = freeze_weights(proto, metadata.weights)
-        self._session = _create_session(self._frozen.SerializeToString(), device, intra_op_threads)
+        wanted = [metadata.explained, self._gradient_name]
+        self._session = _create_session(
+            forward_model(self._frozen, wanted).SerializeToString(), device, intra_op_threads
+        )
         self._override_session: ort.InferenceSession | None = None
+        self._override_inputs: set[str] = set()
         self._forward: ForwardSession | None = None
         self._bytes_per_sample: int | None = None
 
@@ -600,12 +608,18 @@ class GradientSession:
         overrides = self._checked_overrides(weight_overrides)
         session = self._session
         if overrides:
-            feed.update(overrides)
             if self._override_session is None:
+                pruned = forward_model(self._model, [self._metadata.explained, self._gradient_name])
                 self._override_session = _create_session(
-                    self._model.SerializeToString(), self._device, self._intra_op_threads
+                    pruned.SerializeToString(), self._device, self._intra_op_threads
                 )
-            session = self._override_session
+                self._override_inputs = {value.name for value in pruned.graph.input}
+            # Weights that only feed other outputs (a head past the explained tensor) are not in
+            # the pruned graph; overriding them cannot change this result.
+            used = {name: value for name, value in overrides.items() if name in self._override_inputs}
+            if used:
+                feed.update(used)
+                session = self._override_session
         try:
             outputs, gradients = session.run(
                 [self._metadata.explained, self._gradient_name], feed

@@ -270,3 +270,34 @@ def test_forward_session_and_forward_model() -> None:
     np.testing.assert_allclose(logits, _expected(x, np.zeros((3, CLASSES)), weight, bias)[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(InvalidModelError, match="not tensors of the graph"):
         forward_model(plain, ["nowhere"])
+
+
+def test_overriding_a_weight_past_the_explained_tensor_changes_nothing() -> None:
+    # logits = x @ W1; probabilities = Softmax(logits @ W2): W2 is off the path to the logits.
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(size=(4, 3)).astype(np.float32)
+    w2 = rng.normal(size=(3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["logits"]),
+            helper.make_node("MatMul", ["logits", "W2"], ["mixed"]),
+            helper.make_node("Softmax", ["mixed"], ["probabilities"], axis=-1),
+        ],
+        "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    session = GradientSession(build_gradient_model(model, explained="logits"), device="cpu")
+    assert set(session.weights) == {"W1", "W2"}
+    x = rng.normal(size=(2, 4)).astype(np.float32)
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    clean = session(x, w)
+    np.testing.assert_allclose(clean.gradients, w @ w1.T, rtol=1e-5, atol=1e-6)
+    head = session(x, w, weight_overrides={"W2": np.zeros((3, 3), np.float32)})
+    np.testing.assert_array_equal(head.gradients, clean.gradients)
+    both = session(x, w, weight_overrides={"W1": -w1, "W2": np.zeros((3, 3), np.float32)})
+    np.testing.assert_allclose(both.gradients, -clean.gradients, rtol=1e-6)
+    np.testing.assert_allclose(session.run_outputs(x)["probabilities"].sum(axis=1), 1.0, rtol=1e-6)
