@@ -5,7 +5,8 @@ differentiated float input ``x``, the vector-Jacobian product ``J^T · cotangent
 explained tensor, for a whole batch in one run (one VJP rule per op: :mod:`.rules`).
 
 Overriding weights per run (NoiseGrad, FusionGrad): with ``expose_weights=True`` (the default)
-every float initializer of rank >= 1 is also declared as a graph input of the same name. An
+every float initializer with at least two elements (single numbers are constants of the
+formula, not weights) is also declared as a graph input of the same name. An
 initializer that shares its name with a graph input is that input's default value, so a run
 that does not feed it uses the stored weight, and a run that feeds it (onnxruntime:
 ``session.run(None, {..., "conv1.weight": perturbed})``) uses the fed value for that run

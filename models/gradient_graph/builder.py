@@ -42,6 +42,7 @@ _STATIC_SLOTS: dict[str, frozenset[int]] = {
     "Range": frozenset({0, 1, 2}),
     "ConstantOfShape": frozenset({0}),
     "Clip": frozenset({1, 2}),
+    "Pow": frozenset({1}),
 }
 
 
@@ -69,10 +70,11 @@ def _exposed_weights(graph: onnx.GraphProto) -> list[str]:
     for node in graph.node:
         slots = _STATIC_SLOTS.get(node.op_type, frozenset())
         static_use.update(name for i, name in enumerate(node.input) if i in slots and name)
+    # Single numbers are constants of the formula (scales, epsilons, exponents), not weights.
     return [
         t.name
         for t in graph.initializer
-        if t.data_type in FLOAT_TYPES and len(t.dims) >= 1 and t.name not in static_use
+        if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) >= 2 and t.name not in static_use
     ]
 
 
@@ -220,8 +222,9 @@ def build_gradient_model(
         input_shapes: per-sample shapes (batch dimension excluded) pinning the non-batch dims of
             graph inputs, e.g. ``{"image": (3, 224, 224)}``; Conv, pooling and Resize gradients
             need static spatial sizes.
-        expose_weights: make every float initializer of rank >= 1 an optional graph input whose
-            stored value is its default (NoiseGrad feeds perturbed weights per run).
+        expose_weights: make every float initializer with at least two elements an optional graph
+            input whose stored value is its default (NoiseGrad feeds perturbed weights per run).
+            Single numbers and the parameters of Resize, Pad, Clip, Pow and Range stay constant.
 
     Returns:
         A new model: the original outputs, the explained tensor as an output, a graph input

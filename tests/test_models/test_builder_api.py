@@ -209,7 +209,7 @@ def test_weights_stored_as_constant_nodes_behave_like_initializers() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     out = build_gradient_model(model)
-    assert read_gradient_metadata(out).weights == ["w"]  # the rank-0 constant is not a weight
+    assert read_gradient_metadata(out).weights == ["w"]  # a single number is not a weight
     run = h.session(out)
     feed = {"x": np.ones((1, 2), np.float32), "mollify_cotangent__y": np.ones((1, 3), np.float32)}
     np.testing.assert_allclose(run.run(["mollify_gradient__x"], feed)[0], 0.5 * w.sum(axis=1, keepdims=True).T)
@@ -446,3 +446,47 @@ def test_a_reshape_keeping_the_batch_leaves_it_dynamic() -> None:
     out = build_gradient_model(_reshaping_model("N", [0, 2, 2]))
     assert read_gradient_metadata(out).batch_size is None
     h.check_vjp(_reshaping_model("N", [0, 2, 2]), {"x": h.randn(3, 4)})
+
+
+# ------------------------------------------------------------------ when the opset upgrade fails
+
+
+def _refuse_upgrades(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", fail)
+
+
+def test_rules_follow_opset_11_semantics_when_the_upgrade_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_upgrades(monkeypatch)
+    nodes = [
+        helper.make_node("Unsqueeze", ["x"], ["u"], axes=[1]),
+        helper.make_node("Softmax", ["u"], ["s"], axis=2),  # opset 11: over the flattened (3, 4)
+        helper.make_node("Split", ["s"], ["a", "b"], axis=3, split=[1, 3]),
+        helper.make_node("Concat", ["b", "a"], ["c"], axis=3),
+        helper.make_node("ReduceSum", ["c"], ["r"], axes=[3], keepdims=0),
+        helper.make_node("Squeeze", ["r"], ["y"], axes=[1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "old", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3, 4])], [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    assert read_gradient_metadata(build_gradient_model(model)).opset == 11
+    h.check_vjp(model, {"x": h.randn(2, 3, 4)})
+
+
+def test_overlapping_max_pool_needs_opset_16_when_the_upgrade_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_upgrades(monkeypatch)
+    model = h.one_op_model("MaxPool", {"x": ["N", 1, 5, 5]}, attrs={"kernel_shape": [3, 3], "strides": [2, 2]}, opset=11, dtype=F32)
+    with pytest.raises(UnsupportedOpError, match="opset 16"):
+        build_gradient_model(model)
+    non_overlapping = h.one_op_model("MaxPool", {"x": ["N", 1, 6, 6]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11)
+    h.check_vjp(non_overlapping, {"x": h.randn(2, 1, 6, 6)})
+
+
+def test_a_model_below_opset_11_that_cannot_be_upgraded_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_upgrades(monkeypatch)
+    with pytest.raises(InvalidModelError, match="opset 9"):
+        build_gradient_model(h.one_op_model("Relu", {"x": ["N", 3]}, opset=9))
