@@ -9,12 +9,12 @@ Imports onnx and numpy only (never onnxruntime).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from models.gradient_graph.batching import fixed_batch_size
 from models.gradient_graph.context import PIN_HINT, VjpContext
 from models.gradient_graph.errors import (
     GradientGraphError,
@@ -27,56 +27,12 @@ from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
 from models.gradient_graph.prepare import PreparedModel, prepare_model
 from models.gradient_graph.rules import get_rule
 from models.gradient_graph.shapes import BATCH_PROBE, FLOAT_TYPES, Dim, ShapeTable, infer_shape_table
+from models.gradient_graph.weights import LazyConstants, exposed_weights
 
 __all__ = ["OUTPUT_IR_VERSION", "build_gradient_model"]
 
 #: IR version of the models the builder writes (onnxruntime 1.31 reads at most 13 from onnx 1.23's 14).
 OUTPUT_IR_VERSION = 10
-
-# Float inputs of these op slots are parameters that must stay constant (scales, pads...),
-# never weights to perturb, so they are not exposed as overridable inputs.
-_STATIC_SLOTS: dict[str, frozenset[int]] = {
-    "Resize": frozenset({1, 2, 3}),
-    "Upsample": frozenset({1}),
-    "Pad": frozenset({1, 2, 3}),
-    "Range": frozenset({0, 1, 2}),
-    "ConstantOfShape": frozenset({0}),
-    "Clip": frozenset({1, 2}),
-    "Pow": frozenset({1}),
-}
-
-
-class _LazyConstants(Mapping[str, np.ndarray]):
-    """Initializer values converted to numpy only when a rule asks for them."""
-
-    def __init__(self, tensors: Mapping[str, onnx.TensorProto]) -> None:
-        self._tensors = tensors
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            self._cache[name] = numpy_helper.to_array(self._tensors[name])
-        return self._cache[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-
-def _exposed_weights(graph: onnx.GraphProto) -> list[str]:
-    static_use: set[str] = set()
-    for node in graph.node:
-        slots = _STATIC_SLOTS.get(node.op_type, frozenset())
-        static_use.update(name for i, name in enumerate(node.input) if i in slots and name)
-    # Single numbers are constants of the formula (scales, epsilons, exponents), not weights.
-    return [
-        t.name
-        for t in graph.initializer
-        if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) >= 2 and t.name not in static_use
-    ]
-
 
 def _forward_dependent(graph: onnx.GraphProto, sources: Sequence[str], shapes: ShapeTable) -> set[str]:
     reached = set(sources)
@@ -243,7 +199,7 @@ def build_gradient_model(
     prep = prepare_model(model, inputs, explained, input_shapes)
     graph = prep.model.graph
     shapes = infer_shape_table(prep.model, prep.batch_inputs, prep.pinned)
-    batch_size = _fixed_batch_size(prep, shapes)
+    batch_size = fixed_batch_size(prep, shapes)
     if batch_size is not None:
         shapes = infer_shape_table(prep.model, [], prep.pinned)
 
@@ -263,13 +219,13 @@ def build_gradient_model(
         if new_name in taken:
             raise InvalidModelError(f"the model already has a tensor named {new_name!r}; is it already a gradient model?")
 
-    weights = _exposed_weights(graph) if expose_weights else []
+    weights = exposed_weights(graph) if expose_weights else []
     exposed = set(weights)
     tensors = {t.name: t for t in graph.initializer if t.name not in exposed}
     opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in prep.model.opset_import}
     ctx = VjpContext(
         shapes,
-        _LazyConstants(tensors),
+        LazyConstants(tensors),
         opsets,
         taken,
         {id(n): i for i, n in enumerate(graph.node)},
@@ -307,56 +263,6 @@ def build_gradient_model(
     except onnx.checker.ValidationError as err:
         raise GradientGraphError(f"internal error: the gradient model fails the ONNX checker: {err}") from err
     return out
-
-
-def _fixed_batch_size(prep: PreparedModel, shapes: ShapeTable) -> int | None:
-    """The batch size a model bakes into a Reshape constant (legacy exports), else ``None``.
-
-    A Reshape of a batch-dependent tensor to a constant shape without ``0`` or ``-1`` only works
-    for the batch size the model was exported with. Then the inputs keep that static size
-    (``prep`` is updated) so onnxruntime reports a wrong batch clearly.
-    """
-    graph = prep.model.graph
-    constants = {t.name: t for t in graph.initializer}
-    declared_batches = {(prep.declared.get(n) or [None])[0] for n in prep.batch_inputs}
-    # Exported with a static batch b: a constant target starting with b (e.g. [1, -1]) fixes it too.
-    static_batch = next(iter(declared_batches)) if len(declared_batches) == 1 else None
-    batched = set(prep.batch_inputs)
-    culprit: onnx.NodeProto | None = None
-    for node in graph.node:
-        if any(name in batched for name in node.input if name):
-            batched.update(out for out in node.output if out)
-        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
-            continue
-        target = numpy_helper.to_array(constants[node.input[1]]).reshape(-1)
-        data = shapes.shape(node.input[0])
-        static_data = data is not None and all(isinstance(d, int) for d in data)
-        fixed = not np.isin(target, (0, -1)).any() or (
-            isinstance(static_batch, int) and target.size > 0 and int(target[0]) == static_batch
-        )
-        if node.input[0] in batched and not static_data and fixed:
-            culprit = node
-            break
-    if culprit is None:
-        return None
-    target_text = numpy_helper.to_array(constants[culprit.input[1]]).reshape(-1).tolist()
-    sizes = set()
-    for name in prep.batch_inputs:
-        declared = prep.declared.get(name)
-        sizes.add(declared[0] if declared and isinstance(declared[0], int) else None)
-    if None in sizes or len(sizes) != 1:
-        raise InvalidModelError(
-            f"Reshape node {describe_node(culprit)!r} reshapes a batched tensor to the constant shape {target_text}, "
-            "so the model only works for one batch size, but its inputs declare a dynamic batch. Re-export it "
-            "with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={name: {0: 'batch'}}) or dynamo=True)"
-        )
-    size = int(next(iter(sizes)))  # type: ignore[arg-type]
-    for name in prep.batch_inputs:
-        declared = prep.declared.get(name) or []
-        pinned = prep.pinned.get(name)
-        prep.pinned[name] = [size, *(pinned[1:] if pinned else declared[1:])]
-    prep.batch_inputs = []
-    return size
 
 
 def _finish_signature(

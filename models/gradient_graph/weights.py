@@ -1,0 +1,63 @@
+"""Which initializers a gradient model exposes as overridable weights, and the constants rules may read.
+
+NoiseGrad (Bykov et al. 2022) perturbs every float weight per run. An initializer that is also a
+graph input is that input's default value, so onnxruntime lets a run override it without
+copying the model. Imports onnx and numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from models.gradient_graph.shapes import FLOAT_TYPES
+
+__all__ = ["LazyConstants", "exposed_weights"]
+
+# Float inputs of these op slots are parameters that must stay constant (scales, pads...),
+# never weights to perturb, so they are not exposed as overridable inputs.
+_STATIC_SLOTS: dict[str, frozenset[int]] = {
+    "Resize": frozenset({1, 2, 3}),
+    "Upsample": frozenset({1}),
+    "Pad": frozenset({1, 2, 3}),
+    "Range": frozenset({0, 1, 2}),
+    "ConstantOfShape": frozenset({0}),
+    "Clip": frozenset({1, 2}),
+    "Pow": frozenset({1}),
+}
+
+
+class LazyConstants(Mapping[str, np.ndarray]):
+    """Initializer values converted to numpy only when a rule asks for them."""
+
+    def __init__(self, tensors: Mapping[str, onnx.TensorProto]) -> None:
+        self._tensors = tensors
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = numpy_helper.to_array(self._tensors[name])
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def exposed_weights(graph: onnx.GraphProto) -> list[str]:
+    """Names of the float initializers to expose, in graph order."""
+    static_use: set[str] = set()
+    for node in graph.node:
+        slots = _STATIC_SLOTS.get(node.op_type, frozenset())
+        static_use.update(name for i, name in enumerate(node.input) if i in slots and name)
+    # Single numbers are constants of the formula (scales, epsilons, exponents), not weights.
+    return [
+        t.name
+        for t in graph.initializer
+        if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) >= 2 and t.name not in static_use
+    ]
