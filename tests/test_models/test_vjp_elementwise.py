@@ -56,6 +56,8 @@ UNARY: list[tuple[str, dict[str, Any], np.ndarray]] = [
     ("Mish", {}, X),
     ("Identity", {}, X),
     ("Floor", {}, _away_from(3 * X, [float(k) for k in range(-10, 11)])),
+    ("Ceil", {}, _away_from(3 * X, [float(k) for k in range(-10, 11)])),
+    ("Round", {}, _away_from(3 * X, [k + 0.5 for k in range(-10, 11)])),
     ("Sign", {}, _away_from(X, [0.0])),
 ]
 

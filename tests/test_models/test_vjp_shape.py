@@ -294,3 +294,10 @@ def test_resize_with_sizes_computed_from_the_input_shape() -> None:
     inits = {"zero": ints(0), "two": ints(2), "hw": ints(7, 5)}
     model = _model(nodes, {"x": ["N", 2, 4, 4]}, inits, dtype=h.F32)
     h.check_vjp(model, {"x": h.randn(2, 2, 4, 4, dtype=np.float32)}, input_shapes={"x": (2, 4, 4)}, eps=0.5, tol=1e-4)
+
+
+def test_upsample_in_an_opset_9_model_is_upgraded_to_resize() -> None:
+    model = h.one_op_model(
+        "Upsample", {"x": ["N", 2, 3, 3]}, dtype=h.F32, attrs={"mode": "nearest"}, initializers={"scales": np.array([1, 1, 2, 2], dtype=np.float32)}, opset=9
+    )
+    h.check_vjp(model, {"x": h.randn(2, 2, 3, 3, dtype=np.float32)}, eps=0.5, tol=1e-4)
