@@ -238,3 +238,27 @@ def test_dropout_and_cast_pass_the_gradient() -> None:
     model = _graph(nodes, {"ratio": np.array(0.3)}, opset=13)
     # float32 rounding in the middle: a wide step keeps finite differences exact for this linear map
     h.check_vjp(model, {"x": X}, eps=1e-1, tol=1e-5)
+
+
+def test_broadcasting_with_unknown_sizes_is_resolved_at_run_time() -> None:
+    # half = Max(Shape(x)[1] // 2, 1) is beyond shape inference, so t and u have unknown widths
+    # and the gradient's broadcast reduction is computed when the graph runs.
+    ints = {
+        "one": np.array([1], dtype=np.int64),
+        "two": np.array([2], dtype=np.int64),
+        "zero": np.array([0], dtype=np.int64),
+        "big": np.array([1000], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["width"]),
+        helper.make_node("Div", ["width", "two"], ["quotient"]),
+        helper.make_node("Max", ["quotient", "one"], ["half"]),
+        helper.make_node("Slice", ["x", "zero", "half", "one"], ["t"]),
+        helper.make_node("Slice", ["x", "half", "big", "one"], ["u"]),
+        helper.make_node("Mul", ["t", "u"], ["y"]),
+    ]
+    model = _graph(nodes, ints, inputs={"x": ["N", 6]})
+    gradient_model = h.build_gradient_model(model)
+    assert any(n.op_type == "NonZero" for n in gradient_model.graph.node), "expected the run-time reduction"
+    h.check_vjp(model, {"x": h.randn(2, 6)})
