@@ -1,7 +1,11 @@
 """Vector-Jacobian rules, one small module per op family, behind one registry.
 
-Importing this package registers every rule. See :mod:`models.gradient_graph.rules.registry`
-for the rule signature.
+Importing this package registers every rule; :func:`supported_ops` lists them. Families:
+elementwise arithmetic and math functions (:mod:`.elementwise`), activations and (log-)softmax
+(:mod:`.activations`), MatMul/Gemm (:mod:`.matmul`), Einsum (:mod:`.einsum`), Conv/ConvTranspose
+(:mod:`.conv`), pooling (:mod:`.pooling`), normalisation (:mod:`.normalization`), reductions
+(:mod:`.reduction`), data movement (:mod:`.shape`) and Resize (:mod:`.resize`). See
+:mod:`models.gradient_graph.rules.registry` for the rule signature.
 """
 
 from __future__ import annotations
