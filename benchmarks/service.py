@@ -8,7 +8,8 @@ For each model (random weights, exported from PyTorch here) a server runs as a s
 
 - ``e2e``: SmoothGrad (N samples, α = 0.2) of one instance through ``ExplainerClient.explain`` over gRPC;
 - ``raw``: the gradient-graph runs the estimator does for it (N + 1 rows: the clean pass and N noisy
-  copies, in the same chunks of rows), called directly on a ``GradientSession`` of the same graph;
+  copies, in the same model calls), called directly on a ``GradientSession`` of the same graph;
+- ``direct``: ``estimator.explain`` in this process on that session (raw + the estimator's own work);
 - ``captum``: ``NoiseTunnel(Saliency)`` with the same N and σ in PyTorch;
 - ``forward``: the ONNX Runtime forward pass of N inputs.
 
@@ -37,16 +38,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-import torch
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# `service` package: drop the folder before importing the project.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from estimator import explain
-from estimator.method import Method
-from models.config import ModelConfig
-from models.export import export_torch_onnx
-from models.runtime import ForwardSession, GradientSession
-from service.client import ExplainerClient
-from service.graphs import graph_key
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from estimator import explain  # noqa: E402
+from estimator.method import Method  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
+from models.export import export_torch_onnx  # noqa: E402
+from models.runtime import ForwardSession, GradientSession  # noqa: E402
+from service.client import ExplainerClient  # noqa: E402
+from service.graphs import cached_gradient_graph  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 _ROOT = Path(__file__).resolve().parents[1]
 FLOOR_VS_RAW = 1.05
@@ -92,11 +98,29 @@ class Result:
     chunk_rows: int = 0
     e2e_s: float = float("nan")
     raw_s: float = float("nan")
+    direct_s: float = float("nan")
     captum_s: float = float("nan")
     forward_s: float = float("nan")
     throughput: dict[int, float] = field(default_factory=dict)
     refused: dict[int, int] = field(default_factory=dict)
     rss: dict[int, int] = field(default_factory=dict)
+    calls: list[int] = field(default_factory=list)
+    bytes_per_sample: int = 0
+
+
+class _Recorder:
+    """A GradientModel proxy that records the batch size of every call."""
+
+    def __init__(self, model: GradientSession) -> None:
+        self.model = model
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+    def __call__(self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: object = None) -> object:
+        self.batches.append(len(inputs))
+        return self.model(inputs, cotangents, weight_overrides)  # type: ignore[arg-type]
 
 
 class ServerProcess:
@@ -161,18 +185,29 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
     result = Result(case.label, args.samples)
     server = ServerProcess(repository, cache, args.threads, args.concurrency)
     try:
+        with ExplainerClient(server.address, timeout=60) as client:
+            info = client.get_model(case.name)
+        if not info.ready:
+            raise RuntimeError(f"the server could not load {case.name}: {info.error}")
+        # The server built this graph (or finds it in the shared cache, by the same content key).
         model_bytes = (repository / case.name / "model.onnx").read_bytes()
-        graph = cache / f"{graph_key(model_bytes, 'input', case.instance_shape, 'logits')}.onnx"
+        graph = cached_gradient_graph(model_bytes, "input", case.instance_shape, "logits", cache)
         session = GradientSession(graph, input_name="input", device="cpu", intra_op_threads=args.threads)
         forward = ForwardSession(str(repository / case.name / "model.onnx"), device="cpu",
                                  intra_op_threads=args.threads)
-        # The estimator's own rows and chunks, so that raw runs repeat exactly its model calls.
-        reference = explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1)
+        # Record the model calls the estimator makes under the server's memory budget, so that the
+        # raw runs repeat exactly them: the clean pass, then the noisy rows in the same chunks.
+        recorder = _Recorder(session)
+        reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1,
+                            memory_budget_bytes=Settings().memory_budget_bytes)
         result.chunk_rows = int(reference.extras["chunk_rows"])
-        rows = np.repeat(x, args.samples + 1, axis=0)
+        result.calls = list(recorder.batches)
+        result.bytes_per_sample = session.bytes_per_sample
+        rows = np.repeat(x, sum(result.calls), axis=0)
         rows[1:] += np.random.default_rng(2).normal(0, ALPHA * (UPPER - LOWER), rows[1:].shape).astype(np.float32)
         cotangents = np.zeros((len(rows), *session.output_shape), np.float32)
         cotangents[:, int(np.argmax(reference.outputs))] = 1.0
+        starts = np.cumsum([0, *result.calls])
         batch = np.repeat(x, args.samples, axis=0)
         captum = _captum(module, torch.from_numpy(x), args.samples, ALPHA * (UPPER - LOWER),
                          int(np.argmax(reference.outputs)))
@@ -182,26 +217,32 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
                 return client.explain(case.name, x, method=method, seed=1)
 
             def raw() -> object:
-                return [session(rows[i:i + result.chunk_rows], cotangents[i:i + result.chunk_rows])
-                        for i in range(0, len(rows), result.chunk_rows)]
+                return [session(rows[a:b], cotangents[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
-            timings: dict[str, list[float]] = {"e2e": [], "raw": [], "captum": [], "forward": []}
-            for function in (e2e, raw, captum, lambda: forward.run(batch)):
+            def direct() -> object:
+                return explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1,
+                               memory_budget_bytes=Settings().memory_budget_bytes)
+
+            print("  latency: e2e, raw, direct, Captum, forward in turns", flush=True)
+            functions = {"e2e": e2e, "raw": raw, "direct": direct, "captum": captum,
+                         "forward": lambda: forward.run(batch)}
+            timings: dict[str, list[float]] = {name: [] for name in functions}
+            for function in functions.values():
                 function()
             for _ in range(args.repeats):
-                timings["e2e"].append(_timed(e2e))
-                timings["raw"].append(_timed(raw))
-                timings["captum"].append(_timed(captum))
-                timings["forward"].append(_timed(lambda: forward.run(batch)))
-            result.e2e_s, result.raw_s, result.captum_s, result.forward_s = (
-                statistics.median(timings[k]) for k in ("e2e", "raw", "captum", "forward"))
+                for name, function in functions.items():
+                    timings[name].append(_timed(function))
+            result.e2e_s, result.raw_s, result.direct_s, result.captum_s, result.forward_s = (
+                statistics.median(timings[k]) for k in functions)
 
             for clients in args.clients:
+                print(f"  throughput: {clients} clients", flush=True)
                 result.throughput[clients], result.refused[clients] = _throughput(
                     server.address, case.name, x, method, clients, args.requests_per_client)
 
             if args.rss_samples:
                 for samples in (args.samples, args.rss_samples):
+                    print(f"  peak RSS: N = {samples}", flush=True)
                     if not server.reset_peak():
                         print("cannot reset VmHWM (no /proc/PID/clear_refs): peak RSS includes start-up")
                     client.explain(case.name, x, method=Method(samples=samples, alpha=ALPHA), seed=3)
@@ -251,12 +292,17 @@ def _verdict(ok: bool) -> str:
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> int:
     print(f"\nSmoothGrad N = {args.samples}, one instance, medians of {args.repeats} (seconds)")
-    header = f"{'model':28} {'chunk':>5} {'e2e':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} {'captum':>9} " \
-             f"{'e2e/capt':>8} {'ORT fwd':>9}"
+    header = (f"{'model':28} {'calls':>9} {'e2e':>9} {'direct':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} "
+              f"{'e2e-dir':>9} {'captum':>9} {'e2e/capt':>8} {'raw/capt':>8} {'ORT fwd':>9}")
     print(header)
     for r in results:
-        print(f"{r.label:28} {r.chunk_rows:5d} {r.e2e_s:9.4f} {r.raw_s:9.4f} {r.e2e_s / r.raw_s:8.3f} "
-              f"{(r.e2e_s - r.raw_s) * 1000:7.2f}ms {r.captum_s:9.4f} {r.e2e_s / r.captum_s:8.3f} {r.forward_s:9.4f}")
+        calls = f"{r.calls[0]}+{sum(r.calls[1:])}/{len(r.calls) - 1}" if len(r.calls) > 1 else str(r.calls)
+        print(f"{r.label:28} {calls:>9} {r.e2e_s:9.4f} {r.direct_s:9.4f} {r.raw_s:9.4f} {r.e2e_s / r.raw_s:8.3f} "
+              f"{(r.e2e_s - r.raw_s) * 1000:7.2f}ms {(r.e2e_s - r.direct_s) * 1000:7.2f}ms {r.captum_s:9.4f} "
+              f"{r.e2e_s / r.captum_s:8.3f} {r.raw_s / r.captum_s:8.3f} {r.forward_s:9.4f}")
+    print("calls: clean-pass rows + noisy rows / model calls (memory-budget chunks); direct: estimator.explain "
+          "in-process (e2e-dir = gRPC + service); "
+          + "; ".join(f"{r.label}: {r.bytes_per_sample / 2**20:.1f} MiB per sample" for r in results))
     print(f"\nAggregate throughput (explanations/s; refused in brackets), {args.requests_per_client} requests "
           f"per client, server --max-concurrent-requests {args.concurrency}")
     for r in results:
@@ -275,9 +321,14 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> int:
                            r.e2e_s <= r.raw_s + FLOOR_SMALL_OVERHEAD_S))
         if len(r.rss) == 2:
             small, large = (r.rss[k] for k in sorted(r.rss))
-            checks.append((f"peak RSS N={max(r.rss)} <= {FLOOR_RSS} x N={min(r.rss)} "
-                           f"({large / 2**20:.0f} MiB vs {small / 2**20:.0f} MiB = {large / small:.3f})",
-                           large <= FLOOR_RSS * small))
+            text = (f"peak RSS N={max(r.rss)} <= {FLOOR_RSS} x N={min(r.rss)} "
+                    f"({large / 2**20:.0f} MiB vs {small / 2**20:.0f} MiB = {large / small:.3f})")
+            if r.label.startswith("ResNet"):
+                checks.append((text, large <= FLOOR_RSS * small))
+            else:
+                # A small model's N = 1000 rows fit the memory budget in one chunk: its growth is
+                # bounded by the budget, not by N; the floor is about chunking large models.
+                print(f"  info  {r.label}: {text}")
         for text, ok in checks:
             failures += not ok
             print(f"  {_verdict(ok)}  {r.label}: {text}")
@@ -302,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="mollify-bench-") as workdir:
             print(f"measuring {cases[name].label} ...", flush=True)
             results.append(measure(cases[name], args, Path(workdir)))
+            report(results[-1:], args)  # printed as soon as measured; the whole table follows
     return report(results, args)
 
 

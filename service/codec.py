@@ -61,6 +61,8 @@ _ENUM_FIELDS: dict[str, tuple[Any, str]] = {
     "channel_reduction": (pb.ChannelReduction, "CHANNEL_REDUCTION_"),
 }
 # Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
+# The numbers each enum knows, computed once: the wrappers rebuild their lists on every call.
+_ENUM_NUMBERS = {name: frozenset(enum.values()) for name, (enum, _prefix) in _ENUM_FIELDS.items()}
 _OPTIONAL_FIELDS = ("alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis")
 _DEFAULT_METHOD = Method()
 
@@ -160,7 +162,7 @@ def method_from_proto(message: pb.Method, field: str = "method") -> Method:
         number = getattr(message, name)
         if number == 0:
             continue
-        if number not in enum.values():
+        if number not in _ENUM_NUMBERS[name]:
             known = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
             raise InvalidRequestError(f"{field}.{name} must be one of {known}, got the unknown value {number}")
         values[name] = enum.Name(number)[len(prefix) :].lower()

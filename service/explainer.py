@@ -68,6 +68,22 @@ class WorkObserver(Protocol):
 _SEED_LIMIT = 2**64
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every explanation of one admitted request shares."""
+
+    entry: ModelEntry
+    session: ServedModel
+    query: ExplainQuery
+    ranks: int
+    seed: int
+    lower: np.ndarray
+    upper: np.ndarray
+    queued_s: float
+    cancellation: Cancellation
+    on_progress: Callable[[ExplainProgress], None] | None
+
+
 class Explainer:
     """Runs explanation requests against a model repository under a scheduler.
 
@@ -129,59 +145,42 @@ class Explainer:
                 f"{len(inputs)} instances × {ranks} ranks); the limit is {self.limits.max_evaluations} "
                 f"(setting --max-evaluations / MOLLIFY_MAX_EVALUATIONS)"
             )
-        seed = query.seed if query.seed is not None else secrets.randbits(63)
-        if not 0 <= seed < _SEED_LIMIT:
-            raise InvalidRequestError(f"seed must be in [0, 2**64), got {seed}")
+        if query.seed is not None and not 0 <= query.seed < _SEED_LIMIT:
+            raise InvalidRequestError(f"seed must be in [0, 2**64), got {query.seed}")
         with self.scheduler.slot(cancellation) as queued_s:
-            results: list[InstanceExplanation] = []
-            for index, x in enumerate(inputs):
-                results.extend(
-                    self._explain_instance(
-                        entry, session, query, x, index, ranks, seed, lower, upper,
-                        queued_s, cancellation, on_progress,
-                    )
-                )
-        return results
+            run = _Run(
+                entry=entry, session=session, query=query, ranks=ranks,
+                # One seed for the whole request: instance i's result equals a one-instance request.
+                seed=query.seed if query.seed is not None else secrets.randbits(63),
+                lower=lower, upper=upper, queued_s=queued_s, cancellation=cancellation, on_progress=on_progress,
+            )
+            return [result for index, x in enumerate(inputs) for result in self._explain_instance(run, index, x)]
 
-    def _explain_instance(
-        self,
-        entry: ModelEntry,
-        session: ServedModel,
-        query: ExplainQuery,
-        x: np.ndarray,
-        index: int,
-        ranks: int,
-        seed: int,
-        lower: np.ndarray,
-        upper: np.ndarray,
-        queued_s: float,
-        cancellation: Cancellation,
-        on_progress: Callable[[ExplainProgress], None] | None,
-    ) -> list[InstanceExplanation]:
-        selection = query.target.selection
-        first: Target = PredictedClassTarget() if isinstance(selection, TopKTarget) else selection
-        targets: list[Target] = [first]
+    def _explain_instance(self, run: _Run, index: int, x: np.ndarray) -> list[InstanceExplanation]:
+        """Explain one instance: one target, or the top k classes (the first found as the prediction)."""
+        selection = run.query.target.selection
+        targets: list[Target] = [PredictedClassTarget() if isinstance(selection, TopKTarget) else selection]
         results: list[InstanceExplanation] = []
-        total = len(query.inputs) * ranks
+        total = len(run.query.inputs) * run.ranks
         rank = 0
         while rank < len(targets):
             def report(progress: Progress, rank: int = rank) -> None:
-                if on_progress is not None:
-                    on_progress(ExplainProgress(index, rank, total, progress.samples_done,
-                                                progress.samples_planned, progress.relative_error))
+                if run.on_progress is not None:
+                    run.on_progress(ExplainProgress(index, rank, total, progress.samples_done,
+                                                    progress.samples_planned, progress.relative_error))
 
             started = time.perf_counter()
             try:
                 explanation = explain(
-                    session, x, query.method, targets[rank],
-                    lower=lower, upper=upper, seed=seed,
+                    run.session, x, run.query.method, targets[rank],
+                    lower=run.lower, upper=run.upper, seed=run.seed,
                     memory_budget_bytes=self.memory_budget_bytes,
                     max_evaluations=self.limits.max_evaluations,
-                    should_stop=cancellation.should_stop,
+                    should_stop=run.cancellation.should_stop,
                     on_progress=report,
                 )
             except CancelledError:
-                raise cancellation.error("computing") from None
+                raise run.cancellation.error("computing") from None
             except LimitExceededError as err:
                 raise RequestLimitError(
                     f"{err} (server settings --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES, "
@@ -190,11 +189,11 @@ class Explainer:
             seconds = time.perf_counter() - started
             if self._observer is not None:
                 self._observer.explanation_done(
-                    entry.name, explanation.samples, explanation.gradient_evaluations, seconds
+                    run.entry.name, explanation.samples, explanation.gradient_evaluations, seconds
                 )
             if rank == 0 and isinstance(selection, TopKTarget):
                 targets.extend(ClassTarget(c) for c in _runner_up_classes(explanation.outputs,
-                                                                         explanation.target_index, ranks))
+                                                                         explanation.target_index, run.ranks))
             results.append(
                 InstanceExplanation(
                     attribution=np.asarray(explanation.attribution, dtype=np.float32),
@@ -206,13 +205,13 @@ class Explainer:
                     seed=explanation.seed,
                     inherent_noise=float(explanation.inherent_noise),
                     relative_error=float(explanation.relative_error),
-                    queued_ms=queued_s * 1000.0,
+                    queued_ms=run.queued_s * 1000.0,
                     computing_ms=seconds * 1000.0,
-                    provider=session.provider,
+                    provider=run.session.provider,
                     description=explanation.description,
                     instance_index=index,
                     rank=rank,
-                    output=query.target.output or entry.info.output_name,
+                    output=run.query.target.output or run.entry.info.output_name,
                     cotangent=np.asarray(explanation.cotangent, dtype=np.float32),
                 )
             )
