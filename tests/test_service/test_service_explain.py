@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from estimator import explain
 from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget, Target
@@ -176,3 +179,12 @@ def test_explain_target_dataclass_combines_output_and_class(client: ExplainerCli
     assert np.isclose(result.outputs.sum(), 1.0, atol=1e-5)  # softmax outputs
     [top] = client.explain("digits_cnn", x, method=Method(mode="none"), target=TopKTarget(1))
     assert top.target_index == int(np.argmax(top.outputs))
+
+
+def test_reflection_describes_the_services(demo_server: MollifyServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{demo_server.port}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert {"mollify.v1.ExplainerService", "grpc.health.v1.Health"} <= set(database.get_services())
+        service = DescriptorPool(database).FindServiceByName("mollify.v1.ExplainerService")
+        assert {m.name for m in service.methods} == {"Explain", "ExplainStream", "ListModels", "GetModel",
+                                                     "ReloadModels"}
