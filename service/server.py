@@ -70,7 +70,7 @@ class MollifyServer:
             settings.model_repository or _default_repository(),
             settings.resolved_cache_dir(),
             device=settings.device,
-            intra_op_threads=settings.intra_op_threads,
+            intra_op_threads=settings.session_threads(),
             session_factory=session_factory,
             max_output_graphs=settings.max_output_graphs,
             on_change=self._models_changed,

@@ -19,7 +19,15 @@ from typing import Any
 
 from service.errors import SettingsError
 
-__all__ = ["SETTINGS", "Settings", "add_arguments", "default_cache_dir", "parse_size"]
+__all__ = [
+    "SETTINGS",
+    "Settings",
+    "add_arguments",
+    "available_cores",
+    "default_cache_dir",
+    "default_concurrency",
+    "parse_size",
+]
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
                "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
@@ -49,6 +57,22 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_concurrency() -> int:
+    """Explanations computing at once by default: one per four cores, at least 1 and at most 4.
+
+    ONNX Runtime already spreads one explanation over every core it is given, so on a small
+    machine more concurrent explanations only fight for the same cores.
+    """
+    return max(1, min(4, available_cores() // 4))
+
+
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_CACHE_HOME/mollify/gradient-graphs``, else ``~/.cache/mollify/gradient-graphs``."""
     base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
@@ -65,9 +89,11 @@ class Settings:
         cache_dir: where built gradient graphs are cached by content hash; ``None`` is
             :func:`default_cache_dir`.
         device: ``auto`` (CUDA when it really loads, else CPU), ``cpu`` or ``cuda``.
-        intra_op_threads: ONNX Runtime threads per session; ``None`` lets ONNX Runtime choose.
+        intra_op_threads: ONNX Runtime threads per session; ``None``: the available cores divided by
+            ``max_concurrent_requests`` (see :meth:`session_threads`), so that concurrent explanations
+            do not oversubscribe the CPU.
         memory_budget_bytes: memory one explanation may use for a chunk of samples.
-        max_concurrent_requests: explanations computing at once.
+        max_concurrent_requests: explanations computing at once (default: one per four cores, 1 to 4).
         max_queued_requests: explanations waiting for a slot; beyond, RESOURCE_EXHAUSTED at once.
         max_message_bytes: largest request or response message.
         max_evaluations: most gradient evaluations one request may plan (samples × steps × draws,
@@ -93,7 +119,7 @@ class Settings:
     device: str = "auto"
     intra_op_threads: int | None = None
     memory_budget_bytes: int = 256 << 20
-    max_concurrent_requests: int = 2
+    max_concurrent_requests: int = dataclasses.field(default_factory=default_concurrency)
     max_queued_requests: int = 16
     max_message_bytes: int = 64 << 20
     max_evaluations: int = 500_000
@@ -121,6 +147,12 @@ class Settings:
     @property
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
+
+    def session_threads(self) -> int:
+        """ONNX Runtime intra-op threads of each session: the setting, else cores / concurrency."""
+        if self.intra_op_threads is not None:
+            return self.intra_op_threads
+        return max(1, available_cores() // self.max_concurrent_requests)
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir(os.environ)
@@ -183,7 +215,8 @@ SETTINGS: tuple[_Spec, ...] = (
           "(default: the bundled demo models)", "DIR"),
     _Spec("cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"),
     _Spec("device", str, "auto, cpu or cuda"),
-    _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: ONNX Runtime's choice)", "N"),
+    _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
+          "N"),
     _Spec("memory_budget_bytes", parse_size, "memory for one chunk of samples, e.g. 256MiB", "SIZE"),
     _Spec("max_concurrent_requests", int, "explanations computing at once", "N"),
     _Spec("max_queued_requests", int, "explanations waiting for a slot before RESOURCE_EXHAUSTED", "N"),
@@ -208,8 +241,13 @@ SETTINGS: tuple[_Spec, ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting (defaults ``None``: :meth:`Settings.from_sources` fills them in)."""
     for spec in SETTINGS:
-        default = getattr(Settings, spec.name, None)
-        help_text = f"{spec.help} [env {spec.env}; default {default}]"
+        definition = Settings.__dataclass_fields__[spec.name]
+        if definition.default_factory is not dataclasses.MISSING:
+            default = f"{definition.default_factory()} on this machine"
+        else:
+            default = str(definition.default)
+        # A setting whose default is computed says so in its own help text.
+        help_text = f"{spec.help} [env {spec.env}" + ("]" if default == "None" else f"; default {default}]")
         if spec.parse is _parse_bool:
             parser.add_argument(spec.flag, dest=spec.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
