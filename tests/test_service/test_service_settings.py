@@ -77,3 +77,16 @@ def test_parse_size() -> None:
     assert parse_size("1g") == 1 << 30
     with pytest.raises(ValueError):
         parse_size("-5")
+
+
+def test_threads_and_concurrency_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.settings as module
+
+    monkeypatch.setattr(module, "available_cores", lambda: 16)
+    assert module.default_concurrency() == 4
+    assert Settings(max_concurrent_requests=4).session_threads() == 4
+    assert Settings(max_concurrent_requests=3, intra_op_threads=7).session_threads() == 7
+    monkeypatch.setattr(module, "available_cores", lambda: 2)
+    assert module.default_concurrency() == 1
+    assert Settings(max_concurrent_requests=1).session_threads() == 2
+    assert Settings(max_concurrent_requests=8).session_threads() == 1
