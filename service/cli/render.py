@@ -169,15 +169,21 @@ def _show_image(axes: Axes, image: np.ndarray, interpolation: str) -> None:
 
 
 def _overlay(image: np.ndarray, values: np.ndarray, norm: Normalize, cmap: Colormap) -> np.ndarray:
-    """The attribution's colours multiplied by the input's brightness, ``(H, W, 3)`` in [0, 1].
+    """The attribution's colours blended over a faded input, ``(H, W, 3)`` in [0, 1].
 
-    Where the attribution is 0 the colour map is white (every default map starts or centres at
-    white), so the input shows unchanged; dark strokes stay visible under strong colours.
+    Each pixel's colour opacity grows with the attribution's magnitude (relative to the colour
+    limit), so a zero attribution shows the input and a strong one its pure colour, whatever the
+    brightness beneath: dark ink, where a digit's evidence lies, does not dim the colours.
     """
-    colours = np.asarray(cmap(norm(values)), dtype=np.float64)[..., :3]
-    brightness = image if image.ndim == 2 else image.mean(axis=2)
-    # Black ink would hide any colour: keep a floor so the attribution stays readable on it.
-    return colours * (0.35 + 0.65 * np.clip(brightness, 0.0, 1.0))[..., np.newaxis]
+    scaled = np.asarray(norm(values), dtype=np.float64)
+    colours = np.asarray(cmap(scaled), dtype=np.float64)[..., :3]
+    centre = 0.5 if norm.vmin is not None and norm.vmin < 0 else 0.0
+    strength = np.clip(np.abs(scaled - centre) / (1.0 - centre), 0.0, 1.0)
+    opacity = (0.9 * np.sqrt(strength))[..., np.newaxis]
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    # Fade the input towards white so it reads as a backdrop, not as part of the colour scale.
+    backdrop = np.repeat((0.45 + 0.55 * np.clip(grey, 0.0, 1.0))[..., np.newaxis], 3, axis=2)
+    return (1.0 - opacity) * backdrop + opacity * colours
 
 
 def _strip(axes: Axes) -> None:
