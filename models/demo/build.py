@@ -250,10 +250,22 @@ def build_breast_cancer(out: Path, seed: int) -> tuple[Path, float]:
 
 
 def build_all(out: Path | None = None, seed: int = 0) -> BuildReport:
-    """Build every demo model into ``out`` (default: the package's own folder)."""
+    """Build every demo model into ``out`` (default: the package's own folder).
+
+    Trains on one CPU thread (restored afterwards): the models are tiny, so more threads only
+    contend on a busy host, and a fixed thread count keeps the float reductions, hence the
+    weights, the same on machines with different core counts.
+    """
+    import torch
+
     target = Path(out) if out is not None else repository_path()
-    digits_folder, digits_accuracy = build_digits(target, seed)
-    cancer_folder, cancer_accuracy = build_breast_cancer(target, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        digits_folder, digits_accuracy = build_digits(target, seed)
+        cancer_folder, cancer_accuracy = build_breast_cancer(target, seed)
+    finally:
+        torch.set_num_threads(threads)
     return BuildReport(
         folders={"digits_cnn": digits_folder, "breast_cancer_mlp": cancer_folder},
         accuracy={"digits_cnn": digits_accuracy, "breast_cancer_mlp": cancer_accuracy},

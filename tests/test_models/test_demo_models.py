@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -133,3 +135,19 @@ def test_demo_models_differentiate_at_the_logits(name: str) -> None:
     numeric = ((plus - minus) * cotangents).sum(axis=1) / (2 * step)
     analytic = (result.gradients.astype(np.float64) * direction).reshape(4, -1).sum(axis=1)
     np.testing.assert_allclose(analytic, numeric, rtol=0.05, atol=0.05 * np.abs(numeric).max())
+
+
+def test_build_script_retrains_and_writes_every_file(tmp_path: Path) -> None:
+    from models.demo.build import main
+
+    assert main(["--out", str(tmp_path), "--seed", "1"]) == 0
+    for name in DEMO_MODELS:
+        # Everything but the description (which quotes the accuracy of this seed) matches the shipped config.
+        rebuilt = dataclasses.replace(ModelConfig.load(tmp_path / name), description="")
+        assert rebuilt == dataclasses.replace(ModelConfig.load(repository_path() / name), description="")
+        onnx.checker.check_model(onnx.load(tmp_path / name / MODEL_FILE_NAME))
+    shipped = sorted(p.name for p in (repository_path() / "samples").iterdir())
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == shipped
+    digits = ModelConfig.load(tmp_path / "digits_cnn")
+    accuracy = float(digits.description.split("held-out accuracy ")[1].split()[0])
+    assert accuracy >= 0.95
