@@ -177,7 +177,8 @@ class Explainer:
                     memory_budget_bytes=self.memory_budget_bytes,
                     max_evaluations=self.limits.max_evaluations,
                     should_stop=run.cancellation.should_stop,
-                    on_progress=report,
+                    # Progress costs a norm per chunk (and wakes numpy's BLAS threads): only when listened to.
+                    on_progress=report if run.on_progress is not None else None,
                 )
             except CancelledError:
                 raise run.cancellation.error("computing") from None

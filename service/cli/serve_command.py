@@ -20,6 +20,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from service.errors import SettingsError
 from service.logs import configure_logging
 from service.server import MollifyServer, create_server
@@ -54,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"SETTINGS: {err}", file=sys.stderr)
         return EXIT_SETTINGS
     configure_logging(settings.log_format, settings.log_level)
+    # numpy's BLAS threads spin after every call and take cores from ONNX Runtime, which does the
+    # real work; the service's own vector work is small. This process is the server alone.
+    threadpool_limits(limits=1, user_api="blas")
     try:
         server, port = create_server(settings)
     except OSError as err:
