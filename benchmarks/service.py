@@ -4,7 +4,7 @@
                                              [--clients 1,4,16] [--rss-samples 1000] [--threads N]
 
 For each model (random weights, exported from PyTorch here) a server runs as a subprocess
-(``python -m service``) and this script measures, as the fastest of repeats timed in turns (the
+(``python -m service``) and this script measures, as the fastest of repeats timed in rotating turns (the
 machine is shared: the minimum is the measurement least disturbed by other processes; medians are
 printed beside it):
 
@@ -232,9 +232,11 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
             timings: dict[str, list[float]] = {name: [] for name in functions}
             for function in functions.values():
                 function()
-            for _ in range(args.repeats * case.repeat_factor):
-                for name, function in functions.items():
-                    timings[name].append(_timed(function))
+            names = list(functions)
+            for repeat in range(args.repeats * case.repeat_factor):
+                # Rotate the order so that no measurement always follows the same neighbour.
+                for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                    timings[name].append(_timed(functions[name]))
             result.e2e_s, result.raw_s, result.direct_s, result.captum_s, result.forward_s = (
                 min(timings[k]) for k in functions)
             result.medians = {k: statistics.median(v) for k, v in timings.items()}
