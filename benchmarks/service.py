@@ -163,6 +163,9 @@ class ServerProcess:
 
 
 def _timed(function: Callable[[], object]) -> float:
+    # Let the worker threads of the previous measurement (ONNX Runtime's and torch's spin after
+    # each run) go idle first, so that they do not take cores from this one.
+    time.sleep(0.1)
     start = time.perf_counter()
     function()
     return time.perf_counter() - start

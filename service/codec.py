@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -395,10 +394,3 @@ def reload_result_from_proto(message: pb.ReloadModelsResponse) -> ReloadResult:
         reloaded=list(message.reloaded),
         removed=list(message.removed),
     )
-
-
-def preprocessing_dict(preprocessing: Any) -> dict[str, Any]:
-    """``models.config.Preprocessing`` (or any dataclass / mapping) as a plain dict."""
-    if dataclasses.is_dataclass(preprocessing) and not isinstance(preprocessing, type):
-        return dataclasses.asdict(preprocessing)
-    return dict(cast(Mapping[str, Any], preprocessing))
