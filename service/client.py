@@ -184,9 +184,10 @@ class ExplainerClient:
         return codec.reload_result_from_proto(response)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        """``"SERVING"``, ``"NOT_SERVING"`` or ``"SERVICE_UNKNOWN"``.
+        """``"SERVING"``, ``"NOT_SERVING"`` or ``"SERVICE_UNKNOWN"`` (a model removed by a reload).
 
-        ``service`` is ``""`` for the whole server, ``"mollify.v1.ExplainerService"``, or a model name.
+        ``service`` is ``""`` for the whole server, ``"mollify.v1.ExplainerService"``, or a model name;
+        a name the server never knew raises ``MollifyError("NOT_FOUND")``.
         """
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
