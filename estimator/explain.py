@@ -28,7 +28,7 @@ from .gradient_model import GradientModel
 from .kernels import get_kernel
 from .method import ClassTarget, CotangentTarget, Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
-from .noise import INPUT_STREAM, InputNoise, stream_generator
+from .noise import DrawStreams, InputNoise
 from .paths import integration_rule, resolve_baseline
 from .plan import (
     Plan,
@@ -314,10 +314,11 @@ def _input_noise(
 
 
 def _relative_error(theta: np.ndarray, se: np.ndarray) -> float:
-    se_norm = float(np.linalg.norm(se))
+    # Sums of squares rather than np.linalg.norm: no BLAS call (its threads are limited or spinning).
+    se_norm = math.sqrt(float(np.square(se).sum()))
     if math.isnan(se_norm):
         return math.inf
-    theta_norm = float(np.linalg.norm(theta))
+    theta_norm = math.sqrt(float(np.square(theta).sum()))
     if se_norm == 0.0:
         return 0.0
     return se_norm / theta_norm if theta_norm > 0.0 else math.inf
@@ -329,7 +330,8 @@ class _Run:
     def __init__(self, request: _Request) -> None:
         self.r = request
         self.plan = request.plan
-        self.moments = request.layout.new_moments()
+        # A stopping rule looks at the moments after every unit: no grouping then.
+        self.moments = request.layout.new_moments(grouped=request.method.tol is None)
         self.cotangent = request.cotangent
         self.target_index = request.target_index
         self.calls = 0
@@ -344,6 +346,10 @@ class _Run:
         self._ig_inner = self._ig and request.method.ig_smoothing == "inner"
         # Path points x0 + a_k (x − x0): the noise centers of inner smoothing and the vanilla IG rows.
         self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
+        self._streams = None
+        if request.noise is not None:
+            # Outer-smoothed IG repeats a sample's draw on each of its rows, possibly across chunks.
+            self._streams = DrawStreams(request.noise, request.seed, repeats=self._ig and not self._ig_inner)
 
     # -- model access ---------------------------------------------------------------------------
     def _check_stop(self) -> None:
@@ -450,23 +456,7 @@ class _Run:
         steps = rows % plan.rows_per_sample
         samples = rows // plan.rows_per_sample
         centers = self._path[steps] if self._ig_inner else np.broadcast_to(r.x, (rows.size, r.x.size))
-        if r.noise is None:
-            points = np.array(centers)
-        else:
-            uniforms = np.empty(centers.shape, dtype=np.float64)
-            cache: dict[tuple[int, int, int], np.ndarray] = {}
-            for b, (step, sample) in enumerate(zip(steps.tolist(), samples.tolist(), strict=True)):
-                unit, inner = divmod(sample, plan.samples_per_unit)
-                # Outer smoothing and plain SmoothGrad draw once per sample; inner smoothing per path point.
-                key = (
-                    step if self._ig_inner else 0,
-                    unit if plan.weight_noise else 0,
-                    inner if plan.weight_noise else sample,
-                )
-                if key not in cache:
-                    cache[key] = r.noise.uniforms(stream_generator(r.seed, INPUT_STREAM, *key))
-                uniforms[b] = cache[key]
-            points = r.noise.noisy(uniforms, centers)
+        points = np.array(centers) if r.noise is None else r.noise.noisy(self._draws(steps, samples), centers)
         if not self._ig or self._ig_inner:
             return points, np.broadcast_to(r.x, points.shape)
         endpoints = points
@@ -475,12 +465,51 @@ class _Run:
         alphas = r.alphas[steps][:, None]
         return r.baseline + alphas * (endpoints - r.baseline), endpoints
 
+    def _draws(self, steps: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """The noise draws of rows with these path steps and samples, ``(rows, D)``.
+
+        A draw's coordinates are ``(a, b, c)`` = (path step for inner smoothing else 0, unit for weight
+        noise else 0, inner draw for weight noise else sample): outer smoothing and plain SmoothGrad
+        draw once per sample, inner smoothing once per path point.
+        """
+        plan = self.plan
+        assert self._streams is not None
+        if plan.rows_per_sample == 1 and not plan.weight_noise:
+            return self._streams.rows(0, 0, int(samples[0]), int(samples[-1]) + 1)
+        units, inners = np.divmod(samples, plan.samples_per_unit)
+        a = steps if self._ig_inner else np.zeros_like(steps)
+        b = units if plan.weight_noise else np.zeros_like(units)
+        c = inners if plan.weight_noise else samples
+        out = np.empty((samples.size, self.r.x.size), dtype=np.float64)
+        pairs = np.stack([a, b], axis=1)
+        for ai, bi in np.unique(pairs, axis=0).tolist():
+            rows = np.flatnonzero((a == ai) & (b == bi))
+            wanted, inverse = np.unique(c[rows], return_inverse=True)
+            # Runs of consecutive draws become one request each.
+            breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+            drawn = np.concatenate(
+                [
+                    self._streams.rows(ai, bi, int(run[0]), int(run[-1]) + 1)
+                    for run in np.split(wanted, breaks)
+                ]
+            )
+            out[rows] = drawn[inverse]
+        return out
+
     def _absorb(
         self, start: int, stop: int, points: np.ndarray, endpoints: np.ndarray, gradients: np.ndarray
     ) -> None:
         r, plan = self.r, self.plan
         base = r.method.base
         flat = gradients.reshape(gradients.shape[0], -1)
+        if base != "integrated_gradients" and plan.samples_per_unit == 1 and r.method.tol is None:
+            # One unit per row and no stopping rule: the whole chunk in one vectorised step.
+            values = flat
+            if base == "gradient_x_input":
+                values = points.astype(np.float32).astype(np.float64) * flat
+            self.moments.add_many(r.layout.statistics(values))
+            self.samples_done += stop - start
+            return
         for b, row in enumerate(range(start, stop)):
             step, sample = row % plan.rows_per_sample, row // plan.rows_per_sample
             g = flat[b].astype(np.float64)

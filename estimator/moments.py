@@ -8,8 +8,8 @@ the delta-method variance ``∇fᵀ Σ_z ∇f / n`` per location (Casella & Berg
 Inference*, §5.5.4); for linear ``f`` this is exactly the variance of the mean of per-unit reduced
 values. Only the entries of ``Σ_z`` that ``∇f`` touches are accumulated (``pairs``).
 
-Moments are updated one unit at a time with Welford's co-moment recurrence, always in unit order,
-so the result does not depend on how units were batched. Imports numpy only.
+Moments are shifted sums accumulated in fixed groups of consecutive units, always in unit order, so
+the result does not depend on how units were batched. Imports numpy only.
 """
 
 from __future__ import annotations
@@ -23,31 +23,110 @@ __all__ = ["MAX_COVARIANCE_PAIRS", "StatisticLayout", "UnitMoments"]
 # Above this many cross-channel covariance arrays per location the layout drops the cross-channel
 # terms (documented approximation) instead of holding K² arrays of the input's size.
 MAX_COVARIANCE_PAIRS = 64
+# Units summed in one vectorised step: at most this many, holding at most this many float64 values.
+GROUP_UNITS = 64
+GROUP_VALUES = 2**15
 
 
 class UnitMoments:
-    """Running mean and selected co-moments of ``(K, P)`` unit statistics (float64, Welford)."""
+    """Running mean and selected co-moments of ``(K, P)`` unit statistics (float64).
 
-    def __init__(self, k: int, locations: int, pairs: tuple[tuple[int, int], ...]) -> None:
-        self.count = 0
-        self.mean = np.zeros((k, locations), dtype=np.float64)
+    Accumulates sums of the statistics shifted by the first unit, ``S₁ = Σ (z − z₀)`` and
+    ``S₂[p, q] = Σ (z − z₀)_p (z − z₀)_q`` (the shifted-data algorithm, Chan, Golub & LeVeque 1983:
+    stable because ``z₀`` is one draw of the same distribution, so ``S₁²/n`` never dwarfs ``S₂``).
+    Units are summed in fixed groups of ``group`` consecutive units, each group reduced in one
+    vectorised step once complete, so the result depends on the units and their order but never on
+    how :meth:`add_many` calls split them.
+    """
+
+    def __init__(self, k: int, locations: int, pairs: tuple[tuple[int, int], ...], group: int = 1) -> None:
         self.pairs = pairs
-        self._comoments = np.zeros((len(pairs), locations), dtype=np.float64)
+        self.group = max(1, int(group))
+        self._merged = 0
+        self._shift: np.ndarray | None = None
+        self._sum = np.zeros((k, locations), dtype=np.float64)
+        self._cross = np.zeros((len(pairs), locations), dtype=np.float64)
+        self._pending = np.empty((self.group, k, locations), dtype=np.float64) if self.group > 1 else None
+        self._filled = 0
+        # Pairs (p, p) only (the common case) square in one vectorised step.
+        self._diagonal = all(p == q for p, q in pairs)
+        self._diagonal_rows = np.array([p for p, _ in pairs], dtype=np.intp)
+        self._every_row = self._diagonal and [p for p, _ in pairs] == list(range(k))
+
+    @property
+    def count(self) -> int:
+        """Units added so far."""
+        return self._merged + self._filled
 
     def add(self, z: np.ndarray) -> None:
         """Add one unit's statistic, shape ``(K, P)``."""
-        self.count += 1
-        delta = z - self.mean
-        self.mean += delta / self.count
-        after = z - self.mean
-        for index, (p, q) in enumerate(self.pairs):
-            self._comoments[index] += delta[p] * after[q]
+        self.add_many(np.asarray(z)[None])
+
+    def add_many(self, zs: np.ndarray) -> None:
+        """Add units in order, shape ``(n, K, P)`` (any float dtype; accumulated in float64)."""
+        n = zs.shape[0]
+        if self._pending is None:
+            for i in range(n):
+                self._accumulate(zs[i : i + 1])
+            return
+        done = 0
+        while done < n:
+            take = min(self.group - self._filled, n - done)
+            self._pending[self._filled : self._filled + take] = zs[done : done + take]
+            self._filled += take
+            done += take
+            if self._filled == self.group:
+                self._accumulate(self._pending)
+                self._filled = 0
+
+    def _accumulate(self, block: np.ndarray) -> None:
+        if self._shift is None:
+            self._shift = np.array(block[0], dtype=np.float64)
+        d = np.subtract(block, self._shift, dtype=np.float64)
+        self._sum += d[0] if d.shape[0] == 1 else d.sum(axis=0)
+        self._cross += self._products(d)
+        self._merged += d.shape[0]
+
+    def _products(self, d: np.ndarray) -> np.ndarray:
+        if self._diagonal:
+            chosen = d if self._every_row else d[:, self._diagonal_rows]
+            np.multiply(chosen, chosen, out=chosen)
+            return chosen[0] if chosen.shape[0] == 1 else chosen.sum(axis=0)
+        products = np.stack([d[:, p] * d[:, q] for p, q in self.pairs], axis=1)
+        return products[0] if products.shape[0] == 1 else products.sum(axis=0)
+
+    def _totals(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n, S₁, S₂)`` including the units of the open group (nothing is mutated)."""
+        if self._filled == 0 or self._pending is None:
+            return self._merged, self._sum, self._cross
+        block = self._pending[: self._filled]
+        shift = self._shift if self._shift is not None else block[0]
+        d = np.subtract(block, shift, dtype=np.float64)
+        total = self._sum + d.sum(axis=0)
+        if self._diagonal:
+            chosen = d[:, self._diagonal_rows]
+            cross = self._cross + (chosen * chosen).sum(axis=0)
+        else:
+            cross = self._cross + np.stack([d[:, p] * d[:, q] for p, q in self.pairs], axis=1).sum(axis=0)
+        return self.count, total, cross
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean statistic, ``(K, P)`` float64 (zeros before the first unit)."""
+        n, total, _ = self._totals()
+        if n == 0:
+            return np.zeros_like(self._sum)
+        shift = self._shift if self._shift is not None else self._pending[0]  # type: ignore[index]
+        return shift + total / n
 
     def covariance(self) -> np.ndarray:
         """Sample co-variances of the ``pairs``, shape ``(len(pairs), P)``; NaN with fewer than 2 units."""
-        if self.count < 2:
-            return np.full_like(self._comoments, np.nan)
-        return self._comoments / (self.count - 1)
+        n, total, cross = self._totals()
+        if n < 2:
+            return np.full_like(self._cross, np.nan)
+        p_rows = [p for p, _ in self.pairs]
+        q_rows = [q for _, q in self.pairs]
+        return (cross - total[p_rows] * total[q_rows] / n) / (n - 1)
 
 
 @dataclass(frozen=True)
@@ -121,8 +200,35 @@ class StatisticLayout:
         """True when cross-channel covariances are dropped from the standard error."""
         return len(self.pairs) < len(self.full_pairs)
 
-    def new_moments(self) -> UnitMoments:
-        return UnitMoments(self.k, self.locations, self.pairs)
+    def new_moments(self, grouped: bool = True) -> UnitMoments:
+        """Fresh moments; ``grouped=False`` folds in every unit at once (for per-unit stopping rules)."""
+        group = 1
+        if grouped:
+            group = max(1, min(GROUP_UNITS, GROUP_VALUES // max(1, self.k * self.locations)))
+        return UnitMoments(self.k, self.locations, self.pairs, group)
+
+    def statistics(self, attributions: np.ndarray) -> np.ndarray:
+        """The ``(n, K, P)`` statistics of ``n`` samples' attributions (``(n, ...)``, each of ``input_shape``'s size).
+
+        float64, except that the untransformed, unreduced statistic of a float32 batch stays a float32
+        view (the moments accumulate it in float64 exactly).
+        """
+        n = attributions.shape[0]
+        values = attributions.reshape((n, *self.input_shape))
+        if self.transform == "none" and self.channel_axis is None:
+            return values.reshape(n, 1, -1)
+        values = values.astype(np.float64, copy=False)
+        if self.channel_axis is None:
+            per_channel = values.reshape(n, 1, -1)
+        else:
+            per_channel = np.moveaxis(values, self.channel_axis + 1, 1).reshape(n, self.channels, -1)
+        if self.transform == "smoothgrad_sq":
+            per_channel = per_channel * per_channel
+        elif self.transform == "vargrad":
+            per_channel = np.concatenate([per_channel, per_channel * per_channel], axis=1)
+        if self._linear_reduction:
+            return self._weight * per_channel.sum(axis=1, keepdims=True)
+        return per_channel
 
     def statistic(self, attribution: np.ndarray) -> np.ndarray:
         """The ``(K, P)`` float64 statistic of one sample's attribution (any shape with ``input_shape``'s size)."""
