@@ -2,7 +2,7 @@
 
 ``explain`` validates a request, lays its gradient evaluations out as rows (:mod:`estimator.plan`),
 runs them through the model in memory-bounded chunks, and streams per-unit statistics into
-Welford moments (:mod:`estimator.moments`). Noise depends only on ``(seed, draw coordinates)``
+shifted-sum moments (:mod:`estimator.moments`). Noise depends only on ``(seed, draw coordinates)``
 (:mod:`estimator.noise`), so results do not depend on the chunk size. Imports numpy and scipy only.
 """
 
@@ -34,7 +34,6 @@ from .plan import (
     Plan,
     make_plan,
     normalized_channel_axis,
-    planned_evaluations,
     reuses_clean_row,
     validate_method,
 )
@@ -226,7 +225,8 @@ def _prepare(
         cotangent, target_index = resolve_target(target, output_shape)
 
     plan = make_plan(method)
-    planned = planned_evaluations(method, target)
+    # planned_evaluations(method, target) without validating the method a second time.
+    planned = 1 if reuses_clean_row(method, target) else 1 + plan.rows
     if max_evaluations is not None and planned > max_evaluations:
         raise LimitExceededError(
             f"max_evaluations: the method needs {planned} gradient evaluations ({describe(method)}); "
