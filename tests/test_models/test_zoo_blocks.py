@@ -7,39 +7,23 @@ squeeze-excite with HardSigmoid) is piecewise linear: median at float precision,
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-
-def _load_zoo() -> ModuleType:
-    name = "mollify_tests_zoo_modules"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("zoo_modules.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-zoo = _load_zoo()
 EXPORTERS = pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
 
 
 @EXPORTERS
 @pytest.mark.parametrize("act", ["gelu", "gelu_tanh"])
-def test_transformer_encoder_block_agrees_on_every_sample(act: str, dynamo: bool) -> None:
+def test_transformer_encoder_block_agrees_on_every_sample(zoo: ModuleType, act: str, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.EncoderBlock(act=act), (8, 12, 32), 6, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
     assert gradients.worst <= 1e-5, gradients
 
 
 @EXPORTERS
-def test_mobile_block_agrees_by_median(dynamo: bool) -> None:
+def test_mobile_block_agrees_by_median(zoo: ModuleType, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.MobileBlock(), (8, 3, 32, 32), 8, dynamo=dynamo)
     assert outputs.median <= 1e-5, outputs
     assert gradients.median <= 1e-5, gradients
@@ -47,7 +31,7 @@ def test_mobile_block_agrees_by_median(dynamo: bool) -> None:
 
 
 @EXPORTERS
-def test_smooth_mobile_block_agrees_on_every_sample(dynamo: bool) -> None:
+def test_smooth_mobile_block_agrees_on_every_sample(zoo: ModuleType, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.MobileBlock(act="silu"), (8, 3, 32, 32), 8, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
     # HardSigmoid in squeeze-excite stays piecewise linear; its kinks are at ±3, far from these scales.

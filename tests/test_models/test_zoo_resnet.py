@@ -11,31 +11,14 @@ precision, and every sample within 5e-2 of its max |g|.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
 
-def _load_zoo() -> ModuleType:
-    name = "mollify_tests_zoo_modules"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("zoo_modules.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-zoo = _load_zoo()
-
-
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
-def test_resnet18_layout_agrees_by_median(dynamo: bool) -> None:
+def test_resnet18_layout_agrees_by_median(zoo: ModuleType, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.ResNet18(), (4, 3, 224, 224), 1000, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
     lower_median = float(np.sort(gradients.errors)[len(gradients.errors) // 2 - 1])

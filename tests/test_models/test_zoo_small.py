@@ -7,39 +7,23 @@ per-sample median must be at float precision and most samples close.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-
-def _load_zoo() -> ModuleType:
-    name = "mollify_tests_zoo_modules"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("zoo_modules.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-zoo = _load_zoo()
 EXPORTERS = pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
 
 
 @EXPORTERS
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "gelu", "gelu_tanh"])
-def test_smooth_mlp_agrees_on_every_sample(act: str, dynamo: bool) -> None:
+def test_smooth_mlp_agrees_on_every_sample(zoo: ModuleType, act: str, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.mlp(act), (32, 20), 5, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
     assert gradients.worst <= 1e-5, gradients
 
 
 @EXPORTERS
-def test_relu_mlp_agrees_by_median(dynamo: bool) -> None:
+def test_relu_mlp_agrees_by_median(zoo: ModuleType, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.mlp("relu"), (32, 20), 5, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
     assert gradients.median <= 1e-5, gradients
@@ -47,7 +31,7 @@ def test_relu_mlp_agrees_by_median(dynamo: bool) -> None:
 
 
 @EXPORTERS
-def test_smooth_cnn_with_batchnorm_and_avgpool_agrees_on_every_sample(dynamo: bool) -> None:
+def test_smooth_cnn_with_batchnorm_and_avgpool_agrees_on_every_sample(zoo: ModuleType, dynamo: bool) -> None:
     module = zoo.SmallCNN("gelu", max_pool=False)
     outputs, gradients = zoo.compare(module, (16, 3, 16, 16), 7, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs
@@ -55,7 +39,7 @@ def test_smooth_cnn_with_batchnorm_and_avgpool_agrees_on_every_sample(dynamo: bo
 
 
 @EXPORTERS
-def test_relu_cnn_with_batchnorm_maxpool_avgpool_agrees_by_median(dynamo: bool) -> None:
+def test_relu_cnn_with_batchnorm_maxpool_avgpool_agrees_by_median(zoo: ModuleType, dynamo: bool) -> None:
     outputs, gradients = zoo.compare(zoo.SmallCNN("relu", max_pool=True), (16, 3, 16, 16), 7, dynamo=dynamo)
     assert outputs.median <= 1e-5, outputs
     assert gradients.median <= 1e-5, gradients
