@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from models.gradient_graph.batching import fixed_batch_size
-from models.gradient_graph.context import PIN_HINT, VjpContext
+from models.gradient_graph.context import PIN_HINT, VjpContext, get_attr
 from models.gradient_graph.errors import (
     GradientGraphError,
     InvalidModelError,
@@ -121,6 +121,7 @@ def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cot
     active = [(i, n) for i, n in enumerate(graph.node) if any(o in active_tensors for o in n.output if o)]
     _check_rules(active, ctx.opsets)
 
+    ctx.identity_relus, ctx.masking_pools = _pooled_relu_masks(graph, active, active_tensors, prep.explained)
     grads = _Accumulator(ctx)
     grads.add(prep.explained, cotangent)
     for _, node in reversed(active):
@@ -142,6 +143,44 @@ def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cot
         total = grads.total(name)
         finals[name] = total if total is not None else ctx.zeros_like(name)
     return finals
+
+
+def _pooled_relu_masks(
+    graph: onnx.GraphProto,
+    active: Sequence[tuple[int, onnx.NodeProto]],
+    active_tensors: set[str],
+    explained: str,
+) -> tuple[set[int], set[int]]:
+    """ReLUs whose every gradient comes through MaxPools, and those MaxPools (node ids).
+
+    A max-pool routes each window's gradient to the element that holds the window's maximum, so
+    that element's ReLU output equals the pooled value: ``[x > 0]`` at the element is ``[y > 0]``
+    at the window. Masking the pooled gradient (a quarter of the elements for 2×2 or stride-2
+    pools) and passing the ReLU through gives the same gradient without a mask at full resolution.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for _, node in active:
+        for name in node.input:
+            if name in active_tensors:
+                consumers.setdefault(name, []).append(node)
+    outputs = {value.name for value in graph.output}
+    relus: set[int] = set()
+    pools: set[int] = set()
+    for _, node in active:
+        if node.op_type != "Relu" or node.domain not in ("", "ai.onnx"):
+            continue
+        y = node.output[0]
+        users = consumers.get(y, [])
+        if y == explained or y in outputs or not users:
+            continue
+        if all(
+            user.op_type == "MaxPool" and user.domain in ("", "ai.onnx") and list(user.input[:1]) == [y]
+            and int(get_attr(user, "storage_order", 0)) == 0
+            for user in users
+        ):
+            relus.add(id(node))
+            pools.update(id(user) for user in users)
+    return relus, pools
 
 
 def _graph_names(graph: onnx.GraphProto) -> set[str]:

@@ -80,6 +80,11 @@ class VjpContext:
         self._dtypes: dict[str, int] = {}
         self._producer: dict[str, onnx.NodeProto] = {}
         self._consumers: dict[str, int] = {}
+        # ReLU → MaxPool pairs whose ReLU mask is applied on the pooled side (see
+        # ``models.gradient_graph.builder._pooled_relu_masks``): ids of the ReLU nodes whose VJP is
+        # then the identity, and of the MaxPool nodes that mask their output gradient.
+        self.identity_relus: set[int] = set()
+        self.masking_pools: set[int] = set()
 
     # ----------------------------------------------------------------- names and errors
     def fresh(self, hint: str = "t") -> str:

@@ -92,10 +92,97 @@ def test_max_pool(x_shape: tuple[int, ...], attrs: dict[str, Any]) -> None:
 
 
 def test_max_pool_that_already_outputs_indices_reuses_them() -> None:
-    model = h.one_op_model("MaxPool", {"x": ["N", 2, 6, 6]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]}, n_outputs=2)
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    model = h.one_op_model("MaxPool", {"x": ["N", 2, 7, 7]}, attrs=attrs, n_outputs=2)
     gradient_model = h.build_gradient_model(model)
     assert sum(n.op_type == "MaxPool" for n in gradient_model.graph.node) == 1
-    h.check_vjp(model, {"x": h.randn(1, 2, 6, 6, seed=4)})
+    h.check_vjp(model, {"x": h.randn(1, 2, 7, 7, seed=4)})
+
+
+def test_overlapping_max_pool_keeps_the_forward_node_and_adds_one_with_indices() -> None:
+    # The forward MaxPool stays single-output, so onnxruntime keeps it in its blocked layout.
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    gradient_model = h.build_gradient_model(h.one_op_model("MaxPool", {"x": ["N", 2, 7, 7]}, attrs=attrs))
+    pools = [n for n in gradient_model.graph.node if n.op_type == "MaxPool"]
+    assert sorted(len(n.output) for n in pools) == [1, 2]
+
+
+def test_tiled_max_pool_routes_through_argmax_without_indices() -> None:
+    model = h.one_op_model("MaxPool", {"x": ["N", 3, 6, 4]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]})
+    ops = [n.op_type for n in h.build_gradient_model(model).graph.node]
+    assert "ArgMax" in ops and "ScatterElements" not in ops and ops.count("MaxPool") == 1
+    h.check_vjp(model, {"x": h.randn(2, 3, 6, 4, seed=5)})
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pad"), [(2, 2, 0), (3, 3, 0), (3, 2, 1)], ids=["tiled-2x2", "tiled-3x3", "overlapping-3x3"]
+)
+def test_max_pool_ties_go_to_the_first_maximum_like_torch(kernel: int, stride: int, pad: int) -> None:
+    # Small integers: most windows hold several equal maxima; torch routes to the first one.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, size=(2, 3, 12, 12)).astype(np.float32)
+    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": [pad] * 4}
+    model = h.one_op_model("MaxPool", {"x": ["N", 3, 12, 12]}, dtype=h.F32, attrs=attrs)
+    gradient_model = h.build_gradient_model(model)
+    meta = h.read_gradient_metadata(gradient_model)
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    pooled = torch.nn.functional.max_pool2d(leaf, kernel, stride, pad)
+    cotangent = rng.standard_normal(tuple(pooled.shape)).astype(np.float32)
+    (expected,) = torch.autograd.grad(pooled, leaf, torch.from_numpy(cotangent))
+    got = h.session(gradient_model).run([meta.gradients["x"]], {"x": x, meta.cotangent: cotangent})[0]
+    np.testing.assert_array_equal(got, expected.numpy())
+
+
+def _relu_pool_model(kernel: int, stride: int, pad: int, *, relu_also_feeds_add: bool) -> Any:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4),
+    ]
+    if relu_also_feeds_add:
+        nodes += [
+            helper.make_node("GlobalAveragePool", ["r"], ["s"]),
+            helper.make_node("Add", ["p", "s"], ["y"]),
+        ]
+    else:
+        nodes[-1].output[0] = "y"
+    graph = helper.make_graph(
+        nodes,
+        "relu_pool",
+        [helper.make_tensor_value_info("x", h.F32, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", h.F32, None)],
+        initializer=[numpy_helper.from_array(f32(3, 2, 3, 3, seed=9), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("relu_also_feeds_add", [False, True], ids=["pool-only", "relu-used-twice"])
+@pytest.mark.parametrize(("kernel", "stride", "pad"), [(2, 2, 0), (3, 2, 1)], ids=["tiled", "overlapping"])
+def test_relu_before_max_pool_is_masked_on_the_pooled_side(kernel: int, stride: int, pad: int, relu_also_feeds_add: bool) -> None:
+    # Half the pre-activations negative: many windows are all zeros after the ReLU, whose gradient
+    # must vanish exactly as in torch (ReLU's derivative at 0 is 0, whichever zero the pool picks).
+    torch = pytest.importorskip("torch")
+    model = _relu_pool_model(kernel, stride, pad, relu_also_feeds_add=relu_also_feeds_add)
+    gradient_model = h.build_gradient_model(model)
+    masks_at_full_size = [
+        n for n in gradient_model.graph.node if n.op_type == "Greater" and n.input[0] in ("c", "r")
+    ]
+    assert len(masks_at_full_size) == (1 if relu_also_feeds_add else 0)
+    meta = h.read_gradient_metadata(gradient_model)
+    x = f32(3, 2, 8, 8, seed=10)
+    weights = torch.from_numpy(f32(3, 2, 3, 3, seed=9))
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    relu = torch.relu(torch.nn.functional.conv2d(leaf, weights, padding=1))
+    y = torch.nn.functional.max_pool2d(relu, kernel, stride, pad)
+    if relu_also_feeds_add:
+        y = y + relu.mean(dim=(2, 3), keepdim=True)
+    cotangent = np.random.default_rng(11).standard_normal(tuple(y.shape)).astype(np.float32)
+    (expected,) = torch.autograd.grad(y, leaf, torch.from_numpy(cotangent))
+    got = h.session(gradient_model).run([meta.gradients["x"]], {"x": x, meta.cotangent: cotangent})[0]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
 AVGPOOL_CASES: list[tuple[str, tuple[int, ...], dict[str, Any], int]] = [

@@ -1,9 +1,14 @@
 """VJP rules of MaxPool, AveragePool, GlobalAveragePool and GlobalMaxPool.
 
-MaxPool routes the gradient through its ``Indices`` output (added to the forward node when
-absent). ONNX indices address the flattened whole input (N·C·H·W), so the gradient is one
-flat ``ScatterElements``; overlapping windows can pick the same element twice, which needs
-``reduction="add"``. AveragePool's gradient is a ConvTranspose of ``g / divisor`` with a
+MaxPool routes each window's gradient to the first maximum in the window, as the ``Indices``
+output and torch do. 2-D windows that tile the input (kernel = stride, no padding) find it with
+``SpaceToDepth`` + ``ArgMax`` and put the gradient back with ``DepthToSpace``. Other geometries
+use the ``Indices`` output: the forward node's when it has one, else a second MaxPool that
+outputs them (the forward node stays single-output, which onnxruntime runs in its fast blocked
+layout). ONNX indices address the flattened whole input (N·C·H·W), so the gradient is one flat
+``ScatterElements``; overlapping windows can pick the same element twice, which needs
+``reduction="add"``. A ReLU read only by max-pools is masked on the pooled side (see
+``models.gradient_graph.builder``). AveragePool's gradient is a ConvTranspose of ``g / divisor`` with a
 ones kernel over ``(N·C, 1, H, W)``; the divisor map (``count_include_pad``, ``ceil_mode``,
 pads) is computed at build time from the static sizes.
 """
@@ -15,8 +20,10 @@ from functools import reduce
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.errors import GradientGraphError
 from models.gradient_graph.rules.conv import WindowGeometry, window_geometry
 from models.gradient_graph.rules.registry import register
 
@@ -32,7 +39,17 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> l
     if int(get_attr(node, "storage_order", 0)) != 0:
         raise ctx.unsupported(node, "storage_order=1 (column-major indices)")
     x = node.input[0]
-    indices = ctx.request_output(node, 1, onnx.TensorProto.INT64, ctx.shape(node.output[0]))
+    if id(node) in ctx.masking_pools:
+        g = ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [node.output[0], ctx.scalar(0.0, x)]), x)])
+    tiled = _tiled_max_pool(ctx, node, x, g)
+    if tiled is not None:
+        return [tiled]
+    if len(node.output) > 1 and node.output[1]:
+        indices = node.output[1]
+    else:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        indices = ctx.op_multi("MaxPool", [x], 2, **attrs)[1]
+        ctx.declare(indices, onnx.TensorProto.INT64, ctx.shape(node.output[0]))
     flat = ctx.ints([-1])
     count = ctx.op("Reshape", [ctx.op("Size", [x]), ctx.ints([1])])
     zeros = ctx.zeros(count, x)
@@ -43,6 +60,47 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> l
     else:
         scattered = ctx.op("ScatterElements", [zeros, flat_idx, flat_g], axis=0)
     return [ctx.op("Reshape", [scattered, ctx.shape_of(x)])]
+
+
+def _tiled_max_pool(ctx: VjpContext, node: onnx.NodeProto, x: str, g: str) -> str | None:
+    """The VJP of a 2-D max-pool whose square windows tile the input (no overlap, no padding).
+
+    ``SpaceToDepth`` lays each window's ``k²`` elements along a new axis; ``ArgMax`` picks the first
+    maximum in row-major window order (as the ``Indices`` output does), and ``DepthToSpace`` puts
+    the routed gradient back. Several times faster in onnxruntime than ``MaxPool`` with
+    ``Indices`` and a scatter, and no index arithmetic. ``None`` when the geometry does not fit.
+    """
+    if ctx.rank(x) != 4 or int(get_attr(node, "ceil_mode", 0)):
+        return None
+    y = node.output[0]
+    try:
+        geometry = window_geometry(ctx, node, x, y, None)
+    except GradientGraphError:
+        return None
+    k = geometry.kernel[0]
+    channels = ctx.static_dims(x, [1])
+    if (
+        channels is None
+        or k < 2
+        or geometry.kernel != [k, k]
+        or geometry.strides != [k, k]
+        or geometry.dilations != [1, 1]
+        or any(geometry.pad_begin + geometry.pad_end)
+        or any(size != out * k for size, out in zip(geometry.inputs, geometry.outputs, strict=True))
+    ):
+        return None
+    c = channels[0]
+    rows, cols = geometry.outputs
+    candidates = ctx.op("Reshape", [ctx.op("SpaceToDepth", [x], blocksize=k), ctx.ints([-1, k * k, c, rows, cols])])
+    first = ctx.op("ArgMax", [candidates], axis=1, keepdims=1)
+    offsets = ctx.const(np.arange(k * k, dtype=np.int64).reshape(1, k * k, 1, 1, 1))
+    routed = ctx.op(
+        "Mul",
+        [ctx.mask(ctx.op("Equal", [first, offsets]), x), ctx.op("Reshape", [g, ctx.ints([-1, 1, c, rows, cols])])],
+    )
+    return ctx.op(
+        "DepthToSpace", [ctx.op("Reshape", [routed, ctx.ints([-1, k * k * c, rows, cols])])], blocksize=k, mode="DCR"
+    )
 
 
 def _windows_overlap(ctx: VjpContext, node: onnx.NodeProto, x: str) -> bool:
