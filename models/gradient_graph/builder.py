@@ -122,6 +122,7 @@ def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cot
     _check_rules(active, ctx.opsets)
 
     ctx.identity_relus, ctx.masking_pools = _pooled_relu_masks(graph, active, active_tensors, prep.explained)
+    ctx.forward_producers = {name: node for node in graph.node for name in node.output if name}
     grads = _Accumulator(ctx)
     grads.add(prep.explained, cotangent)
     for _, node in reversed(active):
@@ -181,6 +182,26 @@ def _pooled_relu_masks(
             relus.add(id(node))
             pools.update(id(user) for user in users)
     return relus, pools
+
+
+def _insert_early_nodes(graph: onnx.GraphProto, early: Sequence[tuple[onnx.NodeProto, onnx.NodeProto]]) -> None:
+    """Place each ``(anchor, node)`` pair's node right after its forward anchor node.
+
+    Node order is the execution order onnxruntime and the memory estimate of
+    :mod:`models.runtime` follow; a node that reads a large forward tensor runs there, so that
+    tensor need not stay alive until the backward pass.
+    """
+    if not early:
+        return
+    after: dict[int, list[onnx.NodeProto]] = {}
+    for anchor, node in early:
+        after.setdefault(id(anchor), []).append(node)
+    ordered: list[onnx.NodeProto] = []
+    for node in graph.node:
+        ordered.append(node)
+        ordered.extend(after.get(id(node), []))
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _graph_names(graph: onnx.GraphProto) -> set[str]:
@@ -277,6 +298,7 @@ def build_gradient_model(
 
     # Rename before copying the emitted nodes into the graph (extend copies the messages).
     unnamed = {x: grad for x, grad in finals.items() if not ctx.rename_output(grad, gradient_name(x))}
+    _insert_early_nodes(graph, ctx.early_nodes)
     graph.node.extend(ctx.nodes)
     for x, grad in unnamed.items():
         graph.node.append(helper.make_node("Identity", [grad], [gradient_name(x)], name=ctx.fresh("gradient_out")))

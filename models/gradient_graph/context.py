@@ -74,6 +74,10 @@ class VjpContext:
         self._node_index = node_index or {}
         self._counter = 0
         self.nodes: list[onnx.NodeProto] = []
+        # (forward anchor, node) pairs placed right after their anchor (see early_op_multi).
+        self.early_nodes: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
+        # Forward node producing each forward tensor (set by the builder).
+        self.forward_producers: dict[str, onnx.NodeProto] = {}
         self.initializers: list[onnx.TensorProto] = []
         self._const_cache: dict[tuple[int, tuple[int, ...], bytes], str] = {}
         self._shape_cache: dict[str, str] = {}
@@ -129,6 +133,15 @@ class VjpContext:
                 self._dtypes[name] = out_type
         for name in inputs:
             self._consumers[name] = self._consumers.get(name, 0) + 1
+        return outputs
+
+    def early_op_multi(
+        self, anchor: onnx.NodeProto, op_type: str, inputs: Sequence[str], n_outputs: int, **attrs: Any
+    ) -> list[str]:
+        """:meth:`op_multi` for a node that reads only forward tensors available after ``anchor``:
+        it is placed right after ``anchor`` instead of in the backward pass."""
+        outputs = self.op_multi(op_type, inputs, n_outputs, **attrs)
+        self.early_nodes.append((anchor, self.nodes.pop()))
         return outputs
 
     def _output_type(self, op_type: str, inputs: Sequence[str], attrs: Mapping[str, Any]) -> int:
@@ -240,12 +253,26 @@ class VjpContext:
         return None
 
     def shape_of(self, name: str) -> str:
-        """``Shape(name)``, emitted once per tensor."""
-        cached = self._shape_cache.get(name)
+        """``Shape(name)``, emitted once per tensor (beside a forward tensor's producer, see :meth:`_early_probe`)."""
+        return self._early_probe("Shape", name)
+
+    def size_of(self, name: str) -> str:
+        """``Size(name)``, emitted once per tensor, like :meth:`shape_of`."""
+        return self._early_probe("Size", name)
+
+    def _early_probe(self, op_type: str, name: str) -> str:
+        # A Shape or Size node keeps its input's buffer alive until it runs: right after a forward
+        # tensor's producer, the backward pass does not hold a whole activation for its shape.
+        key = f"{op_type}:{name}"
+        cached = self._shape_cache.get(key)
         if cached is None:
-            cached = self.op("Shape", [name])
+            producer = self.forward_producers.get(name)
+            if producer is None:
+                cached = self.op(op_type, [name])
+            else:
+                cached = self.early_op_multi(producer, op_type, [name], 1)[0]
             self._dtypes[cached] = onnx.TensorProto.INT64
-            self._shape_cache[name] = cached
+            self._shape_cache[key] = cached
         return cached
 
     def declare(self, name: str, elem_type: int, shape: tuple[Dim, ...] | None = None) -> None:

@@ -322,3 +322,16 @@ def test_conv_transpose_output_shape_with_same_upper() -> None:
     attrs = {"strides": [2, 2], "output_shape": [6, 7], "auto_pad": "SAME_UPPER"}
     model = h.one_op_model("ConvTranspose", {"x": ["N", 2, 3, 4]}, dtype=h.F32, attrs=attrs, initializers={"w": f32(2, 2, 3, 3, seed=2)})
     h.check_vjp(model, {"x": f32(1, 2, 3, 4)}, **LINEAR32)
+
+
+def test_shapes_and_max_pool_indices_of_forward_tensors_are_taken_in_the_forward_pass() -> None:
+    # A node reading a forward tensor keeps its buffer alive until it runs: placed beside the
+    # producer, the backward pass does not hold a full activation just for its shape or indices.
+    model = _relu_pool_model(3, 2, 1, relu_also_feeds_add=False)
+    gradient_model = h.build_gradient_model(model)
+    meta = h.read_gradient_metadata(gradient_model)
+    nodes = list(gradient_model.graph.node)
+    first_backward = next(i for i, n in enumerate(nodes) if meta.cotangent in n.input)
+    forward_tensors = {o for n in model.graph.node for o in n.output}
+    probes = [i for i, n in enumerate(nodes) if n.op_type in ("Shape", "Size", "MaxPool") and n.input[0] in forward_tensors]
+    assert probes and all(i < first_backward for i in probes)

@@ -48,10 +48,11 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> l
         indices = node.output[1]
     else:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        indices = ctx.op_multi("MaxPool", [x], 2, **attrs)[1]
+        # Beside the forward node: the full-size input need not live on until the backward pass.
+        indices = ctx.early_op_multi(node, "MaxPool", [x], 2, **attrs)[1]
         ctx.declare(indices, onnx.TensorProto.INT64, ctx.shape(node.output[0]))
     flat = ctx.ints([-1])
-    count = ctx.op("Reshape", [ctx.op("Size", [x]), ctx.ints([1])])
+    count = ctx.op("Reshape", [ctx.size_of(x), ctx.ints([1])])
     zeros = ctx.zeros(count, x)
     flat_idx = ctx.op("Reshape", [indices, flat])
     flat_g = ctx.op("Reshape", [g, flat])
@@ -171,7 +172,7 @@ def global_average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt
     if sizes is not None:
         scaled = ctx.op("Mul", [g, ctx.scalar(1.0 / float(np.prod(sizes)), x)])
     else:
-        ratio = ctx.op("Div", [ctx.op("Cast", [ctx.op("Size", [g])], to=ctx.dtype(x)), ctx.op("Cast", [ctx.op("Size", [x])], to=ctx.dtype(x))])
+        ratio = ctx.op("Div", [ctx.op("Cast", [ctx.size_of(g)], to=ctx.dtype(x)), ctx.op("Cast", [ctx.size_of(x)], to=ctx.dtype(x))])
         scaled = ctx.op("Mul", [g, ratio])
     return [ctx.op("Expand", [scaled, ctx.shape_of(x)])]
 

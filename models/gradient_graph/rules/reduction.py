@@ -102,7 +102,7 @@ def reduce_mean(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -
         dtype = ctx.dtype(r.x)
         scale = ctx.op(
             "Div",
-            [ctx.op("Cast", [ctx.op("Size", [r.y])], to=dtype), ctx.op("Cast", [ctx.op("Size", [r.x])], to=dtype)],
+            [ctx.op("Cast", [ctx.size_of(r.y)], to=dtype), ctx.op("Cast", [ctx.size_of(r.x)], to=dtype)],
         )
     return _out(node, ctx.op("Expand", [ctx.op("Mul", [r.grad, scale]), ctx.shape_of(r.x)]))
 

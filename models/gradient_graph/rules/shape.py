@@ -173,7 +173,7 @@ def _scatter_through(
     if ctx.opset < 11:
         raise ctx.unsupported(node, f"dynamic slicing needs opset >= 11, the model has {ctx.opset}")
     shape_x = ctx.shape_of(x)
-    count = ctx.op("Size", [x])
+    count = ctx.size_of(x)
     flat_index = ctx.op("Range", [ctx.const(np.asarray(0, dtype=np.int64)), count, ctx.const(np.asarray(1, dtype=np.int64))])
     index = ctx.op("Reshape", [flat_index, shape_x])
     rest = list(node.input[1:]) if extra_inputs is None else list(extra_inputs)
