@@ -6,7 +6,9 @@
 For each model (random weights, exported from PyTorch here) a server runs as a subprocess
 (``python -m service``) and this script measures, as the fastest of repeats timed in rotating turns (the
 machine is shared: the minimum is the measurement least disturbed by other processes; medians are
-printed beside it):
+printed beside it). The small model's measurement is the mean of 20 back-to-back calls (steady
+state); its isolated single calls after a pause, which include waking every sleeping thread of
+both processes, are printed too:
 
 - ``e2e``: SmoothGrad (N samples, α = 0.2) of one instance through ``ExplainerClient.explain`` over gRPC;
 - ``raw``: the gradient-graph runs the estimator does for it (N + 1 rows: the clean pass and N noisy
@@ -83,6 +85,7 @@ class Case:
     module: Callable[[], torch.nn.Module]
     instance_shape: tuple[int, ...]
     repeat_factor: int = 1  # small models repeat more: a millisecond is easily disturbed
+    burst: int = 1  # calls timed back to back per measurement (their mean is the measurement)
 
 
 def _cases(zoo: ModuleType) -> dict[str, Case]:
@@ -90,7 +93,8 @@ def _cases(zoo: ModuleType) -> dict[str, Case]:
 
     return {
         "resnet18": Case("resnet18", "ResNet-18 layout 3x224x224", zoo.ResNet18, (3, 224, 224)),
-        "digits_cnn": Case("digits_cnn", "digits CNN 1x8x8", digits_cnn_module, (1, 8, 8), repeat_factor=20),
+        "digits_cnn": Case("digits_cnn", "digits CNN 1x8x8", digits_cnn_module, (1, 8, 8), repeat_factor=4,
+                           burst=20),
     }
 
 
@@ -100,6 +104,7 @@ class Result:
     samples: int
     chunk_rows: int = 0
     medians: dict[str, float] = field(default_factory=dict)
+    isolated: dict[str, float] = field(default_factory=dict)
     e2e_s: float = float("nan")
     raw_s: float = float("nan")
     direct_s: float = float("nan")
@@ -162,13 +167,19 @@ class ServerProcess:
         self.process.wait(timeout=60)
 
 
-def _timed(function: Callable[[], object]) -> float:
-    # Let the worker threads of the previous measurement (ONNX Runtime's and torch's spin after
-    # each run) go idle first, so that they do not take cores from this one.
+def _timed(function: Callable[[], object], calls: int = 1) -> float:
+    """Mean seconds of ``calls`` back-to-back calls of ``function``, after a pause.
+
+    The pause lets the worker threads of the previous measurement (ONNX Runtime's and torch's spin
+    after each run) go idle, so that they do not take cores from this one. It also leaves every
+    thread of this one asleep: a single call then includes waking them (the isolated latency);
+    back-to-back calls measure the steady state of a server with work arriving.
+    """
     time.sleep(0.1)
     start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls
 
 
 def _prepare(case: Case, folder: Path, seed: int) -> tuple[torch.nn.Module, np.ndarray]:
@@ -236,10 +247,15 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
             for function in functions.values():
                 function()
             names = list(functions)
+            isolated: dict[str, list[float]] = {name: [] for name in functions}
             for repeat in range(args.repeats * case.repeat_factor):
                 # Rotate the order so that no measurement always follows the same neighbour.
                 for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-                    timings[name].append(_timed(functions[name]))
+                    timings[name].append(_timed(functions[name], case.burst))
+                    if case.burst > 1:
+                        isolated[name].append(_timed(functions[name]))
+            if case.burst > 1:
+                result.isolated = {k: min(v) for k, v in isolated.items()}
             result.e2e_s, result.raw_s, result.direct_s, result.captum_s, result.forward_s = (
                 min(timings[k]) for k in functions)
             result.medians = {k: statistics.median(v) for k, v in timings.items()}
@@ -300,8 +316,9 @@ def _verdict(ok: bool) -> str:
 
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> int:
-    print(f"\nSmoothGrad N = {args.samples}, one instance, fastest of {args.repeats} (x20 for the small model) "
-          "repeats in seconds; medians below")
+    print(f"\nSmoothGrad N = {args.samples}, one instance, fastest of {args.repeats} repeats in seconds (the small "
+          "model: x4 repeats of 20 back-to-back calls, their mean); medians below, then the small model's "
+          "isolated calls (one call after a 0.1 s pause: every thread asleep)")
     header = (f"{'model':28} {'calls':>9} {'e2e':>9} {'direct':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} "
               f"{'e2e-dir':>9} {'captum':>9} {'e2e/capt':>8} {'raw/capt':>8} {'ORT fwd':>9}")
     print(header)
@@ -313,6 +330,12 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> int:
     for r in results:
         print(f"{'  medians':28} {'':>9} " + " ".join(f"{r.medians[k]:9.4f}" for k in ("e2e", "direct", "raw"))
               + f" {'':8} {'':9} {'':9} {r.medians['captum']:9.4f} {'':8} {'':8} {r.medians['forward']:9.4f}")
+    for r in results:
+        if r.isolated:
+            i = r.isolated
+            print(f"{'  isolated calls':28} {'':>9} {i['e2e']:9.4f} {i['direct']:9.4f} {i['raw']:9.4f} "
+                  f"{i['e2e'] / i['raw']:8.3f} {(i['e2e'] - i['raw']) * 1000:7.2f}ms {(i['e2e'] - i['direct']) * 1000:7.2f}ms "
+                  f"{i['captum']:9.4f} {'':8} {'':8} {i['forward']:9.4f}")
     print("calls: clean-pass rows + noisy rows / model calls (memory-budget chunks); direct: estimator.explain "
           "in-process (e2e-dir = gRPC + service); "
           + "; ".join(f"{r.label}: {r.bytes_per_sample / 2**20:.1f} MiB per sample" for r in results))

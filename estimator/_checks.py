@@ -96,6 +96,16 @@ def check_bounds(
 
     Returns both bounds as float64 arrays broadcast to ``shape`` (or to their common shape).
     """
+    if type(lower) is float and type(upper) is float and shape is not None:
+        # The common case of two plain numbers: nothing to broadcast or scan.
+        if not (math.isfinite(lower) and math.isfinite(upper)):
+            field, value = ("lower", lower) if not math.isfinite(lower) else ("upper", upper)
+            raise InvalidArgumentError(f"{field}: expected finite values; got {value}")
+        if lower >= upper:
+            raise InvalidArgumentError(
+                f"lower: expected lower < upper everywhere; got lower={lower} >= upper={upper} (all features)"
+            )
+        return np.full(shape, lower), np.full(shape, upper)
     lo = check_float_array(lower, "lower", shape)
     hi = check_float_array(upper, "upper", shape)
     if shape is None:

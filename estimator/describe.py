@@ -8,7 +8,7 @@ from __future__ import annotations
 from .method import Method
 from .plan import validate_method
 
-__all__ = ["describe"]
+__all__ = ["describe", "describe_valid"]
 
 
 def _base(method: Method) -> str:
@@ -39,6 +39,11 @@ def describe(method: Method) -> str:
         InvalidArgumentError: ``method`` is invalid.
     """
     validate_method(method)
+    return describe_valid(method)
+
+
+def describe_valid(method: Method) -> str:
+    """:func:`describe` of a method already validated (no second validation)."""
     base = _base(method)
     count = f", N={method.samples}" if method.tol is None else f", tol={method.tol:g}"
     if method.mode == "none":

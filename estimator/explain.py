@@ -8,16 +8,18 @@ shifted-sum moments (:mod:`estimator.moments`). Noise depends only on ``(seed, d
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._checks import check_bounds, check_int
-from .describe import describe
+from .describe import describe_valid
 from .errors import (
     CancelledError,
     InvalidArgumentError,
@@ -29,6 +31,7 @@ from .kernels import get_kernel
 from .method import ClassTarget, CotangentTarget, Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
 from .noise import DrawStreams, InputNoise
+from .parallel import for_each_slice
 from .paths import integration_rule, resolve_baseline
 from .plan import (
     Plan,
@@ -37,16 +40,18 @@ from .plan import (
     reuses_clean_row,
     validate_method,
 )
-from .scales import adaptive_quantile_level, fixed_scale
+from .scales import adaptive_quantile_level
 from .targets import needs_clean_outputs, resolve_target
 from .weights import perturbable_weights, weight_draw
 
 __all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "ESTIMATOR_BYTES_PER_FEATURE", "explain"]
 
 DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
-# The estimator's own working set per row and feature: float64 centers, uniforms, noisy points and
-# gradients, plus the float32 batch handed to the model.
-ESTIMATOR_BYTES_PER_FEATURE = 4 * 8 + 4
+# The estimator's own working set per row and feature: float64 centers, uniforms, noisy points (of
+# two chunks: the next one is built while the model runs this one) and gradients, plus the float32
+# batch handed to the model.
+ESTIMATOR_BYTES_PER_FEATURE = 5 * 8 + 4
+_MODEL_ATTRIBUTES = ("input_shape", "output_shape", "bytes_per_sample", "weights")
 # Points this close outside the domain (relative to its range) count as on the bound: float32 inputs
 # normalised exactly to a float64 bound land one rounding step beyond it.
 _DOMAIN_SLACK = 1e-6
@@ -110,7 +115,7 @@ def explain(
             the inherent noise.
         seed: determines every random draw; ``None`` draws a fresh 63-bit seed from OS entropy (echoed
             in the result). Must be in ``[0, 2**64)``.
-        memory_budget_bytes: rows per model call are ``budget // (model.bytes_per_sample + 36·D)``.
+        memory_budget_bytes: rows per model call are ``budget // (model.bytes_per_sample + 44·D)``.
         max_evaluations: :class:`LimitExceededError` before any work when the plan needs more gradient
             evaluations (:func:`~estimator.plan.planned_evaluations`).
         should_stop: polled before every model call; returning true raises :class:`CancelledError`.
@@ -179,7 +184,8 @@ def _prepare(
     on_progress: Callable[[Progress], None] | None,
     chunk_size: int | None,
 ) -> _Request:
-    if not isinstance(model, GradientModel):
+    # The attribute test of ``isinstance(model, GradientModel)``, without typing's slow protocol check.
+    if not callable(model) or not all(hasattr(model, name) for name in _MODEL_ATTRIBUTES):
         raise InvalidArgumentError(
             f"model: expected a GradientModel (input_shape, output_shape, bytes_per_sample, weights, __call__); "
             f"got {type(model).__name__}"
@@ -229,7 +235,7 @@ def _prepare(
     planned = 1 if reuses_clean_row(method, target) else 1 + plan.rows
     if max_evaluations is not None and planned > max_evaluations:
         raise LimitExceededError(
-            f"max_evaluations: the method needs {planned} gradient evaluations ({describe(method)}); "
+            f"max_evaluations: the method needs {planned} gradient evaluations ({describe_valid(method)}); "
             f"the limit is {max_evaluations}"
         )
 
@@ -308,9 +314,23 @@ def _input_noise(
                 f"x={x[j]} outside [{flat_lo[j]}, {flat_hi[j]}] at flat index {j} "
                 f"({int(np.count_nonzero(outside))} features outside)"
             )
-    fixed = fixed_scale(lo, hi, method.alpha, method.sigma, input_shape).reshape(-1)
-    quantile = float(kernel.ppf(adaptive_quantile_level(method.confidence, method.adaptive_rule)))
+    # fixed_scale(lo, hi, method.alpha, method.sigma) of an already validated method and domain.
+    if method.sigma is not None:
+        fixed = np.broadcast_to(np.asarray(method.sigma, dtype=np.float64), input_shape).reshape(-1)
+    else:
+        fixed = float(method.alpha) * (hi - lo).reshape(-1)
+    quantile = math.nan
+    if method.scale == "adaptive":
+        quantile = float(kernel.ppf(adaptive_quantile_level(method.confidence, method.adaptive_rule)))
     return InputNoise(kernel, method.scale, lo.reshape(-1), hi.reshape(-1), fixed, quantile)
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """``np.all(np.isfinite(array))`` in one pass without a mask: any NaN or ±inf makes the float64
+    sum non-finite; a sum that overflows is settled by the exact test."""
+    if math.isfinite(float(array.sum(dtype=np.float64))):
+        return True
+    return bool(np.all(np.isfinite(array)))
 
 
 def _relative_error(theta: np.ndarray, se: np.ndarray) -> float:
@@ -363,7 +383,12 @@ class _Run:
     ) -> tuple[np.ndarray, np.ndarray]:
         self._check_stop()
         batch = points.shape[0]
-        inputs = np.ascontiguousarray(points, dtype=np.float32).reshape((batch, *self.r.input_shape))
+        if points.dtype == np.float32 and points.flags.c_contiguous:
+            inputs = points.reshape((batch, *self.r.input_shape))
+        else:
+            inputs = np.empty((batch, *self.r.input_shape), dtype=np.float32)
+            rows = inputs.reshape(batch, -1)
+            for_each_slice(lambda a, b: np.copyto(rows[a:b], points[a:b], casting="same_kind"), batch, rows.shape[1])
         cotangents = np.ascontiguousarray(
             np.broadcast_to(cotangent.astype(np.float32), (batch, *self.r.output_shape))
         )
@@ -387,7 +412,7 @@ class _Run:
                 raise ModelEvaluationError(f"model {name}: expected shape {shape}; got {array.shape}")
             if not np.issubdtype(array.dtype, np.floating):
                 raise ModelEvaluationError(f"model {name}: expected a float array; got dtype {array.dtype}")
-            if not np.all(np.isfinite(array)):
+            if not _all_finite(array):
                 bad = int(np.count_nonzero(~np.isfinite(array)))
                 raise ModelEvaluationError(
                     f"model {name}: expected finite values; got {bad} non-finite of {array.size} "
@@ -415,30 +440,54 @@ class _Run:
             self._run_rows()
         return self._result()
 
-    def _run_rows(self) -> None:
-        plan = self.plan
-        start = 0
-        while start < plan.rows and not self.stopped:
+    def _chunks(self) -> list[tuple[int, int]]:
+        """``[start, stop)`` rows of every model call; a weight-noise call stays within one unit."""
+        plan, chunks, start = self.plan, [], 0
+        while start < plan.rows:
             stop = min(start + self.r.chunk_rows, plan.rows)
-            overrides = None
             if plan.weight_noise:
                 # One weight draw per call: weight_overrides apply to the whole batch.
-                unit = start // plan.rows_per_unit
-                stop = min(stop, (unit + 1) * plan.rows_per_unit)
-                overrides = self._weight_overrides(unit)
-            points, endpoints = self._build(start, stop)
-            assert self.cotangent is not None
-            _, gradients = self._call(points, self.cotangent, overrides)
-            self._absorb(start, stop, points, endpoints, gradients)
+                stop = min(stop, (start // plan.rows_per_unit + 1) * plan.rows_per_unit)
+            chunks.append((start, stop))
             start = stop
-            if self.r.on_progress is not None:
-                self.r.on_progress(
-                    Progress(
-                        samples_done=self.samples_done,
-                        samples_planned=plan.samples,
-                        relative_error=self._current_relative_error(),
-                    )
-                )
+        return chunks
+
+    def _run_rows(self) -> None:
+        plan = self.plan
+        chunks = self._chunks()
+        # The next chunk's inputs are built in a second thread while the model runs this one: the
+        # noise draws overlap the model's single-threaded stretches. Builds stay in chunk order.
+        with contextlib.ExitStack() as stack:
+            prefetch = None
+            if len(chunks) > 1:
+                prefetch = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mollify-prefetch"))
+            upcoming = prefetch.submit(self._build, *chunks[0]) if prefetch is not None else None
+            try:
+                for index, (start, stop) in enumerate(chunks):
+                    if upcoming is None:
+                        points, endpoints = self._build(start, stop)
+                    else:
+                        points, endpoints = upcoming.result()
+                        upcoming = None
+                        if prefetch is not None and index + 1 < len(chunks):
+                            upcoming = prefetch.submit(self._build, *chunks[index + 1])
+                    overrides = self._weight_overrides(start // plan.rows_per_unit) if plan.weight_noise else None
+                    assert self.cotangent is not None
+                    _, gradients = self._call(points, self.cotangent, overrides)
+                    self._absorb(start, stop, points, endpoints, gradients)
+                    if self.r.on_progress is not None:
+                        self.r.on_progress(
+                            Progress(
+                                samples_done=self.samples_done,
+                                samples_planned=plan.samples,
+                                relative_error=self._current_relative_error(),
+                            )
+                        )
+                    if self.stopped:
+                        break
+            finally:
+                if upcoming is not None:
+                    upcoming.cancel()
 
     def _weight_overrides(self, draw: int) -> dict[str, np.ndarray]:
         if self._overrides is None or self._overrides[0] != draw:
@@ -568,18 +617,19 @@ class _Run:
         if r.method.mode == "none":
             se = np.zeros_like(theta)
         inherent = 0.0
+        mean_scale = None
         if r.noise is not None:
             centers = self._path if self._ig_inner else r.x[None, :]
             inherent = r.noise.inherent_noise(centers)
+            mean_scale = float(r.noise.scale_of(centers).mean())
         extras: dict[str, Any] = {
             "model_calls": self.calls,
             "chunk_rows": r.chunk_rows,
             "units": self.moments.count,
             "stopped_early": self.stopped and self.moments.count < self.plan.units,
         }
-        if r.noise is not None:
-            centers = self._path if self._ig_inner else r.x[None, :]
-            extras["mean_scale"] = float(r.noise.scale_at(centers).mean())
+        if mean_scale is not None:
+            extras["mean_scale"] = mean_scale
         if r.layout.approximate:
             extras["standard_error_note"] = (
                 "cross-channel covariances omitted from the standard error "
@@ -598,6 +648,6 @@ class _Run:
             inherent_noise=inherent,
             relative_error=_relative_error(theta, se),
             method=r.method,
-            description=describe(r.method),
+            description=describe_valid(r.method),
             extras=extras,
         )

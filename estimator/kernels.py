@@ -24,6 +24,7 @@ __all__ = [
     "GaussianKernel",
     "HyperbolicKernel",
     "Kernel",
+    "TINY_UNIFORM",
     "PoissonKernel",
     "RectKernel",
     "SigmoidKernel",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 # Smallest value open_uniform returns: keeps Q(U) finite for kernels with unbounded support.
-_TINY_U = 2.0**-54
+TINY_UNIFORM = 2.0**-54
 
 
 def open_uniform(rng: np.random.Generator, shape: tuple[int, ...] | int) -> np.ndarray:
@@ -41,7 +42,7 @@ def open_uniform(rng: np.random.Generator, shape: tuple[int, ...] | int) -> np.n
     ``Generator.random`` returns ``k / 2**53`` for ``k`` in ``[0, 2**53)``; only 0 must be moved
     (the top value is already below 1), which changes the distribution by at most ``2**-53``.
     """
-    return np.maximum(rng.random(shape), _TINY_U)
+    return np.maximum(rng.random(shape), TINY_UNIFORM)
 
 
 class Kernel(ABC):

@@ -15,8 +15,11 @@ the result does not depend on how units were batched. Imports numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+from .parallel import for_each_slice
 
 __all__ = ["MAX_COVARIANCE_PAIRS", "StatisticLayout", "UnitMoments"]
 
@@ -66,8 +69,8 @@ class UnitMoments:
         """Add units in order, shape ``(n, K, P)`` (any float dtype; accumulated in float64)."""
         n = zs.shape[0]
         if self._pending is None:
-            for i in range(n):
-                self._accumulate(zs[i : i + 1])
+            if n:
+                self._accumulate(zs, one_by_one=True)
             return
         done = 0
         while done < n:
@@ -79,13 +82,24 @@ class UnitMoments:
                 self._accumulate(self._pending)
                 self._filled = 0
 
-    def _accumulate(self, block: np.ndarray) -> None:
+    def _accumulate(self, block: np.ndarray, one_by_one: bool = False) -> None:
+        """Fold ``block`` (``(n, K, P)``) in: as one group, or unit after unit when ``one_by_one``.
+
+        Locations are independent, so slices of them run in parallel (:mod:`estimator.parallel`)
+        with exactly the arithmetic of the whole.
+        """
         if self._shift is None:
             self._shift = np.array(block[0], dtype=np.float64)
-        d = np.subtract(block, self._shift, dtype=np.float64)
-        self._sum += d[0] if d.shape[0] == 1 else d.sum(axis=0)
-        self._cross += self._products(d)
-        self._merged += d.shape[0]
+        shift = self._shift
+
+        def fold(start: int, stop: int) -> None:
+            for part in ([block[i : i + 1] for i in range(block.shape[0])] if one_by_one else [block]):
+                d = np.subtract(part[:, :, start:stop], shift[:, start:stop], dtype=np.float64)
+                self._sum[:, start:stop] += d[0] if d.shape[0] == 1 else d.sum(axis=0)
+                self._cross[:, start:stop] += self._products(d)
+
+        for_each_slice(fold, block.shape[2], block.shape[0] * block.shape[1])
+        self._merged += block.shape[0]
 
     def _products(self, d: np.ndarray) -> np.ndarray:
         if self._diagonal:
@@ -121,12 +135,21 @@ class UnitMoments:
 
     def covariance(self) -> np.ndarray:
         """Sample co-variances of the ``pairs``, shape ``(len(pairs), P)``; NaN with fewer than 2 units."""
+        return self.mean_and_covariance()[1]
+
+    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """:attr:`mean` and :meth:`covariance` from one pass over the open group."""
         n, total, cross = self._totals()
+        if n == 0:
+            return np.zeros_like(self._sum), np.full_like(self._cross, np.nan)
+        shift = self._shift if self._shift is not None else self._pending[0]  # type: ignore[index]
+        mean = shift + total / n
         if n < 2:
+            return mean, np.full_like(self._cross, np.nan)
             return np.full_like(self._cross, np.nan)
         p_rows = [p for p, _ in self.pairs]
         q_rows = [q for _, q in self.pairs]
-        return (cross - total[p_rows] * total[q_rows] / n) / (n - 1)
+        return mean, (cross - total[p_rows] * total[q_rows] / n) / (n - 1)
 
 
 @dataclass(frozen=True)
@@ -145,36 +168,36 @@ class StatisticLayout:
     reduction: str
     channel_axis: int | None
 
-    @property
+    @cached_property
     def channels(self) -> int:
         return 1 if self.channel_axis is None else self.input_shape[self.channel_axis]
 
-    @property
+    @cached_property
     def locations(self) -> int:
         return int(np.prod(self.input_shape, dtype=np.int64)) // self.channels
 
-    @property
+    @cached_property
     def output_shape(self) -> tuple[int, ...]:
         if self.channel_axis is None:
             return self.input_shape
         return self.input_shape[: self.channel_axis] + self.input_shape[self.channel_axis + 1 :]
 
-    @property
+    @cached_property
     def _linear_reduction(self) -> bool:
         # Sum and mean commute with the mean over units for the linear transforms: reduce per sample.
         return self.reduction in ("sum", "mean") and self.transform in ("none", "smoothgrad_sq")
 
-    @property
+    @cached_property
     def _weight(self) -> float:
         return 1.0 / self.channels if self.reduction == "mean" else 1.0
 
-    @property
+    @cached_property
     def k(self) -> int:
         if self._linear_reduction:
             return 1
         return 2 * self.channels if self.transform == "vargrad" else self.channels
 
-    @property
+    @cached_property
     def full_pairs(self) -> tuple[tuple[int, int], ...]:
         """Every co-moment the delta method needs."""
         c = self.channels
@@ -184,7 +207,7 @@ class StatisticLayout:
             return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
         return tuple((p, p) for p in range(self.k))
 
-    @property
+    @cached_property
     def pairs(self) -> tuple[tuple[int, int], ...]:
         """The co-moments accumulated: :attr:`full_pairs`, or its within-channel part when too many."""
         full = self.full_pairs
@@ -195,7 +218,7 @@ class StatisticLayout:
             return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
         return tuple((p, p) for p in range(self.k))
 
-    @property
+    @cached_property
     def approximate(self) -> bool:
         """True when cross-channel covariances are dropped from the standard error."""
         return len(self.pairs) < len(self.full_pairs)
@@ -250,9 +273,15 @@ class StatisticLayout:
 
         The standard error is NaN when fewer than two units were drawn.
         """
-        theta, gradient = self._estimate(moments.mean)
-        covariance = moments.covariance()
-        variance = np.zeros(moments.mean.shape[1], dtype=np.float64)
+        mean, covariance = moments.mean_and_covariance()
+        if self.k == 1 and self.transform == "none":
+            # θ is the mean itself: SE = sqrt(var / n) without the delta-method bookkeeping.
+            if moments.count < 2:
+                return mean[0].reshape(self.output_shape), np.full(self.output_shape, np.nan)
+            se = np.sqrt(np.maximum(covariance[0], 0.0) / moments.count)
+            return mean[0].reshape(self.output_shape), se.reshape(self.output_shape)
+        theta, gradient = self._estimate(mean)
+        variance = np.zeros(mean.shape[1], dtype=np.float64)
         for index, (p, q) in enumerate(self.pairs):
             term = gradient[p] * gradient[q] * covariance[index]
             variance += term if p == q else 2.0 * term

@@ -144,6 +144,9 @@ def inherent_noise(
 def _inherent_noise(
     x: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: np.ndarray, kernel: Kernel
 ) -> np.ndarray:
+    if np.all(eps > 0):
+        mass = kernel.cdf((hi - x) / eps) - kernel.cdf((lo - x) / eps)
+        return np.clip(1.0 - mass, 0.0, 1.0)
     x, lo, hi, eps = np.broadcast_arrays(x, lo, hi, eps)
     inside = (x >= lo) & (x <= hi)
     positive = eps > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from estimator import ClassTarget, Method, explain, planned_evaluations
+from estimator.explain import ESTIMATOR_BYTES_PER_FEATURE
 from estimator.testing import ReluShiftModel, TinyMLP
 
 X = np.array([0.3, -0.4, 0.1, 0.8], dtype=np.float32)
@@ -71,7 +72,7 @@ def test_sample_noise_depends_only_on_its_index() -> None:
 
 def test_evaluations_are_batched_to_the_memory_budget() -> None:
     model = ReluShiftModel(0.2, X.shape)
-    per_row = model.bytes_per_sample + 36 * X.size
+    per_row = model.bytes_per_sample + ESTIMATOR_BYTES_PER_FEATURE * X.size
     result = explain(
         model, X, Method(samples=50), lower=-1, upper=1, seed=0, memory_budget_bytes=16 * per_row
     )

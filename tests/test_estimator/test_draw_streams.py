@@ -91,3 +91,23 @@ def test_batched_statistics_match_the_per_sample_statistic() -> None:
             batch = layout.statistics(values)
             for i in range(values.shape[0]):
                 np.testing.assert_allclose(batch[i], layout.statistic(values[i]), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("features", [1, 7, 64])
+def test_box_muller_rows_are_standard_normal_and_do_not_depend_on_how_rows_are_drawn(features: int) -> None:
+    from scipy import stats
+
+    from estimator.noise import block_generator, standard_normal_rows
+
+    rows = 60_000 // features + 1
+    whole = standard_normal_rows(block_generator(3, 0), rows, features)
+    assert whole.dtype == np.float32 and whole.shape == (rows, features)
+    generator = block_generator(3, 0)
+    pieces = [standard_normal_rows(generator, n, features) for n in (1, 5, rows - 6)]
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    z = whole.astype(np.float64).ravel()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    # Cosine and sine halves are independent normals too.
+    for column in (0, features - 1):
+        assert stats.kstest(whole[:, column].astype(np.float64), "norm").pvalue > 1e-4
+    assert np.all(np.isfinite(z)) and np.abs(z).max() < 7.6
