@@ -69,15 +69,13 @@ def check_float_array(value: Any, field: str, shape: tuple[int, ...] | None = No
         array = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is the caller's input
         raise InvalidArgumentError(f"{field}: expected a float array; got {type(value).__name__}") from err
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype.kind not in "fiu":
         raise InvalidArgumentError(f"{field}: expected a real-valued array; got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InvalidArgumentError(f"{field}: expected finite values; got {bad} non-finite of {array.size}")
-    if shape is not None:
+    if shape is not None and array.shape != tuple(shape):
         try:
             broadcast = np.broadcast_shapes(array.shape, shape)
         except ValueError:
@@ -115,8 +113,8 @@ def check_bounds(
             raise InvalidArgumentError(
                 f"upper: expected a shape broadcastable with lower {lo.shape}; got {hi.shape}"
             ) from err
-    lo_b = np.broadcast_to(lo, shape)
-    hi_b = np.broadcast_to(hi, shape)
+    lo_b = lo if lo.shape == tuple(shape) else np.broadcast_to(lo, shape)
+    hi_b = hi if hi.shape == tuple(shape) else np.broadcast_to(hi, shape)
     bad = lo_b >= hi_b
     if np.any(bad):
         where = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -199,7 +199,7 @@ def _prepare(
         )
 
     xs = np.asarray(x)
-    if not np.issubdtype(xs.dtype, np.floating):
+    if xs.dtype.kind != "f":
         raise InvalidArgumentError(f"x: expected a float array; got dtype {xs.dtype}")
     if xs.shape != input_shape:
         raise InvalidArgumentError(
@@ -365,7 +365,11 @@ class _Run:
         self._ig = request.method.base == "integrated_gradients"
         self._ig_inner = self._ig and request.method.ig_smoothing == "inner"
         # Path points x0 + a_k (x − x0): the noise centers of inner smoothing and the vanilla IG rows.
-        self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
+        self._path = request.x[None, :]
+        if self._ig:
+            self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
+        # Every row's center x as one broadcast view, sliced per chunk.
+        self._x_rows = np.broadcast_to(request.x, (max(1, min(request.chunk_rows, self.plan.rows)), request.x.size))
         self._streams = None
         if request.noise is not None:
             # Outer-smoothed IG repeats a sample's draw on each of its rows, possibly across chunks.
@@ -389,9 +393,8 @@ class _Run:
             inputs = np.empty((batch, *self.r.input_shape), dtype=np.float32)
             rows = inputs.reshape(batch, -1)
             for_each_slice(lambda a, b: np.copyto(rows[a:b], points[a:b], casting="same_kind"), batch, rows.shape[1])
-        cotangents = np.ascontiguousarray(
-            np.broadcast_to(cotangent.astype(np.float32), (batch, *self.r.output_shape))
-        )
+        cotangents = np.empty((batch, *self.r.output_shape), dtype=np.float32)
+        cotangents[...] = cotangent
         try:
             result = self.r.model(inputs, cotangents, weight_overrides=overrides)
         except (CancelledError, LimitExceededError, ModelEvaluationError):
@@ -410,7 +413,7 @@ class _Run:
         ):
             if array.shape != shape:
                 raise ModelEvaluationError(f"model {name}: expected shape {shape}; got {array.shape}")
-            if not np.issubdtype(array.dtype, np.floating):
+            if array.dtype.kind != "f":
                 raise ModelEvaluationError(f"model {name}: expected a float array; got dtype {array.dtype}")
             if not _all_finite(array):
                 bad = int(np.count_nonzero(~np.isfinite(array)))
@@ -504,10 +507,10 @@ class _Run:
         rows = np.arange(start, stop)
         steps = rows % plan.rows_per_sample
         samples = rows // plan.rows_per_sample
-        centers = self._path[steps] if self._ig_inner else np.broadcast_to(r.x, (rows.size, r.x.size))
+        centers = self._path[steps] if self._ig_inner else self._x_rows[: rows.size]
         points = np.array(centers) if r.noise is None else r.noise.noisy(self._draws(steps, samples), centers)
         if not self._ig or self._ig_inner:
-            return points, np.broadcast_to(r.x, points.shape)
+            return points, self._x_rows[: rows.size]
         endpoints = points
         if r.noise is None:
             return self._path[steps], endpoints

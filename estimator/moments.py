@@ -14,8 +14,8 @@ the result does not depend on how units were batched. Imports numpy only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -168,36 +168,36 @@ class StatisticLayout:
     reduction: str
     channel_axis: int | None
 
-    @cached_property
+    @property
     def channels(self) -> int:
         return 1 if self.channel_axis is None else self.input_shape[self.channel_axis]
 
-    @cached_property
+    @property
     def locations(self) -> int:
-        return int(np.prod(self.input_shape, dtype=np.int64)) // self.channels
+        return math.prod(self.input_shape) // self.channels
 
-    @cached_property
+    @property
     def output_shape(self) -> tuple[int, ...]:
         if self.channel_axis is None:
             return self.input_shape
         return self.input_shape[: self.channel_axis] + self.input_shape[self.channel_axis + 1 :]
 
-    @cached_property
+    @property
     def _linear_reduction(self) -> bool:
         # Sum and mean commute with the mean over units for the linear transforms: reduce per sample.
         return self.reduction in ("sum", "mean") and self.transform in ("none", "smoothgrad_sq")
 
-    @cached_property
+    @property
     def _weight(self) -> float:
         return 1.0 / self.channels if self.reduction == "mean" else 1.0
 
-    @cached_property
+    @property
     def k(self) -> int:
         if self._linear_reduction:
             return 1
         return 2 * self.channels if self.transform == "vargrad" else self.channels
 
-    @cached_property
+    @property
     def full_pairs(self) -> tuple[tuple[int, int], ...]:
         """Every co-moment the delta method needs."""
         c = self.channels
@@ -207,7 +207,7 @@ class StatisticLayout:
             return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
         return tuple((p, p) for p in range(self.k))
 
-    @cached_property
+    @property
     def pairs(self) -> tuple[tuple[int, int], ...]:
         """The co-moments accumulated: :attr:`full_pairs`, or its within-channel part when too many."""
         full = self.full_pairs
@@ -218,7 +218,7 @@ class StatisticLayout:
             return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
         return tuple((p, p) for p in range(self.k))
 
-    @cached_property
+    @property
     def approximate(self) -> bool:
         """True when cross-channel covariances are dropped from the standard error."""
         return len(self.pairs) < len(self.full_pairs)

@@ -9,6 +9,7 @@ costs tens of microseconds. Imports numpy only.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -24,8 +25,9 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+@functools.cache
 def worker_count() -> int:
-    """Threads that data-parallel work may use: the CPUs this process may run on, at most 8."""
+    """Threads that data-parallel work may use: the CPUs this process may run on (when first asked), at most 8."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -50,6 +52,8 @@ def slices(count: int, values_per_item: int, min_values: int = MIN_VALUES_PER_TA
     if count <= 0:
         return []
     total = count * max(1, values_per_item)
+    if total < 2 * min_values:
+        return [(0, count)]
     tasks = max(1, min(worker_count(), count, total // max(1, min_values)))
     bounds = [count * i // tasks for i in range(tasks + 1)]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]

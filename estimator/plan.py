@@ -31,6 +31,16 @@ from .method import (
 from .paths import BASELINE_NAMES
 from .targets import needs_clean_outputs
 
+# The names each Literal allows, computed once (typing.get_args is slow on every request).
+_ADAPTIVE_RULES = get_args(AdaptiveRule)
+_BASE_METHODS = get_args(BaseMethod)
+_CHANNEL_REDUCTIONS = get_args(ChannelReduction)
+_IG_SMOOTHINGS = get_args(IGSmoothing)
+_INTEGRATION_RULES = get_args(IntegrationRule)
+_SCALE_POLICIES = get_args(ScalePolicyName)
+_SMOOTHING_MODES = get_args(SmoothingMode)
+_TRANSFORMS = get_args(Transform)
+
 __all__ = ["Plan", "make_plan", "normalized_channel_axis", "planned_evaluations", "validate_method"]
 
 
@@ -42,15 +52,15 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
     """
     if not isinstance(method, Method):
         raise InvalidArgumentError(f"method: expected an estimator.Method; got {type(method).__name__}")
-    check_choice(method.base, "method.base", get_args(BaseMethod))
-    check_choice(method.mode, "method.mode", get_args(SmoothingMode))
-    check_choice(method.transform, "method.transform", get_args(Transform))
-    check_choice(method.channel_reduction, "method.channel_reduction", get_args(ChannelReduction))
+    check_choice(method.base, "method.base", _BASE_METHODS)
+    check_choice(method.mode, "method.mode", _SMOOTHING_MODES)
+    check_choice(method.transform, "method.transform", _TRANSFORMS)
+    check_choice(method.channel_reduction, "method.channel_reduction", _CHANNEL_REDUCTIONS)
     check_int(method.samples, "method.samples", minimum=1)
     if method.mode in ("input", "fusion"):
         get_kernel(method.kernel, "method.kernel")
-        check_choice(method.scale, "method.scale", get_args(ScalePolicyName))
-        check_choice(method.adaptive_rule, "method.adaptive_rule", get_args(AdaptiveRule))
+        check_choice(method.scale, "method.scale", _SCALE_POLICIES)
+        check_choice(method.adaptive_rule, "method.adaptive_rule", _ADAPTIVE_RULES)
         check_float(method.confidence, "method.confidence", open_unit=True)
         check_float(method.alpha, "method.alpha", positive=True)
         if method.sigma is not None:
@@ -69,9 +79,9 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
                 f"method.weight_exclude: expected a tuple of glob patterns; got {method.weight_exclude!r}"
             )
     if method.base == "integrated_gradients":
-        rule = check_choice(method.ig_rule, "method.ig_rule", get_args(IntegrationRule))
+        rule = check_choice(method.ig_rule, "method.ig_rule", _INTEGRATION_RULES)
         check_int(method.ig_steps, "method.ig_steps", minimum=2 if rule == "riemann_trapezoid" else 1)
-        check_choice(method.ig_smoothing, "method.ig_smoothing", get_args(IGSmoothing))
+        check_choice(method.ig_smoothing, "method.ig_smoothing", _IG_SMOOTHINGS)
         if isinstance(method.ig_baseline, str):
             check_choice(method.ig_baseline, "method.ig_baseline", BASELINE_NAMES)
         else:

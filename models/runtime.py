@@ -687,7 +687,7 @@ class GradientSession:
     ) -> np.ndarray:
         if not isinstance(array, np.ndarray):
             raise InvalidArgumentError(f"{field} must be a numpy array, got {type(array).__name__}")
-        if not np.issubdtype(array.dtype, np.floating):
+        if array.dtype.kind != "f":
             raise InvalidArgumentError(f"{field} must have a float dtype, got {array.dtype}")
         expected = ("B", *instance_shape)
         if array.ndim != len(expected) or tuple(array.shape[1:]) != instance_shape:

@@ -47,6 +47,12 @@ _DTYPE_NAMES = {
     "bool": pb.DATA_TYPE_BOOL,
 }
 
+# Datatype of each numpy dtype that can be encoded (native and little-endian spellings alike).
+_DATATYPE_OF_DTYPE: dict[np.dtype[Any], pb.DataType] = {}
+for _name, _number in _DTYPE_NAMES.items():
+    _DATATYPE_OF_DTYPE[np.dtype(_name)] = _number
+    _DATATYPE_OF_DTYPE[_NUMPY_DTYPES[_number]] = _number
+
 # Method fields carried by an enum: (proto enum wrapper, value prefix). Enum value 0
 # (*_UNSPECIFIED) always means "the Method default".
 _ENUM_FIELDS: dict[str, tuple[Any, str]] = {
@@ -60,8 +66,12 @@ _ENUM_FIELDS: dict[str, tuple[Any, str]] = {
     "channel_reduction": (pb.ChannelReduction, "CHANNEL_REDUCTION_"),
 }
 # Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
-# The numbers each enum knows, computed once: the wrappers rebuild their lists on every call.
-_ENUM_NUMBERS = {name: frozenset(enum.values()) for name, (enum, _prefix) in _ENUM_FIELDS.items()}
+# Per enum field: method value -> number and number -> method value (e.g. "gaussian" <-> 1).
+_ENUM_TO_NUMBER = {
+    name: {enum.Name(number)[len(prefix) :].lower(): number for number in enum.values() if number}
+    for name, (enum, prefix) in _ENUM_FIELDS.items()
+}
+_ENUM_TO_VALUE = {name: {number: value for value, number in table.items()} for name, table in _ENUM_TO_NUMBER.items()}
 _OPTIONAL_FIELDS = ("alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis")
 _DEFAULT_METHOD = Method()
 
@@ -78,13 +88,15 @@ def array_to_tensor(array: np.ndarray | float | int, *, keep_float64: bool = Fal
     value = np.asarray(array)
     if value.dtype.kind == "f" and not (keep_float64 and value.dtype == np.float64):
         value = value.astype("<f4", copy=False)
-    name = value.dtype.name
-    if name not in _DTYPE_NAMES:
-        raise InvalidRequestError(f"cannot encode an array of dtype {name}; expected one of {sorted(_DTYPE_NAMES)}")
-    wire = _NUMPY_DTYPES[_DTYPE_NAMES[name]]
+    datatype = _DATATYPE_OF_DTYPE.get(value.dtype)
+    if datatype is None:
+        raise InvalidRequestError(
+            f"cannot encode an array of dtype {value.dtype.name}; expected one of {sorted(_DTYPE_NAMES)}"
+        )
+    wire = _NUMPY_DTYPES[datatype]
     return pb.Tensor(
-        datatype=_DTYPE_NAMES[name],
-        shape=list(value.shape),
+        datatype=datatype,
+        shape=value.shape,
         raw_contents=np.ascontiguousarray(value, dtype=wire).tobytes(),
     )
 
@@ -104,18 +116,18 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
     if tensor.datatype not in _FLOAT_TYPES:
         actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
         raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
+    shape = tuple(tensor.shape)
+    if shape and min(shape) < 0:
         raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
-    elements = math.prod(shape)
     wire = _NUMPY_DTYPES[tensor.datatype]
-    expected = elements * wire.itemsize
-    if len(tensor.raw_contents) != expected:
+    expected = math.prod(shape) * wire.itemsize
+    raw = tensor.raw_contents  # read once: each read of a bytes field makes a new bytes object
+    if len(raw) != expected:
         raise InvalidRequestError(
-            f"{field}.raw_contents holds {len(tensor.raw_contents)} bytes; shape {list(shape)} of "
+            f"{field}.raw_contents holds {len(raw)} bytes; shape {list(shape)} of "
             f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
         )
-    array = np.frombuffer(tensor.raw_contents, dtype=wire).reshape(shape)
+    array = np.frombuffer(raw, dtype=wire).reshape(shape)
     native = np.float64 if keep_float64 and wire.itemsize == 8 else np.float32
     return array.astype(native)
 
@@ -130,9 +142,13 @@ def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:
 
 def method_to_proto(method: Method) -> pb.Method:
     """Encode a :class:`estimator.Method`; every field is written explicitly, defaults included."""
-    message = pb.Method(kernel=method.kernel, weight_exclude=list(method.weight_exclude))
-    for name, (enum, prefix) in _ENUM_FIELDS.items():
-        setattr(message, name, enum.Value(prefix + str(getattr(method, name)).upper()))
+    numbers = {}
+    for name, table in _ENUM_TO_NUMBER.items():
+        value = str(getattr(method, name))
+        if value not in table:
+            raise InvalidRequestError(f"method.{name} must be one of {sorted(table)}, got {value!r}")
+        numbers[name] = table[value]
+    message = pb.Method(kernel=method.kernel, weight_exclude=list(method.weight_exclude), **numbers)
     for name in _OPTIONAL_FIELDS:
         value = getattr(method, name)
         if value is not None:
@@ -157,14 +173,15 @@ def method_from_proto(message: pb.Method, field: str = "method") -> Method:
     the estimator validates the values themselves.
     """
     values: dict[str, Any] = {}
-    for name, (enum, prefix) in _ENUM_FIELDS.items():
+    for name, table in _ENUM_TO_VALUE.items():
         number = getattr(message, name)
         if number == 0:
             continue
-        if number not in _ENUM_NUMBERS[name]:
+        if number not in table:
+            enum = _ENUM_FIELDS[name][0]
             known = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
             raise InvalidRequestError(f"{field}.{name} must be one of {known}, got the unknown value {number}")
-        values[name] = enum.Name(number)[len(prefix) :].lower()
+        values[name] = table[number]
     for name in _OPTIONAL_FIELDS:
         if message.HasField(name):
             values[name] = getattr(message, name)

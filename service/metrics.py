@@ -48,15 +48,30 @@ class Metrics:
         self.computing = Gauge("mollify_requests_computing", "requests holding a computing slot", registry=self.registry)
         self.models = Gauge("mollify_models", "models in the repository by state", ["state"], registry=self.registry)
         self._http: ThreadingHTTPServer | None = None
+        self._per_request: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._per_model: dict[str, tuple[Any, Any, Any]] = {}
 
     def request_done(self, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(method=method, code=code).inc()
-        self.latency.labels(method=method).observe(seconds)
+        children = self._per_request.get((method, code))
+        if children is None:
+            # labels() takes a lock and formats its values on every call: look the children up once.
+            children = (self.requests.labels(method=method, code=code), self.latency.labels(method=method))
+            self._per_request[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def explanation_done(self, model: str, samples: int, gradient_evaluations: int, seconds: float) -> None:
-        self.samples.labels(model=model).inc(samples)
-        self.evaluations.labels(model=model).inc(gradient_evaluations)
-        self.compute_seconds.labels(model=model).inc(seconds)
+        children = self._per_model.get(model)
+        if children is None:
+            children = (
+                self.samples.labels(model=model),
+                self.evaluations.labels(model=model),
+                self.compute_seconds.labels(model=model),
+            )
+            self._per_model[model] = children
+        children[0].inc(samples)
+        children[1].inc(gradient_evaluations)
+        children[2].inc(seconds)
 
     def scheduler_changed(self, computing: int, queued: int) -> None:
         self.computing.set(computing)
