@@ -215,8 +215,8 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
         # Record the model calls the estimator makes under the server's memory budget, so that the
         # raw runs repeat exactly them: the clean pass, then the noisy rows in the same chunks.
         recorder = _Recorder(session)
-        reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1,
-                            memory_budget_bytes=Settings().memory_budget_bytes)
+        budget = Settings().memory_budget_bytes
+        reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget)
         result.chunk_rows = int(reference.extras["chunk_rows"])
         result.calls = list(recorder.batches)
         result.bytes_per_sample = session.bytes_per_sample
@@ -237,8 +237,7 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
                 return [session(rows[a:b], cotangents[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
             def direct() -> object:
-                return explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1,
-                               memory_budget_bytes=Settings().memory_budget_bytes)
+                return explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget)
 
             print("  latency: e2e, raw, direct, Captum, forward in turns", flush=True)
             functions = {"e2e": e2e, "raw": raw, "direct": direct, "captum": captum,
