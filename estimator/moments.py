@@ -127,11 +127,7 @@ class UnitMoments:
     @property
     def mean(self) -> np.ndarray:
         """Mean statistic, ``(K, P)`` float64 (zeros before the first unit)."""
-        n, total, _ = self._totals()
-        if n == 0:
-            return np.zeros_like(self._sum)
-        shift = self._shift if self._shift is not None else self._pending[0]  # type: ignore[index]
-        return shift + total / n
+        return self.mean_and_covariance()[0]
 
     def covariance(self) -> np.ndarray:
         """Sample co-variances of the ``pairs``, shape ``(len(pairs), P)``; NaN with fewer than 2 units."""
@@ -146,7 +142,6 @@ class UnitMoments:
         mean = shift + total / n
         if n < 2:
             return mean, np.full_like(self._cross, np.nan)
-            return np.full_like(self._cross, np.nan)
         p_rows = [p for p, _ in self.pairs]
         q_rows = [q for _, q in self.pairs]
         return mean, (cross - total[p_rows] * total[q_rows] / n) / (n - 1)

@@ -6,9 +6,9 @@ order or batching of the work (Salmon et al. 2011, "Parallel random numbers: as 
 Input noise shares one generator among a fixed block of consecutive draws (:class:`DrawStreams`,
 :func:`block_rows`: 64 for small instances, where creating a generator per draw costs more than
 drawing one; down to one draw per generator for large instances, whose blocks fill in parallel).
-Those generators draw a whole instance each time, so they use SFC64 (a third faster than Philox under the
-ziggurat) seeded through ``SeedSequence(seed, spawn_key=coordinates)``, numpy's scheme for
-independent streams.
+Those generators draw a whole instance each time, so they use SFC64 (cheaper per word than Philox)
+seeded through ``SeedSequence(seed, spawn_key=coordinates)``, numpy's scheme for independent
+streams; Gaussian noise comes from them by Box–Muller (:func:`standard_normal_rows`).
 Imports numpy and scipy only.
 """
 
