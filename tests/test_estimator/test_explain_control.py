@@ -136,6 +136,9 @@ def test_bad_targets(target: object, message: str) -> None:
         ({"x": np.array([1, 2, 3, 4])}, "x: expected a float array; got dtype int"),
         ({"x": np.array([0.0, np.nan, 0.0, 0.0])}, "x: expected finite values"),
         ({"lower": 1.0}, "lower: expected lower < upper"),
+        ({"lower": -np.inf}, "lower: expected finite values"),
+        ({"upper": np.nan}, "upper: expected finite values"),
+        ({"lower": np.full(4, 2.0)}, r"lower: expected lower < upper everywhere.*at index \(0,\)"),
         ({"lower": np.zeros(3)}, r"lower: expected a scalar or an array broadcastable to \(4,\)"),
         ({"method": Method(samples=0)}, "method.samples: expected an integer >= 1; got 0"),
         ({"method": Method(alpha=-0.1)}, "method.alpha: expected a number > 0"),
@@ -194,6 +197,9 @@ class _BrokenModel(ReluShiftModel):
             gradients = batch.gradients.copy()
             gradients[0, 0] = np.nan
             return GradientBatch(batch.outputs, gradients)
+        if self.failure == "huge":
+            # Finite float64 values whose sum overflows: the quick finiteness test must not refuse them.
+            return GradientBatch(batch.outputs, np.full(batch.gradients.shape, 1e308))
         return batch
 
 
@@ -208,6 +214,12 @@ class _BrokenModel(ReluShiftModel):
 def test_model_failures_are_model_evaluation_errors(failure: str, message: str) -> None:
     with pytest.raises(ModelEvaluationError, match=message):
         explain(_BrokenModel(failure), X, Method(samples=4), lower=-1, upper=1, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the relative error's norm
+def test_huge_finite_gradients_are_not_taken_for_non_finite_ones() -> None:
+    result = explain(_BrokenModel("huge"), X, Method(samples=4), lower=-1, upper=1, seed=0)
+    np.testing.assert_array_equal(result.attribution, np.full(X.shape, 1e308))
 
 
 def test_describe_uses_the_papers_names() -> None:
