@@ -26,13 +26,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from estimator.method import Method, PredictedClassTarget  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.gradient_graph import build_gradient_model  # noqa: E402
 from models.runtime import GradientSession  # noqa: E402
 from protos.mollify.v1 import explainer_pb2 as pb  # noqa: E402
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc  # noqa: E402
 from service import codec  # noqa: E402
-from service.client import ExplainerClient  # noqa: E402
+from service.vocabulary import ExplainTarget  # noqa: E402
 
 _DEMO = Path(__file__).resolve().parents[1] / "models" / "demo" / "digits_cnn"
 SAMPLES = 50
@@ -112,7 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = _session()
         run = _raw_calls(session)
         x = np.random.default_rng(0).random((1, *session.input_shape)).astype(np.float32)
-        request = ExplainerClient._explain_request("digits_cnn", x, None, "predicted", 1, None, None)
+        request = pb.ExplainRequest(
+            model_name="digits_cnn",
+            inputs=codec.array_to_tensor(x),
+            target=codec.target_to_proto(ExplainTarget(selection=PredictedClassTarget())),
+            method=codec.method_to_proto(Method(samples=SAMPLES)),
+            seed=1,
+        )
         with grpc.insecure_channel(banner[2]) as channel:
             stub = pb_grpc.ExplainerServiceStub(channel)
             contenders: dict[str, Callable[[], object]] = {
