@@ -65,13 +65,13 @@ _ENUM_FIELDS: dict[str, tuple[Any, str]] = {
     "transform": (pb.Transform, "TRANSFORM_"),
     "channel_reduction": (pb.ChannelReduction, "CHANNEL_REDUCTION_"),
 }
-# Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
 # Per enum field: method value -> number and number -> method value (e.g. "gaussian" <-> 1).
 _ENUM_TO_NUMBER = {
     name: {enum.Name(number)[len(prefix) :].lower(): number for number in enum.values() if number}
     for name, (enum, prefix) in _ENUM_FIELDS.items()
 }
 _ENUM_TO_VALUE = {name: {number: value for value, number in table.items()} for name, table in _ENUM_TO_NUMBER.items()}
+# Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
 _OPTIONAL_FIELDS = ("alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis")
 _DEFAULT_METHOD = Method()
 
