@@ -12,6 +12,7 @@ from .errors import (
     InvalidArgumentError,
     LimitExceededError,
     ModelEvaluationError,
+    NonFiniteNoisyGradientsError,
 )
 from .explain import DEFAULT_MEMORY_BUDGET_BYTES, explain
 from .gradient_model import GradientBatch, GradientModel
@@ -19,10 +20,12 @@ from .kernels import KERNEL_NAMES, Kernel, get_kernel
 from .method import (
     ClassTarget,
     CotangentTarget,
+    DetectionTarget,
     Explanation,
     Method,
     PredictedClassTarget,
     Progress,
+    RegionTarget,
     Target,
 )
 from .metrics import (
@@ -44,6 +47,7 @@ __all__ = [
     "CancelledError",
     "ClassTarget",
     "CotangentTarget",
+    "DetectionTarget",
     "EstimatorError",
     "Explanation",
     "GradientBatch",
@@ -53,8 +57,10 @@ __all__ = [
     "LimitExceededError",
     "Method",
     "ModelEvaluationError",
+    "NonFiniteNoisyGradientsError",
     "PredictedClassTarget",
     "Progress",
+    "RegionTarget",
     "Target",
     "adaptive_scale",
     "complexity",

@@ -21,3 +21,9 @@ class CancelledError(EstimatorError):
 
 class ModelEvaluationError(EstimatorError):
     """The gradient function failed or returned arrays of the wrong shape or non-finite values."""
+
+
+class NonFiniteNoisyGradientsError(ModelEvaluationError):
+    """The model is finite at the clean input but returned non-finite values at noisy samples: the
+    noise moved inputs where the model overflows. A property of the request (kernel, scale), not a
+    model failure; the message names the kernel, the share of bad samples and the remedy."""

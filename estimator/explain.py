@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -25,14 +25,15 @@ from .errors import (
     InvalidArgumentError,
     LimitExceededError,
     ModelEvaluationError,
+    NonFiniteNoisyGradientsError,
 )
 from .gradient_model import GradientModel
 from .kernels import get_kernel
-from .method import ClassTarget, CotangentTarget, Explanation, Method, PredictedClassTarget, Progress, Target
+from .method import Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
 from .noise import DrawStreams, InputNoise
 from .parallel import for_each_slice
-from .paths import integration_rule, resolve_baseline
+from .paths import integration_rule, path_points, resolve_baseline
 from .plan import (
     Plan,
     make_plan,
@@ -40,8 +41,8 @@ from .plan import (
     reuses_clean_row,
     validate_method,
 )
-from .scales import adaptive_quantile_level
-from .targets import needs_clean_outputs, resolve_target
+from .scales import adaptive_quantile_level, domain_slack
+from .targets import check_target, needs_clean_outputs, resolve_target
 from .weights import perturbable_weights, weight_draw
 
 __all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "ESTIMATOR_BYTES_PER_FEATURE", "explain"]
@@ -52,9 +53,8 @@ DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 # batch handed to the model.
 ESTIMATOR_BYTES_PER_FEATURE = 5 * 8 + 4
 _MODEL_ATTRIBUTES = ("input_shape", "output_shape", "bytes_per_sample", "weights")
-# Points this close outside the domain (relative to its range) count as on the bound: float32 inputs
-# normalised exactly to a float64 bound land one rounding step beyond it.
-_DOMAIN_SLACK = 1e-6
+# Path points summarised at once after an inner-smoothed IG run (bounds its memory, float64 values).
+_SUMMARY_BLOCK_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -193,10 +193,7 @@ def _prepare(
     input_shape = _shape(model.input_shape, "model.input_shape")
     output_shape = tuple(int(d) for d in model.output_shape)
     validate_method(method, input_shape)
-    if not isinstance(target, ClassTarget | PredictedClassTarget | CotangentTarget):
-        raise InvalidArgumentError(
-            f"target: expected ClassTarget, PredictedClassTarget or CotangentTarget; got {type(target).__name__}"
-        )
+    check_target(target, output_shape)
 
     xs = np.asarray(x)
     if xs.dtype.kind != "f":
@@ -305,7 +302,7 @@ def _input_noise(
         # Both policies are defined relative to the domain around x; a point well outside it is a
         # request error rather than something to smooth silently.
         flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
-        slack = _DOMAIN_SLACK * (flat_hi - flat_lo)
+        slack = domain_slack(flat_lo, flat_hi)
         outside = (x < flat_lo - slack) | (x > flat_hi + slack)
         if np.any(outside):
             j = int(np.argmax(outside))
@@ -364,10 +361,6 @@ class _Run:
         self._overrides: tuple[int, dict[str, np.ndarray]] | None = None
         self._ig = request.method.base == "integrated_gradients"
         self._ig_inner = self._ig and request.method.ig_smoothing == "inner"
-        # Path points x0 + a_k (x − x0): the noise centers of inner smoothing and the vanilla IG rows.
-        self._path = request.x[None, :]
-        if self._ig:
-            self._path = request.baseline + request.alphas[:, None] * (request.x - request.baseline)[None, :]
         # Every row's center x as one broadcast view, sliced per chunk.
         self._x_rows = np.broadcast_to(request.x, (max(1, min(request.chunk_rows, self.plan.rows)), request.x.size))
         self._streams = None
@@ -416,12 +409,27 @@ class _Run:
             if array.dtype.kind != "f":
                 raise ModelEvaluationError(f"model {name}: expected a float array; got dtype {array.dtype}")
             if not _all_finite(array):
+                if self.clean_outputs is not None and self.r.noise is not None:
+                    self._non_finite_noisy(outputs, gradients)
                 bad = int(np.count_nonzero(~np.isfinite(array)))
                 raise ModelEvaluationError(
                     f"model {name}: expected finite values; got {bad} non-finite of {array.size} "
                     f"(batch of {batch})"
                 )
         return outputs, gradients
+
+    def _non_finite_noisy(self, outputs: np.ndarray, gradients: np.ndarray) -> NoReturn:
+        batch = outputs.shape[0]
+        finite = np.isfinite(outputs.reshape(batch, -1)).all(axis=1) & np.isfinite(gradients.reshape(batch, -1)).all(axis=1)
+        bad = batch - int(np.count_nonzero(finite))
+        m = self.r.method
+        raise NonFiniteNoisyGradientsError(
+            f"method.kernel: the model is finite at the input but returned non-finite outputs or gradients "
+            f"for {bad} of {batch} noisy samples ({100.0 * bad / batch:.1f}%) drawn with the {m.kernel!r} kernel "
+            f"and the {m.scale!r} scale policy: the noise moves inputs where the model overflows. Use less "
+            "noise (a smaller alpha or sigma), a lighter-tailed kernel (gaussian), or the 'truncated' or "
+            "'adaptive' scale policy, which keep samples inside the input domain"
+        )
 
     # -- the work -------------------------------------------------------------------------------
     def execute(self) -> Explanation:
@@ -507,15 +515,40 @@ class _Run:
         rows = np.arange(start, stop)
         steps = rows % plan.rows_per_sample
         samples = rows // plan.rows_per_sample
-        centers = self._path[steps] if self._ig_inner else self._x_rows[: rows.size]
+        centers = self._path(steps) if self._ig_inner else self._x_rows[: rows.size]
         points = np.array(centers) if r.noise is None else r.noise.noisy(self._draws(steps, samples), centers)
         if not self._ig or self._ig_inner:
             return points, self._x_rows[: rows.size]
         endpoints = points
         if r.noise is None:
-            return self._path[steps], endpoints
+            return self._path(steps), endpoints
         alphas = r.alphas[steps][:, None]
         return r.baseline + alphas * (endpoints - r.baseline), endpoints
+
+    def _path(self, steps: np.ndarray) -> np.ndarray:
+        """Path points ``x0 + a_k (x − x0)`` of these steps, ``(len(steps), D)``: the noise centers of
+        inner smoothing and the rows of unsmoothed IG, built per chunk."""
+        return path_points(self.r.x, self.r.baseline, self.r.alphas[steps])
+
+    def _noise_summary(self) -> tuple[float, float, float]:
+        """Inherent noise, mean scale and share of zero scales, averaged over the noise centers
+        (every path point for inner smoothing, in blocks that bound the memory, else ``x``)."""
+        noise, r = self.r.noise, self.r
+        assert noise is not None
+        if not self._ig_inner:
+            centers = r.x[None, :]
+            scales = noise.scale_of(centers)
+            return noise.inherent_noise(centers), float(scales.mean()), float(np.count_nonzero(scales == 0.0)) / scales.size
+        steps = r.alphas.size
+        block = max(1, _SUMMARY_BLOCK_VALUES // max(1, r.x.size))
+        inherent = scale_sum = zeros = 0.0
+        for start in range(0, steps, block):
+            centers = self._path(np.arange(start, min(start + block, steps)))
+            scales = noise.scale_of(centers)
+            inherent += noise.inherent_noise(centers) * centers.shape[0]
+            scale_sum += float(scales.sum())
+            zeros += float(np.count_nonzero(scales == 0.0))
+        return inherent / steps, scale_sum / (steps * r.x.size), zeros / (steps * r.x.size)
 
     def _draws(self, steps: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """The noise draws of rows with these path steps and samples, ``(rows, D)``.
@@ -619,12 +652,10 @@ class _Run:
         theta, se = r.layout.finalize(self.moments)
         if r.method.mode == "none":
             se = np.zeros_like(theta)
-        inherent = 0.0
+        inherent = zero_scale = 0.0
         mean_scale = None
         if r.noise is not None:
-            centers = self._path if self._ig_inner else r.x[None, :]
-            inherent = r.noise.inherent_noise(centers)
-            mean_scale = float(r.noise.scale_of(centers).mean())
+            inherent, mean_scale, zero_scale = self._noise_summary()
         extras: dict[str, Any] = {
             "model_calls": self.calls,
             "chunk_rows": r.chunk_rows,
@@ -636,7 +667,7 @@ class _Run:
         if r.layout.approximate:
             extras["standard_error_note"] = (
                 "cross-channel covariances omitted from the standard error "
-                f"({len(r.layout.full_pairs)} co-moment arrays would be needed)"
+                f"({r.layout.full_pair_count} co-moment arrays would be needed)"
             )
         assert self.cotangent is not None and self.clean_outputs is not None
         return Explanation(
@@ -653,4 +684,5 @@ class _Run:
             method=r.method,
             description=describe_valid(r.method),
             extras=extras,
+            zero_scale_fraction=zero_scale,
         )

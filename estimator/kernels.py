@@ -52,6 +52,9 @@ class Kernel(ABC):
     """
 
     name: ClassVar[str]
+    # Tails so heavy that unrestricted draws reach absurd inputs (the Cauchy density: |Q(U)| up to
+    # 1e16); input noise restricts them to a window around the point (estimator.noise.HEAVY_TAIL_WINDOW).
+    heavy_tailed: ClassVar[bool] = False
 
     @abstractmethod
     def pdf(self, t: ArrayLike) -> np.ndarray:
@@ -93,6 +96,7 @@ class PoissonKernel(Kernel):
     """The Poisson kernel of the half-plane, i.e. the Cauchy density ``1/(π(1 + t²))`` (seed 000)."""
 
     name = "poisson"
+    heavy_tailed = True
 
     def pdf(self, t: ArrayLike) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)

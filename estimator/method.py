@@ -102,7 +102,58 @@ class CotangentTarget:
     cotangent: np.ndarray
 
 
-Target = ClassTarget | PredictedClassTarget | CotangentTarget
+RegionReduction = Literal["sum", "mean"]
+AxisSelection = int | slice
+DetectionLayout = Literal["channels_first", "anchors_first"]
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    """Explain the sum (or the mean) of the explained tensor over a region of one instance.
+
+    For dense outputs: segmentation and text-detection maps, detector heads, sequences. The
+    cotangent is the region's indicator (divided by the region's size for the mean).
+
+    Attributes:
+        axes: one entry per leading axis of one instance's output: an index (negative counts from
+            the end) or a ``slice`` (Python's rules; its bounds must lie within the axis); axes left
+            out are taken whole, so ``()`` is the whole tensor. ``(slice(None), slice(10, 20), 5)``
+            is ``y[:, 10:20, 5]``.
+        mask: instead of ``axes``, a bool or 0/1 array of one instance's output shape whose ones
+            form the region.
+        reduction: ``sum`` or ``mean`` over the region.
+    """
+
+    axes: tuple[AxisSelection, ...] = ()
+    mask: np.ndarray | None = None
+    reduction: RegionReduction = "sum"
+
+
+@dataclass(frozen=True)
+class DetectionTarget:
+    """Explain the score of one class of one detection of a dense detector head.
+
+    One instance's output holds, per detection (anchor), ``box_values`` leading values (box
+    coordinates, objectness) and then one score per class: ``[box_values + C, A]`` with
+    ``layout="channels_first"`` (YOLOv8's ``[4 + C, A]``) or ``[A, box_values + C]`` with
+    ``layout="anchors_first"`` (YOLOv5's ``[A, 5 + C]`` with ``box_values=5``). Leading axes of
+    size 1 are allowed. The cotangent is one-hot at the chosen class score of the chosen detection.
+
+    Attributes:
+        index: the detection (anchor) in ``[0, A)``; ``None``: the highest-scoring detection at the
+            clean input (the largest class score, or the largest score of ``class_index`` when given).
+        class_index: the class in ``[0, C)``; ``None``: the detection's highest class at the clean input.
+        layout: ``channels_first`` or ``anchors_first``.
+        box_values: values before the class scores of each detection (4 box coordinates by default).
+    """
+
+    index: int | None = None
+    class_index: int | None = None
+    layout: DetectionLayout = "channels_first"
+    box_values: int = 4
+
+
+Target = ClassTarget | PredictedClassTarget | CotangentTarget | RegionTarget | DetectionTarget
 
 
 @dataclass(frozen=True)
@@ -130,6 +181,9 @@ class Explanation:
         inherent_noise: mean over features of the probability a noisy sample leaves the domain
             (seed 001 Eq. 9–10); 0 when no input noise is used.
         relative_error: final ‖SE‖₂/‖mean‖₂ (0 for deterministic methods).
+        zero_scale_fraction: share of features whose input-noise scale ε is 0 (averaged over the path
+            points for inner-smoothed IG); 0 without input noise. AdaptGrad gives features on a bound
+            no noise, so a value near 1 means its result is close to the plain gradient.
         method: the method that was run.
         description: a short human-readable name, e.g. ``"AdaptGrad(gaussian, c=0.95) × IG(gauss_legendre, 50)"``.
     """
@@ -147,3 +201,4 @@ class Explanation:
     method: Method
     description: str
     extras: dict[str, Any] = field(default_factory=dict)
+    zero_scale_fraction: float = 0.0

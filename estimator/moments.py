@@ -21,11 +21,14 @@ import numpy as np
 
 from .parallel import for_each_slice
 
-__all__ = ["MAX_COVARIANCE_PAIRS", "StatisticLayout", "UnitMoments"]
+__all__ = ["MAX_COVARIANCE_PAIRS", "MAX_STATISTIC_CHANNELS", "StatisticLayout", "UnitMoments"]
 
 # Above this many cross-channel covariance arrays per location the layout drops the cross-channel
 # terms (documented approximation) instead of holding K² arrays of the input's size.
 MAX_COVARIANCE_PAIRS = 64
+# Per-channel statistics are folded channel by channel (one numpy operation each); a reduced axis
+# longer than this (with a non-linear transform or reduction) is refused before any work.
+MAX_STATISTIC_CHANNELS = 8192
 # Units summed in one vectorised step: at most this many, holding at most this many float64 values.
 GROUP_UNITS = 64
 GROUP_VALUES = 2**15
@@ -193,21 +196,23 @@ class StatisticLayout:
         return 2 * self.channels if self.transform == "vargrad" else self.channels
 
     @property
-    def full_pairs(self) -> tuple[tuple[int, int], ...]:
-        """Every co-moment the delta method needs."""
-        c = self.channels
-        if self.reduction in ("sum", "mean") and not self._linear_reduction:
-            return tuple((p, q) for p in range(self.k) for q in range(p, self.k))
-        if self.transform == "vargrad":
-            return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
-        return tuple((p, p) for p in range(self.k))
+    def _all_pairs(self) -> bool:
+        # A non-linear statistic reduced by a sum or mean needs every cross-channel co-moment.
+        return self.reduction in ("sum", "mean") and not self._linear_reduction
+
+    @property
+    def full_pair_count(self) -> int:
+        """How many co-moments the delta method needs (counted, not listed: K² / 2 can be huge)."""
+        if self._all_pairs:
+            return self.k * (self.k + 1) // 2
+        return 3 * self.channels if self.transform == "vargrad" else self.k
 
     @property
     def pairs(self) -> tuple[tuple[int, int], ...]:
-        """The co-moments accumulated: :attr:`full_pairs`, or its within-channel part when too many."""
-        full = self.full_pairs
-        if len(full) <= MAX_COVARIANCE_PAIRS:
-            return full
+        """The co-moments accumulated: every one the delta method needs, or only the within-channel
+        ones when those would be more than :data:`MAX_COVARIANCE_PAIRS`."""
+        if self._all_pairs and self.full_pair_count <= MAX_COVARIANCE_PAIRS:
+            return tuple((p, q) for p in range(self.k) for q in range(p, self.k))
         c = self.channels
         if self.transform == "vargrad":
             return tuple(pair for ch in range(c) for pair in ((ch, ch), (ch, c + ch), (c + ch, c + ch)))
@@ -216,7 +221,7 @@ class StatisticLayout:
     @property
     def approximate(self) -> bool:
         """True when cross-channel covariances are dropped from the standard error."""
-        return len(self.pairs) < len(self.full_pairs)
+        return len(self.pairs) < self.full_pair_count
 
     def new_moments(self, grouped: bool = True) -> UnitMoments:
         """Fresh moments; ``grouped=False`` folds in every unit at once (for per-unit stopping rules)."""

@@ -2,19 +2,29 @@
 
 Step sizes ``w_k`` and path fractions ``a_k`` follow Captum's
 ``captum/attr/_utils/approximation_methods.py``: the same Riemann deltas and linspace end points, and
-Gauss–Legendre as numpy's ``leggauss`` mapped from ``[-1, 1]`` to ``[0, 1]`` (bit-identical). Captum
+Gauss–Legendre as numpy's ``leggauss`` mapped from ``[-1, 1]`` to ``[0, 1]`` (bit-identical up to
+256 nodes; scipy's ``roots_legendre`` above, within 1e-13). Captum
 builds the Riemann alphas with a float32 ``torch.linspace`` whose rounding depends on the CPU's vector
-width; here they are exact float64 values, at most one float32 ulp (6e-8) away. Imports numpy only.
+width; here they are exact float64 values, at most one float32 ulp (6e-8) away. Imports numpy and scipy only.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 
 from ._checks import check_choice, check_float_array, check_int
 from .errors import InvalidArgumentError
 
-__all__ = ["BASELINE_NAMES", "INTEGRATION_RULES", "integration_rule", "resolve_baseline"]
+__all__ = [
+    "BASELINE_NAMES",
+    "INTEGRATION_RULES",
+    "MAX_GAUSS_LEGENDRE_STEPS",
+    "check_gauss_legendre_steps",
+    "integration_rule",
+    "path_points",
+    "resolve_baseline",
+]
 
 INTEGRATION_RULES: tuple[str, ...] = (
     "riemann_left",
@@ -24,6 +34,12 @@ INTEGRATION_RULES: tuple[str, ...] = (
     "gauss_legendre",
 )
 BASELINE_NAMES: tuple[str, ...] = ("zero", "black", "white")
+# Gauss–Legendre nodes cost O(n²) time to compute (numpy solves an n × n eigenproblem, scipy iterates
+# on the three-term recurrence); 1024 nodes integrate polynomials of degree 2047 exactly, far beyond
+# what a path integral of a network needs. Finer paths use the O(n) Riemann rules.
+MAX_GAUSS_LEGENDRE_STEPS = 1024
+# Up to this many nodes numpy's leggauss, as Captum computes them (bit-identical); scipy above.
+_NUMPY_GAUSS_LEGENDRE_STEPS = 256
 
 
 def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,11 +52,19 @@ def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(step_sizes, alphas)``: two float64 arrays of length ``steps``.
+
+    Raises:
+        InvalidArgumentError: an unknown rule, too few steps, or more than
+            :data:`MAX_GAUSS_LEGENDRE_STEPS` for ``gauss_legendre``.
     """
     check_choice(rule, "ig_rule", INTEGRATION_RULES)
     n = check_int(steps, "ig_steps", minimum=2 if rule == "riemann_trapezoid" else 1)
     if rule == "gauss_legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n)
+        check_gauss_legendre_steps(n)
+        if n <= _NUMPY_GAUSS_LEGENDRE_STEPS:
+            nodes, weights = np.polynomial.legendre.leggauss(n)
+        else:
+            nodes, weights = special.roots_legendre(n)
         return 0.5 * weights, 0.5 * (1.0 + nodes)
     deltas = np.full(n, 1.0 / n)
     if rule == "riemann_trapezoid":
@@ -52,6 +76,24 @@ def integration_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if rule == "riemann_middle":
         return deltas, np.linspace(1.0 / (2 * n), 1.0 - 1.0 / (2 * n), n)
     return deltas, np.linspace(1.0 / n, 1.0, n)
+
+
+def check_gauss_legendre_steps(steps: int) -> None:
+    """Refuse more Gauss–Legendre nodes than :data:`MAX_GAUSS_LEGENDRE_STEPS`, before any work."""
+    if steps > MAX_GAUSS_LEGENDRE_STEPS:
+        raise InvalidArgumentError(
+            f"ig_steps: the gauss_legendre rule takes at most {MAX_GAUSS_LEGENDRE_STEPS} path points; got "
+            f"{steps} (use a riemann_* rule, e.g. riemann_trapezoid, for finer paths)"
+        )
+
+
+def path_points(x: np.ndarray, baseline: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Points ``x0 + a_k (x − x0)`` of the straight path for the fractions ``alphas`` (``(K,)``).
+
+    ``x`` and ``baseline`` are ``(D,)``; returns ``(K, D)`` float64. Computed per chunk of path
+    steps, never for the whole path at once (steps × features can exceed any memory budget).
+    """
+    return baseline + alphas[:, None] * (x - baseline)[None, :]
 
 
 def resolve_baseline(

@@ -28,7 +28,8 @@ from .method import (
     Target,
     Transform,
 )
-from .paths import BASELINE_NAMES
+from .moments import MAX_STATISTIC_CHANNELS
+from .paths import BASELINE_NAMES, check_gauss_legendre_steps
 from .targets import needs_clean_outputs
 
 # The names each Literal allows, computed once (typing.get_args is slow on every request).
@@ -80,7 +81,9 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
             )
     if method.base == "integrated_gradients":
         rule = check_choice(method.ig_rule, "method.ig_rule", _INTEGRATION_RULES)
-        check_int(method.ig_steps, "method.ig_steps", minimum=2 if rule == "riemann_trapezoid" else 1)
+        steps = check_int(method.ig_steps, "method.ig_steps", minimum=2 if rule == "riemann_trapezoid" else 1)
+        if rule == "gauss_legendre":
+            check_gauss_legendre_steps(steps)
         check_choice(method.ig_smoothing, "method.ig_smoothing", _IG_SMOOTHINGS)
         if isinstance(method.ig_baseline, str):
             check_choice(method.ig_baseline, "method.ig_baseline", BASELINE_NAMES)
@@ -94,7 +97,9 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
     if method.channel_axis is not None:
         check_int(method.channel_axis, "method.channel_axis")
         if input_shape is not None:
-            normalized_channel_axis(method, input_shape)
+            axis = normalized_channel_axis(method, input_shape)
+            assert axis is not None
+            _check_statistic_channels(method, input_shape[axis])
     if method.tol is not None:
         check_float(method.tol, "method.tol", positive=True)
     if method.max_samples is not None:
@@ -104,6 +109,16 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
                 "with tol=None"
             )
         check_int(method.max_samples, "method.max_samples", minimum=1)
+
+
+def _check_statistic_channels(method: Method, channels: int) -> None:
+    linear = method.channel_reduction in ("sum", "mean") and method.transform in ("none", "smoothgrad_sq")
+    if not linear and channels > MAX_STATISTIC_CHANNELS:
+        raise InvalidArgumentError(
+            f"method.channel_axis: a {method.channel_reduction!r} reduction with transform {method.transform!r} "
+            f"keeps statistics per channel, at most {MAX_STATISTIC_CHANNELS} channels; the axis has {channels} "
+            "(reduce a shorter axis, or use channel_reduction 'sum' or 'mean' with transform 'none')"
+        )
 
 
 def normalized_channel_axis(method: Method, input_shape: tuple[int, ...]) -> int | None:

@@ -22,13 +22,34 @@ from .kernels import Kernel, get_kernel
 __all__ = [
     "ADAPTIVE_RULES",
     "adaptive_quantile_level",
+    "DOMAIN_SLACK",
     "adaptive_scale",
+    "domain_slack",
     "fixed_scale",
     "inherent_noise",
+    "snap_to_domain",
     "truncated_offsets",
 ]
 
 ADAPTIVE_RULES: tuple[str, ...] = ("one_sided", "two_sided")
+# Points this close outside the domain (relative to its range) count as on the bound: inputs
+# normalised in float32 to a bound computed in float64 (e.g. (1 − mean)/std) land one float32
+# rounding step beyond it.
+DOMAIN_SLACK = 1e-6
+
+
+def domain_slack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How far outside ``[lo, hi]`` a point still counts as on the bound (float rounding), per feature."""
+    return DOMAIN_SLACK * (hi - lo)
+
+
+def snap_to_domain(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``x`` with values within :func:`domain_slack` outside a bound moved onto it; others unchanged.
+
+    All arguments broadcast together; float64 out.
+    """
+    clipped = np.clip(x, lo, hi)
+    return np.where(np.abs(clipped - x) <= domain_slack(lo, hi), clipped, x)
 
 
 def adaptive_quantile_level(confidence: float, rule: str = "one_sided") -> float:
@@ -86,7 +107,8 @@ def adaptive_scale(
 ) -> np.ndarray:
     """AdaptGrad's per-feature scale (seed 001, Eq. 11–13), for any kernel.
 
-    ``d_j = min(x_j − x_min, x_max − x_j)`` (0 at or beyond a bound), ``ε_j = d_j / Q(p)`` with ``p`` from
+    ``d_j = min(x_j − x_min, x_max − x_j)`` (0 at, beyond or within float rounding of a bound:
+    :func:`domain_slack`), ``ε_j = d_j / Q(p)`` with ``p`` from
     :func:`adaptive_quantile_level`. For the gaussian and ``one_sided`` this is Eq. 13,
     ``σ_j = d_j / (√2·erfinv((1 + c)/2))``.
 
@@ -113,9 +135,10 @@ def adaptive_scale(
 
 
 def _adaptive_scale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, quantile: float) -> np.ndarray:
-    # Beyond a bound the paper's |·| would give noise again; a point outside Ω gets none.
-    distance = np.maximum(np.minimum(x - lo, hi - x), 0.0)
-    return distance / quantile
+    # Beyond a bound the paper's |·| would give noise again; a point outside Ω gets none, and neither
+    # does a point within float rounding of a bound, on whichever side the rounding fell.
+    distance = np.minimum(x - lo, hi - x)
+    return np.where(distance > domain_slack(lo, hi), distance, 0.0) / quantile
 
 
 def inherent_noise(
@@ -128,7 +151,8 @@ def inherent_noise(
     """Per-feature probability that ``x + u`` leaves ``[lower, upper]`` (seed 001, Eq. 9–10), any kernel.
 
     ``A_j = 1 − (CDF((x_max − x_j)/ε_j) − CDF((x_min − x_j)/ε_j))``; 0 where ``ε_j = 0`` and ``x_j`` is
-    inside the domain (1 where it is outside).
+    inside the domain (1 where it is outside). A point within float rounding of a bound
+    (:func:`domain_slack`) counts as on it.
 
     Returns:
         float64 array of the broadcast shape of the arguments, values in [0, 1].
@@ -148,7 +172,8 @@ def _inherent_noise(
         mass = kernel.cdf((hi - x) / eps) - kernel.cdf((lo - x) / eps)
         return np.clip(1.0 - mass, 0.0, 1.0)
     x, lo, hi, eps = np.broadcast_arrays(x, lo, hi, eps)
-    inside = (x >= lo) & (x <= hi)
+    slack = domain_slack(lo, hi)
+    inside = (x >= lo - slack) & (x <= hi + slack)
     positive = eps > 0
     safe = np.where(positive, eps, 1.0)
     mass = kernel.cdf((hi - x) / safe) - kernel.cdf((lo - x) / safe)

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from models.gradient_graph.external_data import save_model as _save_with_data
+
 if TYPE_CHECKING:
     import torch
 
@@ -100,7 +102,9 @@ def export_torch_module(
     Args:
         module, example_input, input_name, output_names, dynamo, opset: as for :func:`export_torch_onnx`.
         path: when given, the plain model is written to ``path`` and the gradient model beside it
-            with the suffix ``.grad.onnx`` (``model.onnx`` → ``model.grad.onnx``).
+            with the suffix ``.grad.onnx`` (``model.onnx`` → ``model.grad.onnx``), each by
+            :func:`save_model` (a model over ``external_data.INLINE_LIMIT_BYTES`` gets its weights in
+            ``<file>.data``; the returned model then references that file).
         explained: the tensor whose cotangent is given; default: the first output.
 
     Returns:
@@ -132,11 +136,15 @@ def gradient_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` as one self-contained file (no external data), creating parent folders."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(model.SerializeToString())
-    return target
+    """Write ``model`` to ``path``, creating parent folders; return ``path``.
+
+    One self-contained file, unless the model is larger than
+    ``models.gradient_graph.external_data.INLINE_LIMIT_BYTES`` (protobuf cannot write 2 GB): its
+    tensors of 1 KiB and more then go to ``<file>.data`` beside it, where ``model`` references
+    them from then on (moved, not copied). ``load_model(path)`` and the server read both layouts.
+    """
+    written = _save_with_data(model, path)
+    return written[-1]
 
 
 def append_softmax(

@@ -23,6 +23,7 @@ from models.gradient_graph import (
     load_model,
     read_gradient_metadata,
 )
+from models.gradient_graph.external_data import save_model
 
 __all__ = [
     "GradientModelSummary",
@@ -46,8 +47,12 @@ def gradify(
     """Build the gradient model of ``src`` and write it to ``dst``.
 
     Args:
-        src: the ONNX model (path, bytes or proto).
-        dst: where to write the gradient model (one self-contained file; parent folders are created).
+        src: the ONNX model (path, bytes or proto). From a path, external data files beside it
+            (``model.onnx.data``, as ``torch.onnx.export`` writes) are read where they lie.
+        dst: where to write the gradient model; parent folders are created. A model with external
+            data gets copies of its data files beside ``dst`` (``<dst name>.data``); one larger than
+            ``external_data.INLINE_LIMIT_BYTES`` is written with its weights in ``<dst name>.data``;
+            any other is one self-contained file.
         inputs: float graph inputs to differentiate; default: every float graph input.
         explained: the tensor to explain (any graph tensor, e.g. pre-Softmax logits); default: the
             first graph output.
@@ -61,13 +66,16 @@ def gradify(
         models.gradient_graph.GradientGraphError: the model is invalid or an op on the
             differentiated path has no VJP rule (``UnsupportedOpError``).
     """
-    model = src if isinstance(src, onnx.ModelProto) else load_model(src)
-    gradient = build_gradient_model(model, inputs, explained, input_shapes=shapes)
+    folder = Path(src).parent if isinstance(src, str | os.PathLike) else None
+    if isinstance(src, onnx.ModelProto):
+        model = src
+    else:
+        model = load_model(src, external_data=False) if folder is not None else load_model(src)
+    gradient = build_gradient_model(model, inputs, explained, input_shapes=shapes, external_data_dir=folder)
     gradient.ir_version = min(gradient.ir_version, _MAX_IR_VERSION)
-    target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(gradient.SerializeToString())
-    return read_gradient_metadata(gradient)
+    metadata = read_gradient_metadata(gradient)
+    save_model(gradient, dst, external_data_dir=folder)
+    return metadata
 
 
 @dataclass(frozen=True)
@@ -95,10 +103,17 @@ class GradientModelSummary:
     weight_count: int
     weight_elements: int
     opset: int
+    batching: str = "dynamic"
+    batch_size: int | None = None
 
     def lines(self) -> list[str]:
         """Human-readable lines, as ``mollify gradify`` prints them."""
         text = [f"opset {self.opset}"]
+        if self.batching == "fixed":
+            rows = f"{self.batch_size} row{'' if self.batch_size == 1 else 's'}"
+            text.append(f"batch      fixed by the graph (no dynamic batch axis): {rows} per run")
+        elif self.batching == "symbolic":
+            text.append("batch      declared fixed, checked to work for any size: made symbolic")
         text += [f"input      {t}" for t in self.inputs]
         text.append(f"explained  {self.explained}")
         text.append(f"cotangent  {self.cotangent}")
@@ -141,6 +156,8 @@ def summarize(model: onnx.ModelProto) -> GradientModelSummary:
         weight_count=len(metadata.weights),
         weight_elements=sum(sizes.get(name, 0) for name in metadata.weights),
         opset=int(metadata.opset),
+        batching=metadata.batching,
+        batch_size=metadata.batch_size,
     )
 
 
@@ -180,21 +197,23 @@ def check_gradient_model(model: str | os.PathLike[str] | onnx.ModelProto, device
 
     if device not in ("auto", "cpu", "cuda"):
         raise InvalidModelError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    # From a path, external data stays in its files (onnxruntime reads them there).
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, external_data=False)
     metadata = read_gradient_metadata(proto)
-    session = ForwardSession(proto, device=device)  # type: ignore[arg-type]
+    session = ForwardSession(model, device=device)  # type: ignore[arg-type]
     graph_inputs = {value.name: value for value in proto.graph.input}
+    rows = metadata.batch_size or 1
     feed: dict[str, np.ndarray] = {}
     for name in session.input_names:
         fill = 1.0 if name == metadata.cotangent else 0.0
-        feed[name] = np.full(_one_sample_shape(graph_inputs[name]), fill, dtype=_numpy_dtype(graph_inputs[name]))
+        shape = (rows, *_one_sample_shape(graph_inputs[name])[1:])
+        feed[name] = np.full(shape, fill, dtype=_numpy_dtype(graph_inputs[name]))
     wanted = [metadata.explained, *metadata.gradients.values()]
     results = session.run(feed, wanted)
     finite = all(bool(np.isfinite(results[name]).all()) for name in wanted)
     batched = [*metadata.inputs, metadata.cotangent]
-    return SessionCheck(
-        session.provider, tuple(available_providers()), estimate_bytes_per_sample(proto, batched), finite
-    )
+    memory = estimate_bytes_per_sample(proto, batched, fixed_batch=metadata.batch_size)
+    return SessionCheck(session.provider, tuple(available_providers()), memory, finite)
 
 
 def _human_bytes(count: int) -> str:

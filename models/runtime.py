@@ -16,13 +16,13 @@ import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from estimator.errors import InvalidArgumentError, ModelEvaluationError
 from estimator.gradient_model import GradientBatch
@@ -32,6 +32,7 @@ from models.gradient_graph import (
     load_model,
     read_gradient_metadata,
 )
+from models.gradient_graph.external_data import has_external_data, inline_small_tensors, map_tensor
 
 __all__ = [
     "CPU_PROVIDER",
@@ -108,8 +109,12 @@ def available_providers() -> list[str]:
     return [CUDA_PROVIDER, CPU_PROVIDER] if _cuda_loads() else [CPU_PROVIDER]
 
 
+# onnxruntime's session option naming the folder of the external data of a model given as bytes.
+_EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
 def _create_session(
-    model_bytes: bytes, device: Device, intra_op_threads: int | None
+    model_bytes: bytes, device: Device, intra_op_threads: int | None, external_data_dir: Path | None = None
 ) -> ort.InferenceSession:
     if device not in _DEVICES:
         raise InvalidArgumentError(f"device must be one of {_DEVICES}, got {device!r}")
@@ -131,6 +136,9 @@ def _create_session(
     options.log_severity_level = 3
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+    if external_data_dir is not None:
+        # The model bytes hold references only; onnxruntime reads the weights from their files.
+        options.add_session_config_entry(_EXTERNAL_DATA_FOLDER, str(external_data_dir))
     try:
         session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as err:
@@ -142,14 +150,40 @@ def _create_session(
     return session
 
 
-def _to_model(model: ModelSource) -> onnx.ModelProto:
+def _to_model(
+    model: ModelSource, external_data_dir: str | os.PathLike[str] | None = None
+) -> tuple[onnx.ModelProto, Path | None]:
+    """The model and the folder of its external data (``None`` when it has none).
+
+    A model read from a path keeps its external data in its files (its folder is returned), so a
+    model over 2 GB is never copied into memory; onnxruntime reads the files itself.
+    """
+    folder = None if external_data_dir is None else Path(external_data_dir)
+    if isinstance(model, (str, os.PathLike)):
+        proto = load_model(model, external_data=False)
+        folder = Path(model).parent
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray)):
+        proto = load_model(model)
+    else:
+        raise InvalidArgumentError(
+            f"model must be an onnx.ModelProto, bytes or a path, got {type(model).__name__}"
+        )
+    if not has_external_data(proto):
+        return proto, None
+    if folder is None:
+        raise InvalidModelError(
+            "the model references external data files but was given without their folder; "
+            "pass its path, or external_data_dir"
+        )
     if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (bytes, bytearray, str, os.PathLike)):
-        return load_model(model)
-    raise InvalidArgumentError(
-        f"model must be an onnx.ModelProto, bytes or a path, got {type(model).__name__}"
-    )
+        # The caller's model stays as it is; without its weights in memory the copy is small.
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    # onnxruntime's shape inference cannot read shape constants from a file.
+    inline_small_tensors(proto, folder)
+    return proto, folder
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -274,7 +308,11 @@ def freeze_weights(model: onnx.ModelProto, weights: Sequence[str]) -> onnx.Model
 
 
 def estimate_bytes_per_sample(
-    model: onnx.ModelProto, batch_inputs: Sequence[str], headroom: float = _MEMORY_HEADROOM
+    model: onnx.ModelProto,
+    batch_inputs: Sequence[str],
+    headroom: float = _MEMORY_HEADROOM,
+    *,
+    fixed_batch: int | None = None,
 ) -> int:
     """Estimate of the peak activation memory one sample adds to a run of ``model``, in bytes.
 
@@ -284,13 +322,19 @@ def estimate_bytes_per_sample(
     that makes it to its last consumer (graph outputs to the end), and the largest total of live
     per-sample sizes, times ``headroom`` for the workspaces and layout copies onnxruntime adds, is
     the estimate. Tensors whose shape cannot be inferred count at the mean known size.
+
+    A model whose batch is fixed to ``fixed_batch`` rows (run that many rows per call) has static
+    shapes: the peak of one call, divided by ``fixed_batch``, is the estimate.
     """
-    sizes_1 = _inferred_sizes(model, batch_inputs, 1)
-    sizes_2 = _inferred_sizes(model, batch_inputs, 2)
     per_sample: dict[str, int | None] = {}
-    for name in set(sizes_1) | set(sizes_2):
-        one, two = sizes_1.get(name), sizes_2.get(name)
-        per_sample[name] = None if one is None or two is None else max(0, two - one)
+    if fixed_batch is not None:
+        per_sample = dict(_inferred_sizes(model, batch_inputs, None))
+    else:
+        sizes_1 = _inferred_sizes(model, batch_inputs, 1)
+        sizes_2 = _inferred_sizes(model, batch_inputs, 2)
+        for name in set(sizes_1) | set(sizes_2):
+            one, two = sizes_1.get(name), sizes_2.get(name)
+            per_sample[name] = None if one is None or two is None else max(0, two - one)
     known = [size for size in per_sample.values() if size]
     fallback = int(sum(known) / len(known)) if known else 0
     size = {name: fallback if value is None else value for name, value in per_sample.items()}
@@ -311,24 +355,29 @@ def estimate_bytes_per_sample(
         released = {name for name in node.input if last_use.get(name) == index}
         released |= {name for name in outputs if name not in last_use}
         live -= sum(size.get(name, 0) for name in released - kept_to_end)
-    return max(1, int(math.ceil(peak * headroom)))
+    return max(1, int(math.ceil(peak * headroom / (fixed_batch or 1))))
 
 
-def _inferred_sizes(model: onnx.ModelProto, batch_inputs: Sequence[str], batch: int) -> dict[str, int | None]:
-    pinned = onnx.ModelProto()
-    pinned.CopyFrom(model)
-    # Only the structure matters for shape inference; dropping weights keeps the copy small.
-    weight_shapes = {init.name: (list(init.dims), init.data_type) for init in pinned.graph.initializer}
-    del pinned.graph.initializer[:]
-    del pinned.graph.value_info[:]
+def _inferred_sizes(
+    model: onnx.ModelProto, batch_inputs: Sequence[str], batch: int | None
+) -> dict[str, int | None]:
+    """Bytes of every tensor ``batch_inputs`` lead to, with their batch set to ``batch`` (``None``: as declared)."""
+    # Only the structure matters for shape inference: the copy takes the nodes, never the weights.
+    source = model.graph
+    pinned = onnx.ModelProto(ir_version=model.ir_version)
+    pinned.opset_import.extend(model.opset_import)
+    pinned.functions.extend(model.functions)
+    pinned.graph.name = source.name
+    pinned.graph.node.extend(source.node)
+    pinned.graph.input.extend(source.input)
+    weight_shapes = {init.name: (list(init.dims), init.data_type) for init in source.initializer}
     initializer_inputs = {value.name for value in pinned.graph.input}
     for name, (dims, data_type) in weight_shapes.items():
         if name not in initializer_inputs:
             pinned.graph.input.append(onnx.helper.make_tensor_value_info(name, data_type, dims))
     for value in pinned.graph.input:
-        if value.name in batch_inputs and value.type.tensor_type.shape.dim:
+        if batch is not None and value.name in batch_inputs and value.type.tensor_type.shape.dim:
             value.type.tensor_type.shape.dim[0].dim_value = batch
-    del pinned.graph.output[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(pinned, data_prop=True)
     except Exception:
@@ -361,13 +410,61 @@ def _tensor_bytes(value: onnx.ValueInfoProto) -> int | None:
 # --------------------------------------------------------------------------- sessions
 
 
+class _RunnerAdapter:
+    """A :class:`ForwardSession` seen as an ``InferenceSession`` (``run(names, feed)`` → list)."""
+
+    def __init__(self, forward: ForwardSession) -> None:
+        self._forward = forward
+
+    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        results = self._forward.run(feed, names)
+        return [results[name] for name in names]
+
+
+def _run_in_batches(
+    session: ort.InferenceSession | _RunnerAdapter,
+    names: Sequence[str],
+    feed: Mapping[str, np.ndarray],
+    batched: Sequence[str],
+    size: int | None,
+) -> list[np.ndarray]:
+    """Run ``session`` on ``feed``, ``size`` rows of the ``batched`` inputs per call (all at once if ``None``).
+
+    A model with a fixed batch takes exactly ``size`` rows: the last call is padded (the first of
+    ``batched``, the input, with copies of its last row, so the padding is valid data; the others,
+    the cotangent, with zeros) and the padded rows' results are dropped. Every output must have
+    the batch as its first dimension.
+    """
+    rows = int(feed[batched[0]].shape[0])
+    if size is None or rows == size:
+        return [np.asarray(value) for value in session.run(list(names), dict(feed))]
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for start in range(0, rows, size):
+        stop = min(start + size, rows)
+        call = dict(feed)
+        for name in batched:
+            block = feed[name][start:stop]
+            if stop - start < size:
+                # Padding rows: the input repeats the last real row (valid data), the cotangent is zero.
+                fill = np.repeat(block[-1:], size - (stop - start), axis=0)
+                if name != batched[0]:
+                    fill = np.zeros_like(fill)
+                block = np.concatenate([block, fill])
+            call[name] = np.ascontiguousarray(block)
+        for index, value in enumerate(session.run(list(names), call)):
+            parts[index].append(np.asarray(value)[: stop - start])
+    return [np.concatenate(chunks) for chunks in parts]
+
+
+
 class ForwardSession:
     """A plain ONNX Runtime session over an ordinary ONNX model (the forward pass).
 
     Args:
-        model: a model, its serialized bytes, or a path to a ``.onnx`` file.
+        model: a model, its serialized bytes, or a path to a ``.onnx`` file (external data beside it).
         device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``.
         intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
+        external_data_dir: for a ``ModelProto`` referencing external data files: their folder.
     """
 
     def __init__(
@@ -376,9 +473,10 @@ class ForwardSession:
         *,
         device: Device = "auto",
         intra_op_threads: int | None = None,
+        external_data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        proto = _to_model(model)
-        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads)
+        proto, folder = _to_model(model, external_data_dir)
+        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads, folder)
         self._required = [
             value.name
             for value in proto.graph.input
@@ -441,13 +539,19 @@ class GradientSession:
     Plain ``InferenceSession.run`` was as fast as IO binding with pre-allocated outputs (digits CNN:
     1.53 ms vs 1.59 ms at N = 50, 0.046 ms vs 0.054 ms at N = 1), so it is used.
 
+    A model whose batch is fixed (exported without a dynamic batch axis; metadata ``batching ==
+    "fixed"``) is run ``batch_size`` rows per ONNX Runtime call, the last call padded with copies of
+    its last row whose results are dropped, so callers may pass any number of rows.
+
     Args:
         model: a gradient model (built by :func:`models.gradient_graph.build_gradient_model` or
-            ``mollify gradify``), its bytes, or a path to it.
+            ``mollify gradify``), its bytes, or a path to it (external data files beside it stay
+            on disk: onnxruntime reads them, and :attr:`weights` maps them read-only).
         input_name: the differentiated input to use; default: the only one the model has.
         device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``
             (raises :class:`DeviceUnavailableError` when CUDA does not load).
         intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
+        external_data_dir: for a ``ModelProto`` referencing external data files: their folder.
 
     Raises:
         InvalidModelError: the model has no gradient metadata, needs inputs this wrapper cannot feed,
@@ -461,8 +565,10 @@ class GradientSession:
         input_name: str | None = None,
         device: Device = "auto",
         intra_op_threads: int | None = None,
+        external_data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        proto = _to_model(model)
+        proto, folder = _to_model(model, external_data_dir)
+        self._external_data_dir = folder
         metadata = read_gradient_metadata(proto)
         self._metadata = metadata
         self._input_name = self._choose_input(metadata, input_name)
@@ -479,9 +585,7 @@ class GradientSession:
         for name in metadata.weights:
             if name not in initializers:
                 raise InvalidModelError(f"metadata lists the weight {name!r}, which is not an initializer")
-            array = numpy_helper.to_array(initializers[name])
-            array.setflags(write=False)
-            weights[name] = array
+            weights[name] = map_tensor(initializers[name], folder)
         self._weights = MappingProxyType(weights)
         self._original_outputs = [
             output.name for output in graph.output if output.name not in set(metadata.gradients.values())
@@ -497,7 +601,7 @@ class GradientSession:
         self._frozen = freeze_weights(proto, metadata.weights)
         wanted = [metadata.explained, self._gradient_name]
         self._session = _create_session(
-            forward_model(self._frozen, wanted).SerializeToString(), device, intra_op_threads
+            forward_model(self._frozen, wanted).SerializeToString(), device, intra_op_threads, folder
         )
         self._override_session: ort.InferenceSession | None = None
         self._override_inputs: set[str] = set()
@@ -573,7 +677,9 @@ class GradientSession:
         """
         if self._bytes_per_sample is None:
             self._bytes_per_sample = estimate_bytes_per_sample(
-                self._model, [self._input_name, self._metadata.cotangent]
+                self._model,
+                [self._input_name, self._metadata.cotangent],
+                fixed_batch=self._metadata.batch_size,
             )
         return self._bytes_per_sample
 
@@ -611,7 +717,7 @@ class GradientSession:
             if self._override_session is None:
                 pruned = forward_model(self._model, [self._metadata.explained, self._gradient_name])
                 self._override_session = _create_session(
-                    pruned.SerializeToString(), self._device, self._intra_op_threads
+                    pruned.SerializeToString(), self._device, self._intra_op_threads, self._external_data_dir
                 )
                 self._override_inputs = {value.name for value in pruned.graph.input}
             # Weights that only feed other outputs (a head past the explained tensor) are not in
@@ -620,9 +726,10 @@ class GradientSession:
             if used:
                 feed.update(used)
                 session = self._override_session
+        wanted = [self._metadata.explained, self._gradient_name]
         try:
-            outputs, gradients = session.run(
-                [self._metadata.explained, self._gradient_name], feed
+            outputs, gradients = _run_in_batches(
+                session, wanted, feed, [self._input_name, self._metadata.cotangent], self._metadata.batch_size
             )
         except Exception as err:
             raise ModelEvaluationError(f"onnxruntime failed to run the gradient graph: {err}") from err
@@ -631,6 +738,16 @@ class GradientSession:
         )
 
     # Extras -------------------------------------------------------------------------
+
+    @property
+    def batching(self) -> str:
+        """``"dynamic"``, ``"symbolic"`` (a fixed export batch made symbolic, checked) or ``"fixed"``."""
+        return self._metadata.batching
+
+    @property
+    def fixed_batch_size(self) -> int | None:
+        """The rows per ONNX Runtime call when :attr:`batching` is ``"fixed"``, else ``None``."""
+        return self._metadata.batch_size
 
     @property
     def input_name(self) -> str:
@@ -676,8 +793,14 @@ class GradientSession:
                 forward_model(self._frozen, self._original_outputs),
                 device=self._device,
                 intra_op_threads=self._intra_op_threads,
+                external_data_dir=self._external_data_dir,
             )
-        return self._forward.run({self._input_name: x})
+        forward = self._forward
+        names = forward.output_names
+        results = _run_in_batches(
+            _RunnerAdapter(forward), names, {self._input_name: x}, [self._input_name], self._metadata.batch_size
+        )
+        return dict(zip(names, results, strict=True))
 
     # Validation ---------------------------------------------------------------------
 

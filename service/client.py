@@ -19,7 +19,16 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget
+from estimator.errors import InvalidArgumentError
+from estimator.method import (
+    ClassTarget,
+    CotangentTarget,
+    DetectionTarget,
+    Method,
+    PredictedClassTarget,
+    RegionTarget,
+)
+from estimator.targets import parse_region
 from protos.mollify.v1 import explainer_pb2 as pb
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
 from service import codec
@@ -34,12 +43,14 @@ from service.vocabulary import (
 )
 
 __all__ = [
+    "DetectionTarget",
     "ExplainProgress",
     "ExplainTarget",
     "ExplainerClient",
     "InstanceExplanation",
     "ModelInfo",
     "MollifyError",
+    "RegionTarget",
     "ReloadResult",
     "TargetLike",
     "TopKTarget",
@@ -60,6 +71,8 @@ TargetLike = (
     | PredictedClassTarget
     | CotangentTarget
     | TopKTarget
+    | RegionTarget
+    | DetectionTarget
 )
 
 
@@ -78,11 +91,18 @@ def as_target(target: TargetLike) -> ExplainTarget:
 
     Accepted: a class index ``int``; ``"predicted"``; ``("top_k", k)``; ``("output", name)`` (the
     predicted class of another tensor); a cotangent ``np.ndarray`` of one instance's output shape;
-    an estimator target; or an :class:`ExplainTarget` (which also combines ``output`` with any selection).
+    dense outputs: ``("region", ":,10:20,5")`` (the sum over ``y[:, 10:20, 5]``; a tuple of indices
+    and slices works too), ``("region", mask)`` (a bool array of the output's shape),
+    ``"detection"`` (the highest class of the highest-scoring detection of a YOLOv8-style
+    ``[4 + C, A]`` head) or ``("detection", i)`` (the highest class of detection ``i``); an
+    estimator target (:class:`RegionTarget` and :class:`DetectionTarget` say more: the mean, the
+    class, the layout); or an :class:`ExplainTarget` (which also combines ``output`` with any selection).
     """
     if isinstance(target, ExplainTarget):
         return target
-    if isinstance(target, ClassTarget | PredictedClassTarget | CotangentTarget | TopKTarget):
+    if isinstance(
+        target, ClassTarget | PredictedClassTarget | CotangentTarget | TopKTarget | RegionTarget | DetectionTarget
+    ):
         return ExplainTarget(selection=target)
     if isinstance(target, bool):
         raise MollifyError("INVALID_ARGUMENT", f"target must be a class index, not the bool {target}")
@@ -92,16 +112,40 @@ def as_target(target: TargetLike) -> ExplainTarget:
         return ExplainTarget(selection=CotangentTarget(np.asarray(target, dtype=np.float32)))
     if target == "predicted":
         return ExplainTarget()
+    if target == "detection":
+        return ExplainTarget(selection=DetectionTarget())
     if isinstance(target, tuple) and len(target) == 2:
         kind, value = target
         if kind == "top_k" and isinstance(value, int | np.integer):
             return ExplainTarget(selection=TopKTarget(int(value)))
         if kind == "output" and isinstance(value, str):
             return ExplainTarget(output=value)
+        if kind == "region":
+            return ExplainTarget(selection=_region(value))
+        if kind == "detection" and isinstance(value, int | np.integer) and not isinstance(value, bool):
+            return ExplainTarget(selection=DetectionTarget(index=int(value)))
     raise MollifyError(
         "INVALID_ARGUMENT",
-        "target must be a class index, 'predicted', ('top_k', k), ('output', name), a cotangent array "
-        f"or an ExplainTarget, got {target!r}",
+        "target must be a class index, 'predicted', ('top_k', k), ('output', name), a cotangent array, "
+        f"('region', ':,10:20,5' or a mask), 'detection', ('detection', i) or an ExplainTarget, got {target!r}",
+    )
+
+
+def _region(value: Any) -> RegionTarget:
+    """The region of ``("region", value)``: indexing text, a tuple of indices and slices, or a mask."""
+    if isinstance(value, str):
+        try:
+            return RegionTarget(axes=parse_region(value, "target region"))
+        except InvalidArgumentError as err:
+            raise MollifyError("INVALID_ARGUMENT", str(err)) from None
+    if isinstance(value, tuple):
+        return RegionTarget(axes=value)
+    if isinstance(value, np.ndarray):
+        return RegionTarget(mask=value)
+    raise MollifyError(
+        "INVALID_ARGUMENT",
+        f"('region', value): value must be indexing text such as ':,10:20,5', a tuple of indices and slices "
+        f"or a mask array, got {value!r}",
     )
 
 

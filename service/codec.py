@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget
+from estimator.method import (
+    ClassTarget,
+    CotangentTarget,
+    DetectionTarget,
+    Method,
+    PredictedClassTarget,
+    RegionTarget,
+)
 from protos.mollify.v1 import explainer_pb2 as pb
 from service.errors import InvalidRequestError
 from service.vocabulary import (
@@ -22,6 +30,7 @@ from service.vocabulary import (
     InstanceExplanation,
     ModelInfo,
     ReloadResult,
+    Selection,
     TensorDescription,
     TopKTarget,
 )
@@ -78,6 +87,11 @@ _DEFAULT_METHOD = Method()
 
 # ---------------------------------------------------------------------------------------- tensors
 
+MAX_DIMENSIONS = 32
+"""Most dimensions of a request tensor (numpy allows 64; no model input comes near)."""
+# Elements of any shape a request may describe: a gRPC message is smaller than 2 GiB.
+_MAX_ELEMENTS = 2**31 - 1
+
 
 def array_to_tensor(array: np.ndarray | float | int, *, keep_float64: bool = False) -> pb.Tensor:
     """Encode an array as a little-endian ``Tensor``.
@@ -110,15 +124,26 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
         keep_float64: decode FP64 as float64 (method parameters).
 
     Raises:
-        InvalidRequestError: unknown or non-float datatype, negative dimension, or a byte length
-            that does not match the shape.
+        InvalidRequestError: unknown or non-float datatype, negative dimension, more than
+            :data:`MAX_DIMENSIONS` dimensions, a shape no message can carry, a byte length that
+            does not match the shape, or a finite FP64 value beyond the float32 range (when
+            rounded to float32).
     """
     if tensor.datatype not in _FLOAT_TYPES:
         actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
         raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
+    if len(tensor.shape) > MAX_DIMENSIONS:
+        raise InvalidRequestError(
+            f"{field}.shape has {len(tensor.shape)} dimensions; at most {MAX_DIMENSIONS} are supported"
+        )
     shape = tuple(tensor.shape)
     if shape and min(shape) < 0:
         raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
+    if math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS:
+        raise InvalidRequestError(
+            f"{field}.shape {list(shape)} describes more than 2**31 - 1 elements (a 0 dimension counted as 1), "
+            "more than any gRPC message can carry; send the shape of the data in raw_contents"
+        )
     wire = _NUMPY_DTYPES[tensor.datatype]
     expected = math.prod(shape) * wire.itemsize
     raw = tensor.raw_contents  # read once: each read of a bytes field makes a new bytes object
@@ -129,7 +154,19 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
         )
     array = np.frombuffer(raw, dtype=wire).reshape(shape)
     native = np.float64 if keep_float64 and wire.itemsize == 8 else np.float32
-    return array.astype(native)
+    if native is np.float64 or wire.itemsize == 4:
+        return array.astype(native)
+    with np.errstate(over="ignore"):
+        rounded = array.astype(native)
+    overflowed = np.isfinite(array) & ~np.isfinite(rounded)
+    if overflowed.any():
+        where = tuple(int(i) for i in np.argwhere(overflowed)[0])
+        at = f" at index {list(where)}" if where else ""
+        raise InvalidRequestError(
+            f"{field} holds {float(array[where]):g}{at}, beyond the float32 range (magnitude at most "
+            f"{float(np.finfo(np.float32).max):.7g}) the model computes in; scale it into that range"
+        )
+    return rounded
 
 
 def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:
@@ -221,6 +258,10 @@ def target_to_proto(target: ExplainTarget) -> pb.Target:
         message.top_k = selection.k
     elif isinstance(selection, CotangentTarget):
         message.cotangent.CopyFrom(array_to_tensor(selection.cotangent))
+    elif isinstance(selection, RegionTarget):
+        message.region.CopyFrom(_region_to_proto(selection))
+    elif isinstance(selection, DetectionTarget):
+        message.detection.CopyFrom(_detection_to_proto(selection))
     else:
         message.predicted.SetInParent()
     return message
@@ -229,7 +270,7 @@ def target_to_proto(target: ExplainTarget) -> pb.Target:
 def target_from_proto(message: pb.Target, field: str = "target") -> ExplainTarget:
     """Decode a ``Target``; no selection means the predicted class."""
     kind = message.WhichOneof("selection")
-    selection: ClassTarget | PredictedClassTarget | TopKTarget | CotangentTarget
+    selection: Selection
     if kind == "class_index":
         selection = ClassTarget(int(message.class_index))
     elif kind == "top_k":
@@ -238,9 +279,125 @@ def target_from_proto(message: pb.Target, field: str = "target") -> ExplainTarge
         selection = TopKTarget(int(message.top_k))
     elif kind == "cotangent":
         selection = CotangentTarget(tensor_to_array(message.cotangent, f"{field}.cotangent"))
+    elif kind == "region":
+        selection = _region_from_proto(message.region, f"{field}.region")
+    elif kind == "detection":
+        selection = _detection_from_proto(message.detection, f"{field}.detection")
     else:
         selection = PredictedClassTarget()
     return ExplainTarget(selection=selection, output=message.output)
+
+
+# Region reductions and detection layouts: domain value <-> enum number (0 means the default).
+_REGION_REDUCTIONS = {"sum": pb.REGION_REDUCTION_SUM, "mean": pb.REGION_REDUCTION_MEAN}
+_DETECTION_LAYOUTS = {
+    "channels_first": pb.DETECTION_LAYOUT_CHANNELS_FIRST,
+    "anchors_first": pb.DETECTION_LAYOUT_ANCHORS_FIRST,
+}
+_MASK_TYPES = (pb.DATA_TYPE_BOOL, pb.DATA_TYPE_UINT8, pb.DATA_TYPE_FP32, pb.DATA_TYPE_FP64)
+
+
+def _region_to_proto(region: RegionTarget) -> pb.Region:
+    if region.reduction not in _REGION_REDUCTIONS:
+        raise InvalidRequestError(
+            f"target.region.reduction must be one of {sorted(_REGION_REDUCTIONS)}, got {region.reduction!r}"
+        )
+    message = pb.Region(reduction=_REGION_REDUCTIONS[region.reduction])
+    for axis, entry in enumerate(region.axes):
+        item = message.axes.add()
+        if isinstance(entry, slice):
+            item.slice.SetInParent()
+            for part in ("start", "stop", "step"):
+                bound = getattr(entry, part)
+                if bound is not None:
+                    setattr(item.slice, part, _wire_int(bound, f"target.region.axes[{axis}].{part}"))
+        else:
+            item.index = _wire_int(entry, f"target.region.axes[{axis}]")
+    if region.mask is not None:
+        mask = np.asarray(region.mask)
+        message.mask.CopyFrom(array_to_tensor(mask if mask.dtype.kind in "bf" else mask.astype(np.float32)))
+    return message
+
+
+def _wire_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidRequestError(f"{field} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _region_from_proto(message: pb.Region, field: str) -> RegionTarget:
+    axes: list[int | slice] = []
+    for axis, item in enumerate(message.axes):
+        kind = item.WhichOneof("range")
+        if kind == "index":
+            axes.append(int(item.index))
+        elif kind == "slice":
+            bounds = [getattr(item.slice, part) if item.slice.HasField(part) else None
+                      for part in ("start", "stop", "step")]
+            axes.append(slice(*bounds))
+        else:
+            raise InvalidRequestError(
+                f"{field}.axes[{axis}] must set index or slice (an empty slice takes the whole axis), got neither"
+            )
+    reduction = _enum_value(message.reduction, _REGION_REDUCTIONS, pb.RegionReduction, f"{field}.reduction", "sum")
+    mask = _mask_to_array(message.mask, f"{field}.mask") if message.HasField("mask") else None
+    return RegionTarget(axes=tuple(axes), mask=mask, reduction=reduction)  # type: ignore[arg-type]
+
+
+def _mask_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """A region mask: BOOL or UINT8 as they are, FP32/FP64 as float32 (0/1 is checked by the estimator)."""
+    if tensor.datatype not in _MASK_TYPES:
+        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        raise InvalidRequestError(
+            f"{field}.datatype must be DATA_TYPE_BOOL, DATA_TYPE_UINT8, DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}"
+        )
+    if tensor.datatype in _FLOAT_TYPES:
+        return tensor_to_array(tensor, field)
+    shape = tuple(tensor.shape)
+    if shape and min(shape) < 0:
+        raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
+    raw = tensor.raw_contents
+    if len(raw) != math.prod(shape):
+        raise InvalidRequestError(
+            f"{field}.raw_contents holds {len(raw)} bytes; shape {list(shape)} of "
+            f"{pb.DataType.Name(tensor.datatype)} needs {math.prod(shape)}"
+        )
+    return np.frombuffer(raw, dtype=_NUMPY_DTYPES[tensor.datatype]).reshape(shape).copy()
+
+
+def _detection_to_proto(detection: DetectionTarget) -> pb.Detection:
+    if detection.layout not in _DETECTION_LAYOUTS:
+        raise InvalidRequestError(
+            f"target.detection.layout must be one of {sorted(_DETECTION_LAYOUTS)}, got {detection.layout!r}"
+        )
+    message = pb.Detection(layout=_DETECTION_LAYOUTS[detection.layout],
+                           box_values=_wire_int(detection.box_values, "target.detection.box_values"))
+    if detection.index is not None:
+        message.index = _wire_int(detection.index, "target.detection.index")
+    if detection.class_index is not None:
+        message.class_index = _wire_int(detection.class_index, "target.detection.class_index")
+    return message
+
+
+def _detection_from_proto(message: pb.Detection, field: str) -> DetectionTarget:
+    layout = _enum_value(message.layout, _DETECTION_LAYOUTS, pb.DetectionLayout, f"{field}.layout", "channels_first")
+    return DetectionTarget(
+        index=int(message.index) if message.HasField("index") else None,
+        class_index=int(message.class_index) if message.HasField("class_index") else None,
+        layout=layout,  # type: ignore[arg-type]
+        box_values=int(message.box_values) if message.HasField("box_values") else DetectionTarget.box_values,
+    )
+
+
+def _enum_value(number: int, table: Mapping[str, int], enum: Any, field: str, default: str) -> str:
+    """The domain value of an enum number; 0 (unspecified) is ``default``."""
+    if number == 0:
+        return default
+    for value, known in table.items():
+        if known == number:
+            return value
+    names = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
+    raise InvalidRequestError(f"{field} must be one of {names}, got the unknown value {number}")
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -251,19 +408,23 @@ def explanation_to_proto(explanation: InstanceExplanation) -> pb.InstanceExplana
         instance_index=explanation.instance_index,
         rank=explanation.rank,
         attribution=array_to_tensor(explanation.attribution),
-        standard_error=array_to_tensor(explanation.standard_error),
         outputs=array_to_tensor(explanation.outputs),
         output=explanation.output,
         samples=explanation.samples,
         gradient_evaluations=explanation.gradient_evaluations,
         seed=explanation.seed,
         inherent_noise=explanation.inherent_noise,
-        relative_error=explanation.relative_error,
         queued_ms=explanation.queued_ms,
         computing_ms=explanation.computing_ms,
         execution_provider=explanation.provider,
         method_description=explanation.description,
+        zero_scale_fraction=explanation.zero_scale_fraction,
+        standard_error_note=explanation.standard_error_note,
     )
+    # An undefined standard error (NaN in the domain) is left unset on the wire, never sent as NaN.
+    if explanation.standard_error_defined:
+        message.standard_error.CopyFrom(array_to_tensor(explanation.standard_error))
+        message.relative_error = explanation.relative_error
     if explanation.cotangent is not None:
         message.cotangent.CopyFrom(array_to_tensor(explanation.cotangent))
     if explanation.target_index is not None:
@@ -272,16 +433,21 @@ def explanation_to_proto(explanation: InstanceExplanation) -> pb.InstanceExplana
 
 
 def explanation_from_proto(message: pb.InstanceExplanation) -> InstanceExplanation:
+    attribution = tensor_to_array(message.attribution, "attribution")
+    if message.HasField("standard_error"):
+        standard_error = tensor_to_array(message.standard_error, "standard_error")
+    else:
+        standard_error = np.full(attribution.shape, np.nan, dtype=np.float32)
     return InstanceExplanation(
-        attribution=tensor_to_array(message.attribution, "attribution"),
-        standard_error=tensor_to_array(message.standard_error, "standard_error"),
+        attribution=attribution,
+        standard_error=standard_error,
         outputs=tensor_to_array(message.outputs, "outputs"),
         target_index=int(message.target_index) if message.HasField("target_index") else None,
         samples=int(message.samples),
         gradient_evaluations=int(message.gradient_evaluations),
         seed=int(message.seed),
         inherent_noise=float(message.inherent_noise),
-        relative_error=float(message.relative_error),
+        relative_error=float(message.relative_error) if message.HasField("relative_error") else math.nan,
         queued_ms=float(message.queued_ms),
         computing_ms=float(message.computing_ms),
         provider=message.execution_provider,
@@ -290,6 +456,8 @@ def explanation_from_proto(message: pb.InstanceExplanation) -> InstanceExplanati
         rank=int(message.rank),
         output=message.output,
         cotangent=tensor_to_array(message.cotangent, "cotangent") if message.HasField("cotangent") else None,
+        zero_scale_fraction=float(message.zero_scale_fraction),
+        standard_error_note=message.standard_error_note,
     )
 
 
@@ -356,6 +524,8 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         execution_provider=info.provider,
         description=info.description,
         weights=list(info.weights),
+        batching=info.batching,
+        fixed_batch_size=info.fixed_batch_size,
     )
 
 
@@ -392,6 +562,8 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         graph_inputs=tuple(_tensor_info_from_proto(t) for t in message.graph_inputs),
         graph_outputs=tuple(_tensor_info_from_proto(t) for t in message.graph_outputs),
         weights=tuple(message.weights),
+        batching=message.batching,
+        fixed_batch_size=int(message.fixed_batch_size),
     )
 
 

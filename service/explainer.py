@@ -18,8 +18,21 @@ import numpy as np
 
 from estimator import explain, planned_evaluations
 from estimator.errors import CancelledError, LimitExceededError
-from estimator.method import ClassTarget, CotangentTarget, Method, PredictedClassTarget, Progress, Target
+from estimator.explain import ESTIMATOR_BYTES_PER_FEATURE
+from estimator.method import (
+    ClassTarget,
+    CotangentTarget,
+    DetectionTarget,
+    Explanation,
+    Method,
+    PredictedClassTarget,
+    Progress,
+    RegionTarget,
+    Target,
+)
+from estimator.targets import check_target
 from service.errors import InvalidRequestError, RequestLimitError
+from service.memory import format_size
 from service.repository import ModelEntry, ModelRepository, ServedModel
 from service.scheduler import Cancellation, Scheduler
 from service.vocabulary import ExplainProgress, ExplainTarget, InstanceExplanation, TopKTarget
@@ -130,6 +143,7 @@ class Explainer:
         inputs = self._checked_inputs(query.inputs, session.input_shape)
         lower = self._bound(query.lower, entry.lower, session.input_shape, "lower")
         upper = self._bound(query.upper, entry.upper, session.input_shape, "upper")
+        _check_request_magnitudes(query)
         if not np.all(lower < upper):
             where = tuple(int(i) for i in np.argwhere(~(lower < upper))[0])
             raise InvalidRequestError(
@@ -147,6 +161,7 @@ class Explainer:
             )
         if query.seed is not None and not 0 <= query.seed < _SEED_LIMIT:
             raise InvalidRequestError(f"seed must be in [0, 2**64), got {query.seed}")
+        self._check_row_fits(entry.name, session)
         with self.scheduler.slot(cancellation) as queued_s:
             run = _Run(
                 entry=entry, session=session, query=query, ranks=ranks,
@@ -214,6 +229,8 @@ class Explainer:
                     rank=rank,
                     output=run.query.target.output or run.entry.info.output_name,
                     cotangent=np.asarray(explanation.cotangent, dtype=np.float32),
+                    zero_scale_fraction=float(explanation.zero_scale_fraction),
+                    standard_error_note=_standard_error_note(explanation),
                 )
             )
             rank += 1
@@ -245,6 +262,13 @@ class Explainer:
             raise InvalidRequestError(
                 f"inputs must be finite; instance {where[0]} holds {float(inputs[where])} at feature {where[1:]}"
             )
+        huge = np.abs(inputs) > MAX_MAGNITUDE
+        if huge.any():
+            where = tuple(int(i) for i in np.argwhere(huge)[0])
+            raise InvalidRequestError(
+                f"inputs must be at most {MAX_MAGNITUDE:g} in magnitude{_MAGNITUDE_WHY}; instance {where[0]} "
+                f"holds {float(inputs[where]):g} at feature {where[1:]}: rescale the data"
+            )
         return np.asarray(inputs, dtype=np.float32)
 
     @staticmethod
@@ -261,11 +285,34 @@ class Explainer:
             ) from None
         if not np.isfinite(bound).all():
             raise InvalidRequestError(f"{name} must be finite")
+        _check_magnitude(bound, name)
         return bound
+
+    def _check_row_fits(self, model: str, session: ServedModel) -> None:
+        """Refuse before any work when one gradient evaluation alone exceeds the memory budget.
+
+        The estimator sizes its chunks as ``budget // (bytes_per_sample + ESTIMATOR_BYTES_PER_FEATURE·D)``
+        rows; below one row nothing can run, and only the server's operator can raise the budget.
+        """
+        features = int(np.prod(session.input_shape, dtype=np.int64))
+        needed = int(session.bytes_per_sample) + ESTIMATOR_BYTES_PER_FEATURE * features
+        budget = self.memory_budget_bytes
+        if needed > budget:
+            mib = -(-needed // (1 << 20))
+            raise RequestLimitError(
+                f"one gradient evaluation of model {model!r} needs about {format_size(needed)} ({needed} bytes) "
+                f"but the server's memory budget per explanation is {format_size(budget)} ({budget} bytes); "
+                f"start the server with --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES of at least "
+                f"{mib}MiB (or fewer --max-concurrent-requests, when the budget was chosen by default)"
+            )
 
     @staticmethod
     def _ranks(target: ExplainTarget, session: ServedModel) -> int:
         selection = target.selection
+        if isinstance(selection, RegionTarget):
+            check_target(selection, tuple(session.output_shape), "target.region")
+        elif isinstance(selection, DetectionTarget):
+            check_target(selection, tuple(session.output_shape), "target.detection")
         if isinstance(selection, CotangentTarget) and tuple(selection.cotangent.shape) != tuple(session.output_shape):
             raise InvalidRequestError(
                 f"target.cotangent.shape must be the explained tensor's instance shape "
@@ -284,6 +331,38 @@ class Explainer:
         return selection.k
 
 
+MAX_MAGNITUDE = 1e19
+"""Largest magnitude of a request value in input units (inputs, bounds, σ, IG baseline) or of a
+cotangent. Float32 (what models compute in) ends at 3.4e38; the square of 1e19 still fits, so
+noise, bound spans, variances and norms inside a model stay finite."""
+_MAGNITUDE_WHY = " (models compute in float32, whose range ends at 3.4e38; the squares of larger values overflow)"
+
+
+def _check_magnitude(value: np.ndarray | float, field: str) -> None:
+    """Raise :class:`InvalidRequestError` naming ``field`` when a value exceeds :data:`MAX_MAGNITUDE`."""
+    array = np.asarray(value)
+    huge = np.abs(array) > MAX_MAGNITUDE
+    if huge.any():
+        where = [int(i) for i in np.argwhere(huge)[0]] if array.ndim else []
+        at = f" at index {where}" if where else ""
+        raise InvalidRequestError(
+            f"{field} must be at most {MAX_MAGNITUDE:g} in magnitude{_MAGNITUDE_WHY}; "
+            f"got {float(array[tuple(where)]):g}{at}: rescale the data or the value"
+        )
+
+
+def _check_request_magnitudes(query: ExplainQuery) -> None:
+    """The request's own float values beyond inputs and bounds: σ, the IG baseline, a cotangent."""
+    method = query.method
+    if method.sigma is not None:
+        _check_magnitude(method.sigma, "method.sigma")
+    if not isinstance(method.ig_baseline, str):
+        _check_magnitude(method.ig_baseline, "method.ig_baseline_tensor")
+    selection = query.target.selection
+    if isinstance(selection, CotangentTarget):
+        _check_magnitude(selection.cotangent, "target.cotangent")
+
+
 def _runner_up_classes(outputs: np.ndarray, first: int | None, k: int) -> list[int]:
     """Classes ranked 2..k by score at the clean input; ties keep the lower index first."""
     order = [int(c) for c in np.argsort(-np.asarray(outputs).reshape(-1), kind="stable")]
@@ -291,3 +370,13 @@ def _runner_up_classes(outputs: np.ndarray, first: int | None, k: int) -> list[i
         order.remove(first)
         order.insert(0, first)
     return order[1:k]
+
+
+def _standard_error_note(explanation: Explanation) -> str:
+    """Why the standard error is undefined or approximate; ``""`` when it is a plain standard error."""
+    if not np.all(np.isfinite(explanation.standard_error)):
+        return (
+            "undefined: a single Monte Carlo unit has no sample variance (draw 2 or more samples, "
+            "or weight draws for NoiseGrad/FusionGrad, to get a standard error)"
+        )
+    return str(explanation.extras.get("standard_error_note", ""))

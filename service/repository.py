@@ -1,4 +1,5 @@
-"""The model repository: a folder with one sub-folder per model (``model.onnx`` + ``config.json``).
+"""The model repository: a folder with one sub-folder per model (``model.onnx`` + ``config.json``,
+plus the external data files ``model.onnx`` references, e.g. ``model.onnx.data``).
 
 Gradient graphs are built at load (``service/graphs.py``, cached on disk by content hash) and run
 by one :class:`models.runtime.GradientSession` per model and explained tensor. A model that fails
@@ -28,7 +29,8 @@ import onnx
 
 from estimator.gradient_model import GradientModel
 from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, ModelConfig
-from models.gradient_graph import GradientGraphError, load_model
+from models.gradient_graph import GradientGraphError, InvalidModelError, load_model
+from models.gradient_graph.external_data import data_locations, resolve_data_file
 from service.errors import InvalidRequestError, ModelNotReadyError, UnknownModelError
 from service.graphs import cached_gradient_graph
 from service.vocabulary import ModelInfo, ReloadResult, TensorDescription
@@ -55,9 +57,10 @@ class ServedModel(GradientModel, Protocol):
     def provider(self) -> str: ...
 
 
-SessionFactory = Callable[[bytes, onnx.ModelProto, ModelConfig], ServedModel]
-"""Turns a forward model (its bytes and parsed proto) and its config into a served gradient model
-of ``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
+SessionFactory = Callable[[Path, onnx.ModelProto, ModelConfig], ServedModel]
+"""Turns a forward model (the path of ``model.onnx``, its external data files beside it, and the
+parsed proto, external data not loaded) and its config into a served gradient model of
+``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
 opens a ``models.runtime.GradientSession`` on it; tests inject fakes."""
 
 
@@ -71,12 +74,41 @@ def validate_model_name(name: str, field_name: str = "model_name") -> str:
 
 
 def _fingerprint(folder: Path) -> str:
+    """Hash of everything a model is loaded from: ``model.onnx``, ``config.json`` and the external
+    data files ``model.onnx`` references (streamed), so a reload notices a change to any of them."""
     digest = hashlib.sha256()
+    model_bytes = b""
     for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
         path = folder / file_name
         digest.update(file_name.encode())
-        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+        content = path.read_bytes() if path.is_file() else b"<missing>"
+        digest.update(content)
+        if file_name == MODEL_FILE_NAME:
+            model_bytes = content
+    for location, data in _external_data_files(folder, model_bytes):
+        digest.update(b"\0external data: " + location.encode() + b"\0")
+        if data is None:
+            digest.update(b"<missing or outside the folder>")
+            continue
+        with data.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()
+
+
+def _external_data_files(folder: Path, model_bytes: bytes) -> list[tuple[str, Path | None]]:
+    """Each external data location of the model and its file (``None`` when it cannot be used)."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(model_bytes)
+    except Exception:  # noqa: BLE001 - an unparsable model has no data files; loading reports the error
+        return []
+    found: list[tuple[str, Path | None]] = []
+    for location in data_locations(model):
+        try:
+            found.append((location, resolve_data_file(folder, location, "")))
+        except GradientGraphError:
+            found.append((location, None))
+    return found
 
 
 def _describe(value: onnx.ValueInfoProto) -> TensorDescription:
@@ -204,10 +236,10 @@ class ModelRepository:
             raise ModelNotReadyError(
                 f"model {entry.name!r} changed on disk since it was loaded; reload the repository first"
             )
-        model_bytes = (entry.folder / MODEL_FILE_NAME).read_bytes()
+        model_path = entry.folder / MODEL_FILE_NAME
         try:
             config = dataclasses.replace(entry.config, explained_tensor=output)
-            return self._factory(model_bytes, load_model(model_bytes), config)
+            return self._factory(model_path, load_model(model_path, external_data=False), config)
         except GradientGraphError as err:
             raise InvalidRequestError(
                 f"target.output {output!r} of model {entry.name!r} cannot be differentiated: {err}"
@@ -286,9 +318,10 @@ class ModelRepository:
         lower, upper = config.lower_array(), config.upper_array()
         if not np.all(lower < upper):
             raise InvalidRequestError(f"{CONFIG_FILE_NAME} of {name!r}: lower must be below upper everywhere")
-        model_bytes = (resolved / MODEL_FILE_NAME).read_bytes()
-        model = load_model(model_bytes)
-        session = self._factory(model_bytes, model, config)
+        # External data stays in its files: a model over 2 GB is never copied into memory here.
+        model_path = resolved / MODEL_FILE_NAME
+        model = load_model(model_path, external_data=False)
+        session = self._factory(model_path, model, config)
         if tuple(session.input_shape) != tuple(config.input_shape):
             raise InvalidRequestError(
                 f"the gradient graph of {name!r} takes instances of shape {session.input_shape}, but "
@@ -314,6 +347,8 @@ class ModelRepository:
             graph_inputs=tuple(_describe(v) for v in graph.input if v.name not in initializers),
             graph_outputs=tuple(_describe(v) for v in graph.output),
             weights=tuple(session.weights),
+            batching=str(getattr(session, "batching", "dynamic")),
+            fixed_batch_size=int(getattr(session, "fixed_batch_size", None) or 0),
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
@@ -346,16 +381,27 @@ def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo
 
 
 def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None) -> SessionFactory:
-    def open_session(model_bytes: bytes, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
+    def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
 
-        path = cached_gradient_graph(
-            model_bytes, config.input_name, config.input_shape, config.explained_tensor, cache_dir, model=model
-        )
-        session: Any = GradientSession(
-            path, input_name=config.input_name, device=device, intra_op_threads=intra_op_threads  # type: ignore[arg-type]
-        )
+        def graph(rebuild: bool) -> Path:
+            return cached_gradient_graph(
+                model_path, config.input_name, config.input_shape, config.explained_tensor, cache_dir,
+                model=model, rebuild=rebuild,
+            )
+
+        def open_graph(path: Path) -> Any:
+            return GradientSession(
+                path, input_name=config.input_name, device=device, intra_op_threads=intra_op_threads  # type: ignore[arg-type]
+            )
+
+        try:
+            session = open_graph(graph(rebuild=False))
+        except InvalidModelError:
+            # A damaged cache entry (truncated by a crash, edited by hand) is rebuilt once, never served.
+            _log.warning("rebuilding an unreadable cached gradient graph", extra={"path": str(cache_dir)})
+            session = open_graph(graph(rebuild=True))
         return session  # type: ignore[no-any-return]
 
     return open_session

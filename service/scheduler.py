@@ -2,7 +2,7 @@
 
 A request beyond both bounds is refused at once (:class:`OverloadedError`), so memory never grows
 with load. A waiting request leaves the queue as soon as its :class:`Cancellation` fires (client
-cancel or deadline), and a finished or failed one hands its slot straight to the oldest waiter.
+cancel, deadline or server shutdown), and a finished or failed one hands its slot straight to the oldest waiter.
 Imports only the standard library.
 """
 
@@ -20,17 +20,26 @@ __all__ = ["Cancellation", "Scheduler"]
 
 
 class Cancellation:
-    """Whether a request should stop: its client went away, its deadline passed, or it was cancelled.
+    """Whether a request should stop: its client went away, its deadline passed, it was cancelled,
+    or the server cut it off at the end of its shutdown grace period.
 
     Args:
         is_active: returns false once the client cancelled or disconnected (gRPC's
             ``context.is_active``).
         deadline: ``time.monotonic()`` instant after which the work is useless; ``None`` for none.
+        cut_off: set by the server when the shutdown grace period is over; the request then ends
+            with :class:`ShuttingDownError` (UNAVAILABLE: retry elsewhere), not as a cancellation.
     """
 
-    def __init__(self, is_active: Callable[[], bool] | None = None, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        is_active: Callable[[], bool] | None = None,
+        deadline: float | None = None,
+        cut_off: threading.Event | None = None,
+    ) -> None:
         self._is_active = is_active
         self._deadline = deadline
+        self._cut_off = cut_off
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -39,15 +48,26 @@ class Cancellation:
     def deadline_passed(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
+    def cut_off(self) -> bool:
+        return self._cut_off is not None and self._cut_off.is_set()
+
     def should_stop(self) -> bool:
         return (
             self._cancelled.is_set()
+            or self.cut_off()
             or self.deadline_passed()
             or (self._is_active is not None and not self._is_active())
         )
 
-    def error(self, stage: str) -> RequestCancelledError:
+    def error(self, stage: str) -> ShuttingDownError | RequestCancelledError:
         """The error to raise when :meth:`should_stop` fired during ``stage`` (e.g. "queued")."""
+        # The server cuts requests off before gRPC cancels their calls: that cause comes first.
+        if self.cut_off():
+            return ShuttingDownError(
+                f"the server shut down while the request was {stage}: it did not finish within the shutdown "
+                "grace period (server setting --grace-period-s / MOLLIFY_GRACE_PERIOD_S); retry against "
+                "another replica or later"
+            )
         if self.deadline_passed():
             return RequestCancelledError(f"the deadline passed while the request was {stage}", deadline_exceeded=True)
         return RequestCancelledError(f"the client cancelled the request while it was {stage}", deadline_exceeded=False)
@@ -148,6 +168,10 @@ class Scheduler:
                 # The slot arrived together with the cancellation: give it on.
                 self._release()
                 raise cancellation.error("queued")
+        if cancellation.should_stop():
+            # Granted a slot freed by work that was cut off or cancelled, and stopped meanwhile itself.
+            self._release()
+            raise cancellation.error("queued")
         self._notify()
         return time.monotonic() - start
 

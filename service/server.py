@@ -3,17 +3,24 @@
     server, port = create_server(Settings(address="127.0.0.1:0"))
     server.start()
     ...
-    server.stop(grace=5).wait()
+    server.stop(grace=5, drain_s=2).wait()
 
 Wires the model repository, scheduler and explainer (the domain), the servicer, the standard
 ``grpc.health.v1`` service (overall ``""``, ``mollify.v1.ExplainerService`` and one entry per
 model name), server reflection, bearer-token auth, TLS and Prometheus metrics.
+
+Health: overall and service-wide SERVING while started and at least one model is ready
+(NOT_SERVING when every load failed); one entry per model, SERVING when that model is ready.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import socket
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -22,13 +29,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.mollify.v1 import explainer_pb2 as pb
-from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
 from service.auth import BearerTokenInterceptor
 from service.explainer import Explainer, Limits
+from service.memory import format_size
 from service.metrics import Metrics
 from service.repository import ModelRepository, SessionFactory
 from service.scheduler import Scheduler
-from service.servicer import ExplainerServicer
+from service.servicer import ExplainerServicer, add_servicer_to_server
 from service.settings import Settings
 from service.vocabulary import ModelInfo, ReloadResult
 
@@ -39,6 +46,11 @@ _log = logging.getLogger("mollify.service.server")
 # Threads beyond the explanation slots and queue, so that health checks, model listings and
 # immediate refusals are answered while every slot is busy.
 _SPARE_THREADS = 8
+# After the grace period, explanations still running stop at their next chunk and answer
+# UNAVAILABLE; gRPC cancels whatever has not answered this many seconds later.
+_CUT_OFF_S = 2.0
+_POLL_S = 0.02
+_WAKE_S = 0.1
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
@@ -65,7 +77,15 @@ class MollifyServer:
         self.metrics = Metrics()
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._model_names: set[str] = set()
+        self._started = False
+        self._any_ready = False
+        self._health_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._hurry = threading.Event()  # a second stop(): no more draining or grace
+        self._cut_off = threading.Event()  # the grace period is over: in-flight work ends UNAVAILABLE
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopper: threading.Thread | None = None
         self.repository = ModelRepository(
             settings.model_repository or _default_repository(),
             settings.resolved_cache_dir(),
@@ -106,8 +126,8 @@ class MollifyServer:
             ],
             maximum_concurrent_rpcs=rpc_limit,
         )
-        pb_grpc.add_ExplainerServiceServicer_to_server(
-            ExplainerServicer(self.explainer, self.repository, self.metrics), self._server
+        add_servicer_to_server(
+            ExplainerServicer(self.explainer, self.repository, self.metrics, cut_off=self._cut_off), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.reflection:
@@ -122,15 +142,19 @@ class MollifyServer:
         self.repository.reload()
 
     def _bind(self, settings: Settings) -> int:
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
-            )
-            port = self._server.add_secure_port(settings.address, credentials)
-        else:
-            port = self._server.add_insecure_port(settings.address)
+        _check_bindable(settings.host, settings.port)
+        try:
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+                )
+                port = self._server.add_secure_port(settings.address, credentials)
+            else:
+                port = self._server.add_insecure_port(settings.address)
+        except RuntimeError as err:  # grpc's "Failed to bind to address"
+            raise OSError(f"cannot listen on {settings.address} ({err}); choose another --address / MOLLIFY_ADDRESS") from None
         if port == 0:
-            raise OSError(f"cannot listen on {settings.address} (setting --address / MOLLIFY_ADDRESS)")
+            raise OSError(f"cannot listen on {settings.address}; choose another --address / MOLLIFY_ADDRESS")
         return port
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,33 +163,54 @@ class MollifyServer:
         self._server.start()
         if self.settings.metrics_port:
             self.metrics_port = self.metrics.serve(self.settings.metrics_address, self.settings.metrics_port)
-        self.health.set("", _SERVING)
-        self.health.set(SERVICE_NAME, _SERVING)
+        with self._health_lock:
+            self._started = True
+            self._set_overall_health()
+        settings = self.settings
         _log.info(
             "serving",
-            extra={"port": self.port, "tls": self.settings.tls_cert is not None, "auth": self.settings.token is not None,
-                   "metrics_port": self.metrics_port, "repository": str(self.repository.root)},
+            extra={"port": self.port, "tls": settings.tls_cert is not None, "auth": settings.token is not None,
+                   "metrics_port": self.metrics_port, "repository": str(self.repository.root),
+                   "memory_budget_bytes": settings.memory_budget_bytes,
+                   "memory_budget": f"{format_size(settings.memory_budget_bytes)} per explanation "
+                                    f"({settings.memory_budget_source})",
+                   "max_concurrent_requests": settings.max_concurrent_requests},
         )
 
-    def stop(self, grace: float | None = None) -> threading.Event:
-        """Stop: health NOT_SERVING, no new RPCs, in-flight ones get ``grace`` seconds to finish.
+    def stop(self, grace: float | None = None, *, drain_s: float = 0.0) -> threading.Event:
+        """Stop serving; returns at once the event set once the server has stopped.
 
-        Returns the event set once the server has stopped (``grpc.Server.stop``'s).
+        1. Drain: health turns NOT_SERVING (overall, service and every model) while calls are still
+           served as usual for ``drain_s`` seconds, so that load balancers and Kubernetes readiness
+           probes stop routing here before anything is refused.
+        2. Close: the listener closes and new explanations are refused with UNAVAILABLE; those in
+           flight get ``grace`` seconds (``None``: none) to finish.
+        3. Cut off: explanations still running or queued then stop at their next chunk and answer
+           UNAVAILABLE (logged so); gRPC cancels any call still open a moment later.
+
+        A second call hurries a stop under way: the drain and the grace end at once.
         """
-        self._stopping.set()
-        self.health.enter_graceful_shutdown()
-        self.scheduler.close()
-        done = self._server.stop(grace)
-
-        def stop_metrics() -> None:
-            done.wait()
-            self.metrics.stop()
-
-        threading.Thread(target=stop_metrics, name="mollify-metrics-stop", daemon=True).start()
-        return done
+        with self._stop_lock:
+            if self._stopper is not None:
+                self._hurry.set()
+                return self._stopped
+            self._stopping.set()
+            self.health.enter_graceful_shutdown()
+            self._stopper = threading.Thread(
+                target=self._shut_down, args=(grace or 0.0, drain_s), name="mollify-shutdown", daemon=True
+            )
+            self._stopper.start()
+        return self._stopped
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return bool(self._server.wait_for_termination(timeout))
+        """Block until :meth:`stop` has finished (or ``timeout`` seconds); true when it has."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        # Short waits: a signal delivered to another thread only runs its Python handler once the
+        # main thread wakes up, and an untimed wait would never wake it.
+        while not self._stopped.wait(max(0.0, min(_WAKE_S, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def reload_models(self) -> ReloadResult:
         """Rescan the repository now (what SIGHUP and the ReloadModels RPC do)."""
@@ -173,19 +218,87 @@ class MollifyServer:
 
     # -------------------------------------------------------------------- helpers
 
-    def _models_changed(self, models: list[ModelInfo]) -> None:
-        self.metrics.models_changed(models)
+    def _shut_down(self, grace: float, drain_s: float) -> None:
+        if drain_s > 0:
+            _log.info("draining: health NOT_SERVING, still serving", extra={"drain_delay_s": drain_s})
+            self._hurry.wait(drain_s)
+        self.scheduler.close()
+        done = self._server.stop(grace + _CUT_OFF_S)
+        _log.info("listener closed", extra={"in_flight": self.scheduler.computing + self.scheduler.queued,
+                                            "grace_period_s": grace})
+        deadline = time.monotonic() + grace
+        while not done.is_set() and not self._hurry.is_set() and time.monotonic() < deadline:
+            done.wait(_POLL_S)
+        self._cut_off.set()
+        if self._hurry.is_set():
+            self._server.stop(_CUT_OFF_S)
+        done.wait(4 * _CUT_OFF_S)  # gRPC cancels every call _CUT_OFF_S after the cut-off
+        # gRPC has closed every call; explanations notice at their next chunk. Wait for them so that
+        # the process does not exit under work still using its thread pools.
+        deadline = time.monotonic() + _CUT_OFF_S
+        while self.scheduler.computing + self.scheduler.queued and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        self.metrics.stop()
+        _log.info("stopped")
+        self._stopped.set()
+
+    def _set_overall_health(self) -> None:
+        """Overall and service-wide health: SERVING once started and while a model is ready."""
         if self._stopping.is_set():
             return
-        names = {m.name for m in models}
-        for info in models:
-            self.health.set(info.name, _SERVING if info.ready else _NOT_SERVING)
-        for gone in self._model_names - names:
-            self.health.set(gone, _UNKNOWN)
-        self._model_names = names
+        status = _SERVING if self._started and self._any_ready else _NOT_SERVING
+        self.health.set("", status)
+        self.health.set(SERVICE_NAME, status)
+
+    def _models_changed(self, models: list[ModelInfo]) -> None:
+        self.metrics.models_changed(models)
+        with self._health_lock:
+            if self._stopping.is_set():
+                return
+            names = {m.name for m in models}
+            for info in models:
+                self.health.set(info.name, _SERVING if info.ready else _NOT_SERVING)
+            for gone in self._model_names - names:
+                self.health.set(gone, _UNKNOWN)
+            self._model_names = names
+            self._any_ready = any(m.ready for m in models)
+            self._set_overall_health()
 
     def _rejected(self, method: str) -> None:
         self.metrics.request_done(method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED.name, 0.0)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Raise ``OSError`` naming the reason when no address of ``host`` can listen on ``port``.
+
+    gRPC only says "Failed to bind"; a plain socket says why (in use, not permitted, not an
+    address of this machine). Port 0 always binds.
+    """
+    if port == 0:
+        return
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        addresses = socket.getaddrinfo(bare or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise OSError(f"cannot listen on {host}:{port}: cannot resolve {host!r} ({err.strerror}); "
+                      "choose another --address / MOLLIFY_ADDRESS") from None
+    failure: OSError | None = None
+    for family, kind, protocol, _, address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+                probe.bind(address)
+                return
+        except OSError as err:
+            failure = err
+    if failure is None:
+        return
+    reason = {
+        errno.EADDRINUSE: "the address is already in use (another server listens there)",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        errno.EADDRNOTAVAIL: "not an address of this machine",
+    }.get(failure.errno or 0, failure.strerror or str(failure))
+    raise OSError(f"cannot listen on {host}:{port}: {reason}; choose another --address / MOLLIFY_ADDRESS")
 
 
 def create_server(

@@ -3,6 +3,10 @@
 Every RPC runs inside :class:`_Call`, which gives it a request id (the client's ``x-request-id``
 metadata when well formed, else a fresh one; echoed as trailing metadata), maps exceptions to
 status codes through ``service/status.py``, logs one line per call and records metrics.
+
+:func:`add_servicer_to_server` registers it with request decoding that cannot fail inside gRPC:
+bytes that do not parse as the request message reach the handler, which answers
+INVALID_ARGUMENT with a request id and logs it like any other call.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from protos.mollify.v1 import explainer_pb2 as pb
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
 from service import codec
+from service.echo import ECHO_LIMIT, echo
+from service.errors import InvalidRequestError
 from service.explainer import Explainer, ExplainQuery
 from service.metrics import Metrics
 from service.repository import ModelRepository, validate_model_name
@@ -28,7 +35,7 @@ from service.scheduler import Cancellation
 from service.status import status_for
 from service.vocabulary import ExplainProgress, InstanceExplanation
 
-__all__ = ["ExplainerServicer"]
+__all__ = ["ExplainerServicer", "add_servicer_to_server"]
 
 _log = logging.getLogger("mollify.service.rpc")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -39,10 +46,13 @@ _STREAM_POLL_S = 0.05
 class _Call:
     """One RPC's bookkeeping: request id, timing, status mapping, the log line and metrics."""
 
-    def __init__(self, method: str, context: grpc.ServicerContext, metrics: Metrics) -> None:
+    def __init__(
+        self, method: str, context: grpc.ServicerContext, metrics: Metrics, cut_off: threading.Event | None = None
+    ) -> None:
         self.method = method
         self.context = context
         self.metrics = metrics
+        self._cut_off = cut_off
         self.started = time.perf_counter()
         given = dict(context.invocation_metadata() or ()).get("x-request-id")
         self.id = str(given) if given and _REQUEST_ID.fullmatch(str(given)) else uuid.uuid4().hex[:16]
@@ -52,7 +62,7 @@ class _Call:
     def cancellation(self) -> Cancellation:
         remaining = self.context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        cancellation = Cancellation(self.context.is_active, deadline)
+        cancellation = Cancellation(self.context.is_active, deadline, self._cut_off)
         # Runs when the RPC ends for any reason, so work still going on stops at the next chunk.
         self.context.add_callback(cancellation.cancel)
         return cancellation
@@ -80,17 +90,38 @@ class _Call:
 
 
 class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
-    """Translates ``mollify.v1`` calls into :class:`Explainer` and :class:`ModelRepository` calls."""
+    """Translates ``mollify.v1`` calls into :class:`Explainer` and :class:`ModelRepository` calls.
 
-    def __init__(self, explainer: Explainer, repository: ModelRepository, metrics: Metrics) -> None:
+    Args:
+        explainer, repository, metrics: the domain and its instruments.
+        cut_off: set by the server when its shutdown grace period is over; explanations still
+            running then end with UNAVAILABLE.
+    """
+
+    def __init__(
+        self, explainer: Explainer, repository: ModelRepository, metrics: Metrics,
+        cut_off: threading.Event | None = None,
+    ) -> None:
         self._explainer = explainer
         self._repository = repository
         self._metrics = metrics
+        self._cut_off = cut_off
+
+    def _call(self, method: str, context: grpc.ServicerContext) -> _Call:
+        return _Call(method, context, self._metrics, self._cut_off)
+
+    def undecodable(self, method: str, request: _Undecodable, context: grpc.ServicerContext) -> NoReturn:
+        """Answer a request whose bytes did not parse: INVALID_ARGUMENT, logged with its request id."""
+        call = self._call(method, context)
+        call.failed(InvalidRequestError(
+            f"the request is not a valid {request.message_name} message ({request.error}); "
+            "send the message defined in protos/mollify/v1/explainer.proto"
+        ))
 
     # -------------------------------------------------------------------------- explain
 
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
-        call = _Call("Explain", context, self._metrics)
+        call = self._call("Explain", context)
         try:
             query = _decode(request)
             call.fields.update(_summary(query))
@@ -104,7 +135,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     def ExplainStream(
         self, request: pb.ExplainStreamRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ExplainStreamResponse]:
-        call = _Call("ExplainStream", context, self._metrics)
+        call = self._call("ExplainStream", context)
         cancellation: Cancellation | None = None
         try:
             query = _decode(request.request)
@@ -161,7 +192,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     # --------------------------------------------------------------------------- models
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        call = _Call("ListModels", context, self._metrics)
+        call = self._call("ListModels", context)
         try:
             response = pb.ListModelsResponse(models=[codec.model_info_to_proto(m) for m in self._repository.list_models()])
         except Exception as err:  # noqa: BLE001
@@ -170,7 +201,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         return response
 
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.GetModelResponse:
-        call = _Call("GetModel", context, self._metrics)
+        call = self._call("GetModel", context)
         try:
             info = self._repository.entry(validate_model_name(request.name, "name")).info
             response = pb.GetModelResponse(model=codec.model_info_to_proto(info))
@@ -182,7 +213,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     def ReloadModels(
         self, request: pb.ReloadModelsRequest, context: grpc.ServicerContext
     ) -> pb.ReloadModelsResponse:
-        call = _Call("ReloadModels", context, self._metrics)
+        call = self._call("ReloadModels", context)
         try:
             response = codec.reload_result_to_proto(self._repository.reload())
         except Exception as err:  # noqa: BLE001
@@ -205,7 +236,8 @@ def _decode(request: pb.ExplainRequest) -> ExplainQuery:
 
 def _summary(query: ExplainQuery) -> dict[str, Any]:
     """What the log line of a request says about it (before the inputs are validated)."""
-    return {"model": query.model, "instances": int(query.inputs.shape[0]) if query.inputs.ndim else 0}
+    model = query.model if len(query.model) <= ECHO_LIMIT else echo(query.model)
+    return {"model": model, "instances": int(query.inputs.shape[0]) if query.inputs.ndim else 0}
 
 
 def _encode(model: str, results: list[InstanceExplanation], request_id: str) -> pb.ExplainResponse:
@@ -214,3 +246,63 @@ def _encode(model: str, results: list[InstanceExplanation], request_id: str) -> 
         explanations=[codec.explanation_to_proto(r) for r in results],
         request_id=request_id,
     )
+
+
+# --------------------------------------------------------------------------------- registration
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse; the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, message_name: str, error: DecodeError) -> None:
+        self.message_name = message_name
+        self.error = error
+
+
+def _tolerant(message_type: type[Message]) -> Callable[[bytes], Message | _Undecodable]:
+    """``message_type.FromString`` that returns an :class:`_Undecodable` instead of raising.
+
+    gRPC answers a deserializer's exception with a bare INTERNAL "Exception deserializing
+    request!", never logged by the service and without a request id.
+    """
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | _Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as err:
+            return _Undecodable(name, err)
+
+    return parse
+
+
+def _guarded(servicer: ExplainerServicer, method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            servicer.undecodable(method, request, context)
+        return handler(request, context)
+
+    return handle
+
+
+def add_servicer_to_server(servicer: ExplainerServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` as ``mollify.v1.ExplainerService`` on ``server``.
+
+    Like the generated ``add_ExplainerServiceServicer_to_server``, but a request that does not
+    parse reaches :meth:`ExplainerServicer.undecodable` instead of failing inside gRPC.
+    """
+    service = pb.DESCRIPTOR.services_by_name["ExplainerService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        if method.client_streaming:
+            raise TypeError(f"{method.full_name}: client-streaming methods are not registered here")
+        request_type: type[Message] = getattr(pb, method.input_type.name)
+        response_type: type[Message] = getattr(pb, method.output_type.name)
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            _guarded(servicer, method.name, getattr(servicer, method.name)),
+            request_deserializer=_tolerant(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import SettingsError
+from service.memory import available_memory_bytes, format_size
 
 __all__ = [
+    "MEMORY_BUDGET_CAP",
+    "MEMORY_BUDGET_FLOOR",
     "SETTINGS",
     "Settings",
     "add_arguments",
     "available_cores",
     "default_cache_dir",
     "default_concurrency",
+    "default_memory_budget",
     "parse_size",
 ]
 
@@ -73,6 +77,33 @@ def default_concurrency() -> int:
     return max(1, min(4, available_cores() // 4))
 
 
+MEMORY_BUDGET_FLOOR = 64 << 20
+"""Smallest memory budget chosen by default (bytes)."""
+MEMORY_BUDGET_CAP = 8 << 30
+"""Largest memory budget chosen by default (bytes): beyond, bigger chunks buy no speed."""
+# The estimator's own default, for a platform that does not say how much memory there is.
+_MEMORY_BUDGET_UNKNOWN = 256 << 20
+_MEMORY_BUDGET_RULE = (
+    "half the memory this process may use (its cgroup limit, else the physical memory) divided by "
+    "--max-concurrent-requests, kept between 64 MiB and 8 GiB"
+)
+
+
+def default_memory_budget(concurrency: int, available: int | None = None) -> int:
+    """The memory budget of one explanation when none is set, in bytes.
+
+    Half of ``available`` (default: :func:`service.memory.available_memory_bytes`, the cgroup
+    limit, else the physical memory) divided by ``concurrency``, the explanations computing at
+    once, and kept within [:data:`MEMORY_BUDGET_FLOOR`, :data:`MEMORY_BUDGET_CAP`]; 256 MiB when the
+    platform does not say how much memory there is. The other half is left to the models
+    themselves (weights, ONNX Runtime's arenas) and to the rest of the process.
+    """
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return _MEMORY_BUDGET_UNKNOWN
+    return max(MEMORY_BUDGET_FLOOR, min(MEMORY_BUDGET_CAP, available // 2 // max(1, concurrency)))
+
+
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_CACHE_HOME/mollify/gradient-graphs``, else ``~/.cache/mollify/gradient-graphs``."""
     base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
@@ -92,7 +123,9 @@ class Settings:
         intra_op_threads: ONNX Runtime threads per session; ``None``: the available cores divided by
             ``max_concurrent_requests`` (see :meth:`session_threads`), so that concurrent explanations
             do not oversubscribe the CPU.
-        memory_budget_bytes: memory one explanation may use for a chunk of samples.
+        memory_budget_bytes: memory one explanation may use for a chunk of samples; 0 (the default)
+            chooses it with :func:`default_memory_budget` from the memory the process may use and
+            ``max_concurrent_requests`` (after construction it always holds the bytes).
         max_concurrent_requests: explanations computing at once (default: one per four cores, 1 to 4).
         max_queued_requests: explanations waiting for a slot; beyond, RESOURCE_EXHAUSTED at once.
         max_message_bytes: largest request or response message.
@@ -108,7 +141,10 @@ class Settings:
         reflection: serve gRPC server reflection.
         metrics_port: Prometheus metrics HTTP port; 0 turns metrics off.
         metrics_address: the host the metrics endpoint binds.
-        grace_period_s: how long in-flight requests may finish after SIGTERM.
+        drain_delay_s: after SIGTERM, how long health reports NOT_SERVING while calls are still
+            served, before the listener closes (load balancers and Kubernetes stop routing first).
+        grace_period_s: how long in-flight requests may finish once the listener has closed;
+            those still running then end with UNAVAILABLE.
         log_format: ``json`` (one object per line) or ``text`` (key=value).
         log_level: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     """
@@ -118,7 +154,7 @@ class Settings:
     cache_dir: Path | None = None
     device: str = "auto"
     intra_op_threads: int | None = None
-    memory_budget_bytes: int = 256 << 20
+    memory_budget_bytes: int = 0
     max_concurrent_requests: int = dataclasses.field(default_factory=default_concurrency)
     max_queued_requests: int = 16
     max_message_bytes: int = 64 << 20
@@ -133,12 +169,23 @@ class Settings:
     reflection: bool = True
     metrics_port: int = 0
     metrics_address: str = "127.0.0.1"
+    drain_delay_s: float = 5.0
     grace_period_s: float = 30.0
     log_format: str = "json"
     log_level: str = "INFO"
+    # Whether memory_budget_bytes was chosen by default_memory_budget (it was 0 when constructed).
+    _memory_budget_chosen: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.memory_budget_bytes == 0:
+            object.__setattr__(self, "memory_budget_bytes", default_memory_budget(self.max_concurrent_requests))
+            object.__setattr__(self, "_memory_budget_chosen", True)
         _validate(self)
+
+    @property
+    def memory_budget_source(self) -> str:
+        """How :attr:`memory_budget_bytes` came about, for the start-up log line."""
+        return _MEMORY_BUDGET_RULE if self._memory_budget_chosen else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
 
     @property
     def host(self) -> str:
@@ -199,6 +246,7 @@ class _Spec:
     parse: Callable[[str], Any]
     help: str
     metavar: str | None = None
+    default: Callable[[], str] | None = None  # the default as the help shows it, when not the field's
 
     @property
     def flag(self) -> str:
@@ -217,7 +265,9 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("device", str, "auto, cpu or cuda"),
     _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
           "N"),
-    _Spec("memory_budget_bytes", parse_size, "memory for one chunk of samples, e.g. 256MiB", "SIZE"),
+    _Spec("memory_budget_bytes", parse_size, "memory one explanation may use for a chunk of samples, e.g. 2GiB; "
+          f"0: {_MEMORY_BUDGET_RULE}", "SIZE",
+          default=lambda: f"0, i.e. {format_size(default_memory_budget(default_concurrency()))} on this machine"),
     _Spec("max_concurrent_requests", int, "explanations computing at once", "N"),
     _Spec("max_queued_requests", int, "explanations waiting for a slot before RESOURCE_EXHAUSTED", "N"),
     _Spec("max_message_bytes", parse_size, "largest request or response message, e.g. 64MiB", "SIZE"),
@@ -232,7 +282,10 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("reflection", _parse_bool, "serve gRPC server reflection (default: true)"),
     _Spec("metrics_port", int, "Prometheus metrics HTTP port; 0 turns metrics off", "PORT"),
     _Spec("metrics_address", str, "host the metrics endpoint binds", "HOST"),
-    _Spec("grace_period_s", float, "seconds in-flight requests may finish after SIGTERM", "SECONDS"),
+    _Spec("drain_delay_s", float, "seconds after SIGTERM during which health reports NOT_SERVING but calls are "
+          "still served, before the listener closes (so load balancers stop routing first)", "SECONDS"),
+    _Spec("grace_period_s", float, "seconds in-flight requests may finish once the listener has closed; "
+          "those still running then end with UNAVAILABLE", "SECONDS"),
     _Spec("log_format", str, "json or text"),
     _Spec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -242,7 +295,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting (defaults ``None``: :meth:`Settings.from_sources` fills them in)."""
     for spec in SETTINGS:
         definition = Settings.__dataclass_fields__[spec.name]
-        if definition.default_factory is not dataclasses.MISSING:
+        if spec.default is not None:
+            default = spec.default()
+        elif definition.default_factory is not dataclasses.MISSING:
             default = f"{definition.default_factory()} on this machine"
         else:
             default = str(definition.default)
@@ -285,8 +340,9 @@ def _validate(settings: Settings) -> None:
         fail("max_queued_requests", "at least 0")
     if not 0 <= settings.metrics_port <= 65535:
         fail("metrics_port", "a port in 0..65535")
-    if settings.grace_period_s < 0:
-        fail("grace_period_s", "at least 0")
+    for name in ("drain_delay_s", "grace_period_s"):
+        if not 0 <= getattr(settings, name) < float("inf"):
+            fail(name, "a number of seconds, at least 0")
     if settings.log_format not in _LOG_FORMATS:
         fail("log_format", f"one of {list(_LOG_FORMATS)}")
     if settings.log_level.upper() not in _LOG_LEVELS:

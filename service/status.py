@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import grpc
 
-from estimator.errors import InvalidArgumentError, LimitExceededError, ModelEvaluationError
+from estimator.errors import (
+    InvalidArgumentError,
+    LimitExceededError,
+    ModelEvaluationError,
+    NonFiniteNoisyGradientsError,
+)
 from models.gradient_graph import GradientGraphError
+from service.echo import bounded
 from service.errors import (
     InvalidRequestError,
     ModelNotReadyError,
@@ -36,6 +42,8 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    # The request's noise drove a working model to overflow: fixed by asking for other noise.
+    (NonFiniteNoisyGradientsError, grpc.StatusCode.INVALID_ARGUMENT),
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (GradientGraphError, grpc.StatusCode.FAILED_PRECONDITION),
 )
@@ -50,14 +58,16 @@ _HIDDEN: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
 def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str, bool]:
     """The status code and client-facing message of ``error``, and whether it is a bug to log with its traceback.
 
-    Anything not in the tables is INTERNAL with only ``request_id`` in the message.
+    Anything not in the tables is INTERNAL with only ``request_id`` in the message. Messages are
+    :func:`~service.echo.bounded`: a request value quoted in them whole (a megabyte model name)
+    comes back cut, so the status always fits gRPC's metadata limit.
     """
     if isinstance(error, RequestCancelledError):
         code = grpc.StatusCode.DEADLINE_EXCEEDED if error.deadline_exceeded else grpc.StatusCode.CANCELLED
-        return code, str(error), False
+        return code, bounded(str(error)), False
     for error_type, code in STATUS_TABLE:
         if isinstance(error, error_type):
-            return code, str(error), False
+            return code, bounded(str(error)), False
     for error_type, code, summary in _HIDDEN:
         if isinstance(error, error_type):
             return code, f"{summary}; see the server log for request id {request_id}", False

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from estimator.method import ClassTarget, CotangentTarget, PredictedClassTarget
+from estimator.method import ClassTarget, CotangentTarget, DetectionTarget, PredictedClassTarget, RegionTarget
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class TopKTarget:
     k: int
 
 
-Selection = ClassTarget | PredictedClassTarget | TopKTarget | CotangentTarget
+Selection = ClassTarget | PredictedClassTarget | TopKTarget | CotangentTarget | RegionTarget | DetectionTarget
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class ExplainTarget:
     """What to explain.
 
     Attributes:
-        selection: a class index, the predicted class, the top k classes or an explicit cotangent.
+        selection: a class index, the predicted class, the top k classes, an explicit cotangent,
+            the sum or mean over a region (dense outputs) or a class of a detection (detector heads).
         output: the tensor to explain instead of the model's configured one (any graph tensor);
             ``""`` keeps the configured one.
     """
@@ -44,7 +45,8 @@ class InstanceExplanation:
 
     Attributes:
         attribution: float32, one instance's shape (reduced over the channel axis when asked).
-        standard_error: float32, per-feature standard error of ``attribution``, same shape.
+        standard_error: float32, per-feature standard error of ``attribution``, same shape; NaN
+            where undefined (a single Monte Carlo unit: see ``standard_error_note``).
         outputs: float32, the explained tensor at the clean input, one instance's output shape.
         target_index: the class explained; ``None`` for an explicit cotangent.
         samples: Monte Carlo draws used (input draws × weight draws for fusion).
@@ -52,7 +54,8 @@ class InstanceExplanation:
         seed: the seed that determines every random draw of this explanation.
         inherent_noise: mean probability that a noisy sample leaves the input domain (AdaptGrad
             paper, Eq. 9–10); 0 without input noise.
-        relative_error: final ‖SE‖₂ / ‖attribution‖₂; 0 for deterministic methods.
+        relative_error: final ‖SE‖₂ / ‖attribution‖₂; 0 for deterministic methods, NaN when the
+            standard error is undefined.
         queued_ms: milliseconds the request waited for a computing slot.
         computing_ms: milliseconds spent computing this explanation.
         provider: the ONNX Runtime execution provider that ran the model.
@@ -61,6 +64,9 @@ class InstanceExplanation:
         rank: 0 for the first (or only) target; rank among the top k otherwise.
         output: name of the explained tensor.
         cotangent: float32, the cotangent explained (one-hot for a class), output shape.
+        zero_scale_fraction: share of features whose input-noise scale is zero (0 to 1).
+        standard_error_note: why the standard error is undefined or how it was approximated; ``""``
+            for a plain per-feature standard error.
     """
 
     attribution: np.ndarray
@@ -80,6 +86,13 @@ class InstanceExplanation:
     rank: int = 0
     output: str = ""
     cotangent: np.ndarray | None = None
+    zero_scale_fraction: float = 0.0
+    standard_error_note: str = ""
+
+    @property
+    def standard_error_defined(self) -> bool:
+        """Whether ``standard_error`` holds numbers (false for a single Monte Carlo unit)."""
+        return bool(np.all(np.isfinite(self.standard_error)))
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,9 @@ class ModelInfo:
         graph_inputs: the ONNX graph's inputs, batch included.
         graph_outputs: the ONNX graph's outputs, batch included.
         weights: names of the weight tensors parameter noise perturbs.
+        batching: ``"dynamic"``, ``"symbolic"`` (a fixed export batch made symbolic, checked) or
+            ``"fixed"`` (``fixed_batch_size`` rows per model call); ``""`` when not ready.
+        fixed_batch_size: rows per model call when ``batching == "fixed"``, else 0.
     """
 
     name: str
@@ -153,6 +169,8 @@ class ModelInfo:
     graph_inputs: tuple[TensorDescription, ...] = ()
     graph_outputs: tuple[TensorDescription, ...] = ()
     weights: tuple[str, ...] = ()
+    batching: str = ""
+    fixed_batch_size: int = 0
 
 
 @dataclass(frozen=True)

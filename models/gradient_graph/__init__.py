@@ -14,6 +14,11 @@ only, without copying the model. ``read_gradient_metadata(model).weights`` lists
 The price: onnxruntime cannot constant-fold or pre-pack overridable weights (e.g. fuse
 Conv+BatchNorm), so build with ``expose_weights=False`` when no weight is ever overridden.
 
+Models stored with external data (``model.onnx`` + ``model.onnx.data``, PyTorch's default): load
+them with ``load_model(path, external_data=False)`` and build with ``external_data_dir`` set to
+their folder; weights then stay in their files (:mod:`.external_data`), which keeps models over
+2 GB working. Exports with a fixed batch size are handled by :mod:`.batching`.
+
 The builder imports onnx and numpy only; running the result is ``models.runtime``'s job.
 """
 

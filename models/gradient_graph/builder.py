@@ -9,19 +9,22 @@ Imports onnx and numpy only (never onnxruntime).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import onnx
 from onnx import helper
 
-from models.gradient_graph.batching import fixed_batch_size
+from models.gradient_graph.advice import ML_DOMAIN, ml_ops_hint
+from models.gradient_graph.batching import decide_batch
 from models.gradient_graph.context import PIN_HINT, VjpContext, get_attr
 from models.gradient_graph.errors import (
     GradientGraphError,
     InvalidModelError,
-    UnsupportedOpError,
     describe_node,
+    unsupported_op,
 )
+from models.gradient_graph.external_data import check_model
 from models.gradient_graph.metadata import GradientMetadata, write_gradient_metadata
 from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
 from models.gradient_graph.prepare import PreparedModel, prepare_model
@@ -34,10 +37,28 @@ __all__ = ["OUTPUT_IR_VERSION", "build_gradient_model"]
 #: IR version of the models the builder writes (onnxruntime 1.31 reads at most 13 from onnx 1.23's 14).
 OUTPUT_IR_VERSION = 10
 
+
+def _outer_reads(node: onnx.NodeProto) -> set[str]:
+    """Tensors of the enclosing graph that ``node``'s subgraphs (If branches, Loop/Scan bodies) read."""
+    reads: set[str] = set()
+    for attribute in node.attribute:
+        subgraphs = [*attribute.graphs, *([attribute.g] if attribute.HasField("g") else [])]
+        for graph in subgraphs:
+            local = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+            for inner in graph.node:
+                reads.update(name for name in [*inner.input, *_outer_reads(inner)] if name and name not in local)
+                local.update(out for out in inner.output if out)
+    return reads
+
+
+def _node_reads(node: onnx.NodeProto) -> list[str]:
+    return [name for name in node.input if name] + sorted(_outer_reads(node))
+
+
 def _forward_dependent(graph: onnx.GraphProto, sources: Sequence[str], shapes: ShapeTable) -> set[str]:
     reached = set(sources)
     for node in graph.node:
-        if any(name in reached for name in node.input if name):
+        if any(name in reached for name in _node_reads(node)):
             reached.update(out for out in node.output if out and shapes.is_float(out))
     return reached
 
@@ -46,26 +67,49 @@ def _backward_reachable(graph: onnx.GraphProto, target: str) -> set[str]:
     reached = {target}
     for node in reversed(graph.node):
         if any(out in reached for out in node.output if out):
-            reached.update(name for name in node.input if name)
+            reached.update(_node_reads(node))
     return reached
 
 
-def _check_rules(active: Sequence[tuple[int, onnx.NodeProto]], opsets: Mapping[str, int]) -> None:
+_RULE_HINT = (
+    "Re-export the model without it (e.g. another opset or exporter), choose another explained tensor, "
+    "or ask for the op to be added (models.gradient_graph.supported_ops() lists the supported ones)"
+)
+_CONTROL_FLOW_HINT = (
+    "Control flow is not differentiated yet: export the model with the branch or loop resolved (e.g. "
+    "trace it for the case you explain, or replace a data-dependent branch by a Where of both results), "
+    "or explain a tensor computed before the node"
+)
+
+
+def _check_rules(
+    active: Sequence[tuple[int, onnx.NodeProto]],
+    forward: set[str],
+    file_opsets: Mapping[str, int],
+    opsets: Mapping[str, int],
+) -> None:
     missing = [(i, n) for i, n in active if get_rule(n.op_type, n.domain) is None]
     if not missing:
         return
     index, node = missing[0]
     others = sorted({n.op_type for _, n in missing[1:]} - {node.op_type})
     also = f" (also without a rule on the path: {', '.join(others)})" if others else ""
-    raise UnsupportedOpError(
-        node.op_type,
-        describe_node(node, index),
-        node.domain,
-        opsets.get(node.domain, opsets.get("", 0)),
-        f"no gradient rule for this op, and it lies on the path from the differentiated inputs to the explained tensor{also}",
-        "Re-export the model without it (e.g. another opset or exporter), choose another explained tensor, "
-        "or ask for the op to be added (models.gradient_graph.supported_ops() lists the supported ones)",
-    )
+    subgraph_reads = sorted(_outer_reads(node) & forward)
+    if subgraph_reads:
+        shown = ", ".join(repr(name) for name in subgraph_reads[:4])
+        reason = (
+            f"its subgraphs read {shown}, computed from the differentiated inputs, and control flow "
+            f"has no gradient rule{also}"
+        )
+        hint = _CONTROL_FLOW_HINT
+    else:
+        reason = (
+            "no gradient rule for this op, and it lies on the path from the differentiated inputs to the "
+            f"explained tensor{also}"
+        )
+        ml_ops = [n.op_type for _, n in missing if n.domain == ML_DOMAIN]
+        hint = ml_ops_hint(ml_ops) if node.domain == ML_DOMAIN else _RULE_HINT
+    raise unsupported_op(node, describe_node(node, index), file_opsets, opsets, reason, hint)
 
 
 def _onnx_dims(dims: Sequence[Dim]) -> list[int | str | None]:
@@ -108,7 +152,13 @@ class _Accumulator:
         return parts[0]
 
 
-def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cotangent: str) -> dict[str, str]:
+def _differentiated_path(prep: PreparedModel, shapes: ShapeTable) -> set[str]:
+    """The tensors computed from the differentiated inputs that the explained tensor needs.
+
+    Raises:
+        InvalidModelError: the explained tensor does not depend on the inputs.
+        UnsupportedOpError: a node on the path has no rule (control flow included).
+    """
     graph = prep.model.graph
     forward = _forward_dependent(graph, prep.inputs, shapes)
     if prep.explained not in forward:
@@ -116,10 +166,18 @@ def _differentiate(prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cot
             f"explained: {prep.explained!r} does not depend on the differentiated inputs {prep.inputs} "
             "through float tensors, so its gradient is identically zero"
         )
-    backward = _backward_reachable(graph, prep.explained)
-    active_tensors = forward & backward
+    path = forward & _backward_reachable(graph, prep.explained)
+    active = [(i, n) for i, n in enumerate(graph.node) if any(o in path for o in n.output if o)]
+    opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in prep.model.opset_import}
+    _check_rules(active, forward, prep.original_opsets or opsets, opsets)
+    return path
+
+
+def _differentiate(
+    prep: PreparedModel, shapes: ShapeTable, ctx: VjpContext, cotangent: str, active_tensors: set[str]
+) -> dict[str, str]:
+    graph = prep.model.graph
     active = [(i, n) for i, n in enumerate(graph.node) if any(o in active_tensors for o in n.output if o)]
-    _check_rules(active, ctx.opsets)
 
     ctx.identity_relus, ctx.masking_pools = _pooled_relu_masks(graph, active, active_tensors, prep.explained)
     ctx.forward_producers = {name: node for node in graph.node for name in node.output if name}
@@ -226,6 +284,7 @@ def build_gradient_model(
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     expose_weights: bool = True,
+    external_data_dir: str | os.PathLike[str] | None = None,
 ) -> onnx.ModelProto:
     """Add reverse-mode gradient outputs ``J^T · cotangent`` to an ONNX model.
 
@@ -241,13 +300,18 @@ def build_gradient_model(
         expose_weights: make every float initializer with at least two elements an optional graph
             input whose stored value is its default (NoiseGrad feeds perturbed weights per run).
             Single numbers and the parameters of Resize, Pad, Clip, Pow and Range stay constant.
+        external_data_dir: the folder of the model's external data files, for a model loaded with
+            ``load_model(path, external_data=False)`` (weights stay in their files; the few
+            constants a rule needs are read from there). The result references the same files,
+            relative to that folder (``external_data.save_model`` writes it with copies of them).
 
     Returns:
         A new model: the original outputs, the explained tensor as an output, a graph input
         ``cotangent_name(explained)`` shaped like the explained tensor, and one output
         ``gradient_name(x)`` per differentiated input ``x`` shaped like ``x``: per sample,
-        ``sum_j cotangent[b, j] * d explained[b, j] / d x[b]``. The batch dimension is symbolic.
-        ``read_gradient_metadata`` reads the names back.
+        ``sum_j cotangent[b, j] * d explained[b, j] / d x[b]``. The batch dimension is symbolic,
+        unless the model fixes it (see :mod:`models.gradient_graph.batching`): the metadata's
+        ``batching`` and ``batch_size`` say which. ``read_gradient_metadata`` reads them back.
 
     Raises:
         InvalidModelError: bad arguments or model (see :func:`prepare_model`).
@@ -256,11 +320,12 @@ def build_gradient_model(
     """
     if not isinstance(expose_weights, bool):
         raise InvalidModelError(f"expose_weights must be a bool, got {type(expose_weights).__name__}")
-    prep = prepare_model(model, inputs, explained, input_shapes)
+    prep = prepare_model(model, inputs, explained, input_shapes, external_data_dir)
     graph = prep.model.graph
     shapes = infer_shape_table(prep.model, prep.batch_inputs, prep.pinned)
-    batch_size = fixed_batch_size(prep, shapes)
-    if batch_size is not None:
+    path = _differentiated_path(prep, shapes)
+    batch = decide_batch(prep, shapes, path)
+    if batch.batching == "fixed":
         shapes = infer_shape_table(prep.model, [], prep.pinned)
 
     explained_info = shapes.info(prep.explained)
@@ -285,13 +350,14 @@ def build_gradient_model(
     opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in prep.model.opset_import}
     ctx = VjpContext(
         shapes,
-        LazyConstants(tensors),
+        LazyConstants(tensors, prep.external_data_dir),
         opsets,
         taken,
         {id(n): i for i, n in enumerate(graph.node)},
+        prep.original_opsets,
     )
     ctx.declare(cotangent, explained_type, explained_shape)
-    finals = _differentiate(prep, shapes, ctx, cotangent)
+    finals = _differentiate(prep, shapes, ctx, cotangent, path)
     if explained_shape is None:
         # The cotangent input must declare a shape (the ONNX checker requires one).
         raise GradientGraphError(f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}")
@@ -316,11 +382,12 @@ def build_gradient_model(
             gradients={x: gradient_name(x) for x in prep.inputs},
             weights=weights,
             opset=prep.opset,
-            batch_size=batch_size,
+            batch_size=batch.batch_size,
+            batching=batch.batching,
         ),
     )
     try:
-        onnx.checker.check_model(out)
+        check_model(out)
     except onnx.checker.ValidationError as err:
         raise GradientGraphError(f"internal error: the gradient model fails the ONNX checker: {err}") from err
     return out

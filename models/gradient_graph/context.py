@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from models.gradient_graph.errors import GradientGraphError, UnsupportedOpError, describe_node
+from models.gradient_graph.errors import GradientGraphError, UnsupportedOpError, describe_node, unsupported_op
 from models.gradient_graph.shapes import Dim, ShapeTable, TensorInfo
 
 __all__ = ["VjpContext", "get_attr"]
@@ -56,6 +56,8 @@ class VjpContext:
         opsets: the model's opset per domain (``""`` for the default domain).
         taken_names: every tensor and node name already used in the model.
         node_index: position of each forward node (by ``id``), to describe unnamed nodes.
+        file_opsets: the opset per domain of the model file as given, which errors quote (the
+            builder may have upgraded the default domain); default ``opsets``.
     """
 
     def __init__(
@@ -65,11 +67,13 @@ class VjpContext:
         opsets: Mapping[str, int],
         taken_names: set[str],
         node_index: Mapping[int, int] | None = None,
+        file_opsets: Mapping[str, int] | None = None,
     ) -> None:
         self.shapes = shapes
         self._constants = constants
         self.opsets = dict(opsets)
         self.opset = int(opsets.get("", 0))
+        self.file_opsets = dict(file_opsets) if file_opsets is not None else dict(opsets)
         self._taken = taken_names
         self._node_index = node_index or {}
         self._counter = 0
@@ -105,9 +109,7 @@ class VjpContext:
 
     def unsupported(self, node: onnx.NodeProto, reason: str, hint: str = DEFAULT_HINT) -> UnsupportedOpError:
         """The error a rule raises for a variant it cannot differentiate."""
-        return UnsupportedOpError(
-            node.op_type, self.describe(node), node.domain, self.opsets.get(node.domain, self.opset), reason, hint
-        )
+        return unsupported_op(node, self.describe(node), self.file_opsets, self.opsets, reason, hint)
 
     def need_static(self, node: onnx.NodeProto, what: str) -> GradientGraphError:
         """The error a rule raises when a shape it needs is not static."""

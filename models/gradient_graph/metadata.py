@@ -29,7 +29,11 @@ class GradientMetadata:
             its stored value for that run only (NoiseGrad). Empty when built with ``expose_weights=False``.
         opset: the default-domain opset of the gradient model (after any upgrade).
         batch_size: ``None`` when any batch size works; otherwise the only one the model accepts
-            (legacy exports without a dynamic batch axis bake it into Reshape constants).
+            (exports without a dynamic batch axis may bake it into the graph, e.g. Reshape constants).
+        batching: ``"dynamic"`` (the model declares a symbolic batch), ``"symbolic"`` (it declares a
+            static batch, but its graph was checked to work for any, so the batch was made symbolic) or
+            ``"fixed"`` (only ``batch_size`` rows per run; ``models.runtime.GradientSession`` splits
+            larger batches into runs of that size).
         format_version: version of this record's layout.
     """
 
@@ -40,6 +44,7 @@ class GradientMetadata:
     weights: list[str] = field(default_factory=list)
     opset: int = 0
     batch_size: int | None = None
+    batching: str = "dynamic"
     format_version: int = _FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -83,10 +88,22 @@ def read_gradient_metadata(model: onnx.ModelProto) -> GradientMetadata:
             weights=[str(n) for n in data.get("weights", [])],
             opset=int(data.get("opset", 0)),
             batch_size=None if data.get("batch_size") is None else int(data["batch_size"]),
+            batching=str(data.get("batching", "fixed" if data.get("batch_size") is not None else "dynamic")),
             format_version=int(data.get("format_version", _FORMAT_VERSION)),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidModelError(f"{METADATA_KEY!r} metadata is malformed: {err!r}") from err
+    if metadata.batching not in ("dynamic", "symbolic", "fixed"):
+        raise InvalidModelError(
+            f"{METADATA_KEY!r} metadata has batching {metadata.batching!r}; expected dynamic, symbolic or fixed"
+        )
+    if (metadata.batching == "fixed") != (metadata.batch_size is not None) or (
+        metadata.batch_size is not None and metadata.batch_size < 1
+    ):
+        raise InvalidModelError(
+            f"{METADATA_KEY!r} metadata is inconsistent: batching {metadata.batching!r} with batch_size "
+            f"{metadata.batch_size!r} (a positive batch_size goes with 'fixed' only)"
+        )
     if metadata.format_version > _FORMAT_VERSION:
         raise InvalidModelError(
             f"{METADATA_KEY!r} metadata has format_version {metadata.format_version}; "

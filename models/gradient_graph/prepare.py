@@ -16,15 +16,19 @@ Imports onnx and numpy only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from models.gradient_graph.advice import integer_input_advice, no_default_domain_advice
 from models.gradient_graph.errors import InvalidModelError
+from models.gradient_graph.external_data import check_model, inline_small_tensors, uses_external_data
 from models.gradient_graph.names import BATCH_DIM
 from models.gradient_graph.shapes import FLOAT_TYPES, Dim
 
@@ -44,11 +48,13 @@ class PreparedModel:
         model: the copy (opset upgraded, functions inlined, Constant nodes as initializers).
         opset: its default-domain opset.
         original_opset: the opset of the model as given.
+        original_opsets: the opset of every domain the model as given imports (``""``: default domain).
         inputs: the differentiated graph inputs.
         explained: the explained tensor.
         batch_inputs: graph inputs whose leading dimension is the batch.
         pinned: full shapes (leading dimension :data:`BATCH_DIM`) of the inputs given ``input_shapes``.
         declared: the shape each graph input declares in the model as given (``None`` if none).
+        external_data_dir: the folder external-data tensors of ``model`` are read from (``None``: none).
     """
 
     model: onnx.ModelProto
@@ -59,6 +65,8 @@ class PreparedModel:
     batch_inputs: list[str]
     pinned: dict[str, list[Dim]] = field(default_factory=dict)
     declared: dict[str, list[Dim] | None] = field(default_factory=dict)
+    original_opsets: dict[str, int] = field(default_factory=dict)
+    external_data_dir: Path | None = None
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -78,7 +86,7 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         return model
     try:
         upgraded = onnx.version_converter.convert_version(model, TARGET_OPSET)
-        onnx.checker.check_model(upgraded)
+        check_model(upgraded)
         # Some adapters emit mistyped constants (Clip-6 on doubles): type-check the result.
         onnx.shape_inference.infer_shapes(upgraded, check_type=True, strict_mode=True)
         return upgraded
@@ -134,7 +142,7 @@ def _fold_constants(model: onnx.ModelProto) -> None:
     known: dict[str, np.ndarray] = {}
     for t in graph.initializer:
         small = t.data_type not in FLOAT_TYPES or _numel(t.dims) <= 16
-        if small and _numel(t.dims) <= _FOLD_ELEMENTS and t.data_location != onnx.TensorProto.EXTERNAL:
+        if small and _numel(t.dims) <= _FOLD_ELEMENTS and not uses_external_data(t):
             known[t.name] = numpy_helper.to_array(t)
     graph_inputs = {v.name for v in graph.input}
     known = {k: v for k, v in known.items() if k not in graph_inputs}
@@ -198,12 +206,29 @@ def _static_dims(value: onnx.ValueInfoProto) -> list[Dim] | None:
     return dims
 
 
-def _resolve_inputs(graph: onnx.GraphProto, inputs: Sequence[str] | None) -> list[str]:
+_INTEGER_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    }
+)
+
+
+def _resolve_inputs(model: onnx.ModelProto, inputs: Sequence[str] | None, explained: str | None) -> list[str]:
+    graph = model.graph
     initializers = {t.name for t in graph.initializer}
     graph_inputs = {v.name: v for v in graph.input if v.name not in initializers}
     if inputs is None:
         chosen = [name for name, v in graph_inputs.items() if _tensor_type(v) in FLOAT_TYPES]
         if not chosen:
+            integers = [n for n, v in graph_inputs.items() if _tensor_type(v) in _INTEGER_TYPES]
+            if integers:
+                first = integers[0]
+                kind = _type_name(_tensor_type(graph_inputs[first]))
+                raise InvalidModelError(
+                    "inputs: the model has no float graph input to differentiate; "
+                    + integer_input_advice(model, first, kind, explained)
+                )
             kinds = ", ".join(f"{n} ({_type_name(_tensor_type(v))})" for n, v in graph_inputs.items()) or "none"
             raise InvalidModelError(f"inputs: the model has no float graph input to differentiate; its inputs: {kinds}")
         return chosen
@@ -222,6 +247,8 @@ def _resolve_inputs(graph: onnx.GraphProto, inputs: Sequence[str] | None) -> lis
                 f"inputs: {name!r} is not a graph input; the graph inputs are {sorted(graph_inputs)}"
             )
         elem = _tensor_type(graph_inputs[name])
+        if elem in _INTEGER_TYPES:
+            raise InvalidModelError("inputs: " + integer_input_advice(model, name, _type_name(elem), explained))
         if elem not in FLOAT_TYPES:
             raise InvalidModelError(
                 f"inputs: {name!r} has element type {_type_name(elem)}, expected a float type "
@@ -320,8 +347,12 @@ def prepare_model(
     inputs: Sequence[str] | None,
     explained: str | None,
     input_shapes: Mapping[str, Sequence[int]] | None,
+    external_data_dir: str | os.PathLike[str] | None = None,
 ) -> PreparedModel:
     """Copy and normalise ``model`` and resolve the builder's arguments (see the module docstring).
+
+    ``external_data_dir`` is the folder of the model's external data files, when its tensors
+    reference files (the copy keeps the references; values are read from there on demand).
 
     Raises:
         InvalidModelError: wrong argument types, unknown or non-float inputs, unknown explained
@@ -333,9 +364,12 @@ def prepare_model(
         )
     original = default_opset(model)
     if original is None:
-        raise InvalidModelError("the model imports no default-domain (ai.onnx) opset: there is nothing to differentiate")
+        raise InvalidModelError(no_default_domain_advice(model))
+    original_opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in model.opset_import}
     work = onnx.ModelProto()
     work.CopyFrom(model)
+    if external_data_dir is not None:
+        inline_small_tensors(work, external_data_dir)
     if work.functions:
         from onnx import inliner  # not re-exported by the onnx package
 
@@ -345,7 +379,7 @@ def prepare_model(
     _fold_constants(work)
     del work.graph.value_info[:]
     graph = work.graph
-    chosen = _resolve_inputs(graph, inputs)
+    chosen = _resolve_inputs(work, inputs, explained if isinstance(explained, str) else None)
     target = _resolve_explained(graph, explained)
     batch = _batch_inputs(graph, chosen)
     pinned = _resolve_pins(graph, input_shapes, batch)
@@ -358,4 +392,6 @@ def prepare_model(
         batch_inputs=batch,
         pinned=pinned,
         declared={v.name: _static_dims(v) for v in graph.input},
+        original_opsets=original_opsets,
+        external_data_dir=None if external_data_dir is None else Path(external_data_dir),
     )

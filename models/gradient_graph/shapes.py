@@ -106,7 +106,9 @@ def _probe_model(
         elif value.name in batch_inputs and value.type.tensor_type.HasField("shape"):
             _write_shape(new, [batch, *_dims_of(value)[1:]])
     for init in graph.initializer:
-        if init.data_type in FLOAT_TYPES and _numel(init.dims) > _STRIP_ELEMENTS:
+        # External data stays in its file: inference (data propagation) would fail to read it.
+        external = init.HasField("data_location") and init.data_location == onnx.TensorProto.EXTERNAL
+        if external or (init.data_type in FLOAT_TYPES and _numel(init.dims) > _STRIP_ELEMENTS):
             if init.name not in names_in_inputs:
                 probe.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         else:

@@ -7,12 +7,13 @@ copying the model. Imports onnx and numpy only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from models.gradient_graph.external_data import read_tensor
 from models.gradient_graph.shapes import FLOAT_TYPES
 
 __all__ = ["LazyConstants", "exposed_weights"]
@@ -31,15 +32,21 @@ _STATIC_SLOTS: dict[str, frozenset[int]] = {
 
 
 class LazyConstants(Mapping[str, np.ndarray]):
-    """Initializer values converted to numpy only when a rule asks for them."""
+    """Initializer values converted to numpy only when a rule asks for them.
 
-    def __init__(self, tensors: Mapping[str, onnx.TensorProto]) -> None:
+    Tensors stored in external data files are read from ``external_data_dir`` then, one at a time.
+    """
+
+    def __init__(
+        self, tensors: Mapping[str, onnx.TensorProto], external_data_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self._tensors = tensors
+        self._folder = external_data_dir
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            self._cache[name] = numpy_helper.to_array(self._tensors[name])
+            self._cache[name] = read_tensor(self._tensors[name], self._folder)
         return self._cache[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -2,7 +2,8 @@
 
 A sub-command module defines ``register(subparsers: argparse._SubParsersAction) -> None``,
 which adds its parser and sets ``func=run`` where ``run(args: argparse.Namespace) -> int``
-returns the exit code. Failures print ``CODE: message`` to stderr and exit non-zero.
+returns the exit code. Failures print ``CODE: message`` to stderr and exit non-zero; a closed
+stdout pipe (``| head``) ends quietly with 141, as for any tool SIGPIPE stops.
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe could not be caught
+        return code
+    except BrokenPipeError:
+        # The reader of stdout went away (``mollify ... | head``): stop quietly, like any tool.
+        from service.cli.output import stdout_gone
+
+        return stdout_gone()
 
 
 if __name__ == "__main__":

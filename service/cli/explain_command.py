@@ -22,13 +22,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from estimator.method import Method
+from estimator.method import DetectionTarget, Method, RegionTarget
+from estimator.targets import detection_of, format_region
 from service.cli import inputs as input_files
 from service.cli import render
 from service.cli.connection import add_connection_arguments, open_client, server_errors
 from service.cli.method_flags import (
     add_method_arguments,
     add_request_arguments,
+    dense_target_from_args,
     method_from_args,
     number_or_array,
     parse_target,
@@ -52,6 +54,7 @@ from service.client import (
     TargetLike,
     as_target,
 )
+from service.vocabulary import Selection
 
 DEFAULT_OUT = "mollify-out"
 
@@ -99,8 +102,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def target_from_args(args: argparse.Namespace) -> TargetLike:
-    """The request target of ``--target`` and ``--tensor``."""
-    target = parse_target(args.target)
+    """The request target of ``--target`` (or ``--region`` / ``--detection``) and ``--tensor``."""
+    dense = dense_target_from_args(args)
+    target: TargetLike = dense if dense is not None else parse_target(args.target)
     if args.tensor:
         return ExplainTarget(selection=as_target(target).selection, output=args.tensor)
     return target
@@ -174,17 +178,53 @@ def class_text(info: ModelInfo, index: int | None) -> str:
     return f"class {index}" + (f" ({label})" if label and label != str(index) else "")
 
 
-def summarise(explanation: InstanceExplanation, item: input_files.LoadedInput, info: ModelInfo) -> dict[str, Any]:
-    """The JSON summary of one explanation (without its file list)."""
+def target_text(info: ModelInfo, explanation: InstanceExplanation, selection: Selection | None = None) -> str:
+    """What was explained: ``class 3``, ``the sum over :,10:20,5``, ``class 2 (dog) of detection 17``."""
+    if isinstance(selection, RegionTarget):
+        if selection.mask is not None:
+            where = f"a mask of {int(np.count_nonzero(selection.mask))} elements"
+        else:
+            where = format_region(selection.axes)
+        return f"the {selection.reduction} over {where}"
+    if isinstance(selection, DetectionTarget) and explanation.cotangent is not None:
+        detection, class_index = detection_of(selection, explanation.cotangent)
+        return f"{class_text(info, class_index)} of detection {detection}"
+    return class_text(info, explanation.target_index)
+
+
+def _dense_target_summary(explanation: InstanceExplanation, selection: Selection | None) -> dict[str, Any]:
+    """Region and detection targets: where, and the explained scalar's value <cotangent, outputs>."""
+    if not isinstance(selection, RegionTarget | DetectionTarget) or explanation.cotangent is None:
+        return {}
+    value = float(np.vdot(np.asarray(explanation.cotangent, np.float64), np.asarray(explanation.outputs, np.float64)))
+    if isinstance(selection, DetectionTarget):
+        detection, _ = detection_of(selection, explanation.cotangent)
+        return {"kind": "detection", "detection": detection, "layout": selection.layout, "score": value}
+    where: dict[str, Any] = (
+        {"mask_elements": int(np.count_nonzero(selection.mask))} if selection.mask is not None
+        else {"region": format_region(selection.axes)}
+    )
+    return {"kind": "region", **where, "reduction": selection.reduction, "value": value}
+
+
+def summarise(
+    explanation: InstanceExplanation,
+    item: input_files.LoadedInput,
+    info: ModelInfo,
+    selection: Selection | None = None,
+) -> dict[str, Any]:
+    """The JSON summary of one explanation (without its file list); ``selection``: the request's target."""
     outputs = np.asarray(explanation.outputs, dtype=np.float64)
     target: dict[str, Any] = {
         "index": explanation.target_index,
         "label": label_of(info, explanation.target_index),
         "rank": explanation.rank,
         "tensor": explanation.output or info.output_name,
+        "text": target_text(info, explanation, selection),
     }
     if explanation.target_index is not None and outputs.ndim >= 1 and explanation.target_index < outputs.shape[-1]:
         target["score"] = float(outputs.reshape(-1, outputs.shape[-1])[0, explanation.target_index])
+    target.update(_dense_target_summary(explanation, selection))
     prediction: dict[str, Any] | None = None
     if outputs.ndim == 1 and outputs.size > 1:
         predicted = int(np.argmax(outputs))
@@ -202,7 +242,9 @@ def summarise(explanation: InstanceExplanation, item: input_files.LoadedInput, i
         "gradient_evaluations": explanation.gradient_evaluations,
         "seed": explanation.seed,
         "inherent_noise": explanation.inherent_noise,
+        "zero_scale_fraction": explanation.zero_scale_fraction,
         "relative_error": explanation.relative_error,
+        "standard_error_note": explanation.standard_error_note,
         "attribution_sum": float(attribution.sum()),
         "attribution_shape": list(attribution.shape),
         "timings": {"queued_ms": explanation.queued_ms, "computing_ms": explanation.computing_ms},
@@ -218,9 +260,14 @@ def _stem(item: input_files.LoadedInput, explanation: InstanceExplanation, sever
     return item.name
 
 
-def figure_title(info: ModelInfo, item: input_files.LoadedInput, explanation: InstanceExplanation) -> str:
+def figure_title(
+    info: ModelInfo,
+    item: input_files.LoadedInput,
+    explanation: InstanceExplanation,
+    selection: Selection | None = None,
+) -> str:
     """Two lines: what was explained, and how (method, target, samples, error)."""
-    details = [explanation.description, class_text(info, explanation.target_index)]
+    details = [explanation.description, target_text(info, explanation, selection)]
     if f"N={explanation.samples}" not in explanation.description:
         details.append(f"N={explanation.samples}")
     if explanation.relative_error > 0:
@@ -239,9 +286,13 @@ def write_explanation(
     style: render.HeatmapStyle,
     figures: bool = True,
     top: int = 10,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
-    """Write the arrays, the figure and the JSON summary of one explanation; return the summary."""
-    summary = summarise(explanation, item, info)
+    """Write the arrays, the figure and the JSON summary of one explanation; return the summary.
+
+    ``selection`` is the request's target, which names region and detection targets in the summary.
+    """
+    summary = summarise(explanation, item, info, selection)
     files: dict[str, str] = {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +301,7 @@ def write_explanation(
             np.save(path, np.asarray(getattr(explanation, key), dtype=np.float32))
             files[key] = str(path)
         if figures:
-            figure = _write_figure(out_dir, stem, item, explanation, info, spec, style, top)
+            figure = _write_figure(out_dir, stem, item, explanation, info, spec, style, top, selection)
             if figure is not None:
                 files[figure[0]] = str(figure[1])
         summary["files"] = {**files, "summary": str(out_dir / f"{stem}.json")}
@@ -269,8 +320,9 @@ def _write_figure(
     spec: input_files.InputSpec,
     style: render.HeatmapStyle,
     top: int,
+    selection: Selection | None = None,
 ) -> tuple[str, Path] | None:
-    title = figure_title(info, item, explanation)
+    title = figure_title(info, item, explanation, selection)
     attribution = np.asarray(explanation.attribution)
     if item.kind == "image":
         image = input_files.display_image(item.tensor, spec)
@@ -308,7 +360,9 @@ def print_explanation(summary: dict[str, Any], explanation: InstanceExplanation,
     """A short human-readable report of one explanation (and a ranked table for tabular inputs)."""
     out = stream or sys.stdout
     target = summary["target"]
-    line = f"{item.source}: explained {class_text(info, target['index'])}"
+    line = f"{item.source}: explained {target.get('text') or class_text(info, target['index'])}"
+    if "value" in target:
+        line += f", value {target['value']:.4g}"
     if "score" in target:
         line += f", score {target['score']:.4g}"
     if summary["prediction"] is not None:
@@ -358,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
             lower=lower, upper=upper, label=f"explaining with {info.name}",
         )
     summaries = report(results, loaded, info, spec, args.out, style=style, figures=not args.no_figures,
-                       top=args.top, as_json=args.json)
+                       top=args.top, as_json=args.json, selection=as_target(target).selection)
     if args.json:
         print(dumps({"model": info.name, "out": str(args.out), "explanations": summaries}))
     return EXIT_OK
@@ -375,8 +429,12 @@ def report(
     figures: bool,
     top: int,
     as_json: bool,
+    selection: Selection | None = None,
 ) -> list[dict[str, Any]]:
-    """Write and (unless ``as_json``) print every explanation; return their summaries in order."""
+    """Write and (unless ``as_json``) print every explanation; return their summaries in order.
+
+    ``selection``: the request's target (names region and detection targets in summaries and titles).
+    """
     several = any(result.rank > 0 for result in results)
     summaries = []
     for result in results:
@@ -388,8 +446,29 @@ def report(
             )
         item = loaded[result.instance_index]
         stem = _stem(item, result, several)
-        summary = write_explanation(out_dir, stem, item, result, info, spec, style=style, figures=figures, top=top)
+        summary = write_explanation(out_dir, stem, item, result, info, spec, style=style, figures=figures, top=top,
+                                    selection=selection)
         summaries.append(summary)
         if not as_json:
             print_explanation(summary, result, item, info, top=top)
+        warning = degenerate_noise_warning(result)
+        if warning:
+            print(f"warning: {item.source}: {warning}", file=sys.stderr)
     return summaries
+
+
+# Above this share of zero-scale features an input-noise method is mostly the plain gradient.
+DEGENERATE_ZERO_SCALE_FRACTION = 0.5
+
+
+def degenerate_noise_warning(explanation: InstanceExplanation) -> str:
+    """A warning when most features got no input noise (AdaptGrad on inputs that sit on a bound),
+    else ``""``."""
+    share = explanation.zero_scale_fraction
+    if share <= DEGENERATE_ZERO_SCALE_FRACTION:
+        return ""
+    return (
+        f"{100 * share:.0f}% of the features got no noise (their noise scale is 0: they sit on a bound of "
+        "the input domain, where AdaptGrad adds none), so this result is close to the plain gradient; "
+        "smooth them with truncated sampling (--method truncgrad) or a fixed scale (--method smoothgrad)"
+    )

@@ -31,19 +31,25 @@ from typing import Any
 
 import numpy as np
 
+from estimator.errors import InvalidArgumentError
 from estimator.kernels import KERNEL_NAMES
 from estimator.method import (
     AdaptiveRule,
     BaselineName,
     BaseMethod,
     ChannelReduction,
+    DetectionLayout,
+    DetectionTarget,
     IGSmoothing,
     IntegrationRule,
     Method,
+    RegionReduction,
+    RegionTarget,
     ScalePolicyName,
     SmoothingMode,
     Transform,
 )
+from estimator.targets import parse_region
 from service.cli.output import BadInputError, UsageError
 
 PRESETS: dict[str, dict[str, str]] = {
@@ -111,6 +117,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from err
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
     return value
 
 
@@ -240,6 +256,44 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         "highest classes), or a .npy cotangent of one output's shape (default: predicted)",
     )
     group.add_argument("--seed", type=int, help="random seed; the same seed gives the same numbers (default: random)")
+    dense = parser.add_argument_group(
+        "dense outputs", "Targets for maps and detector heads, instead of --target (one instance, no batch axis)."
+    )
+    dense.add_argument(
+        "--region",
+        metavar="SPEC",
+        help="explain the sum over a region of the explained tensor: numpy-style indices or slices per axis, "
+        "e.g. ':,10:20,5' is y[:, 10:20, 5] (axes left out are whole; write --region=-1,... when it starts "
+        "with a minus), or a .npy mask of the tensor's instance shape (bool or 0/1)",
+    )
+    dense.add_argument("--region-mean", action="store_true", help="explain the mean over --region instead of the sum")
+    dense.add_argument(
+        "--detection",
+        nargs="?",
+        const="best",
+        metavar="I",
+        help="explain a class score of detection (anchor) I of a detector head; without I or with 'best', the "
+        "highest-scoring detection at the clean input",
+    )
+    dense.add_argument(
+        "--detection-class",
+        type=_nonnegative_int,
+        metavar="C",
+        help="the class of --detection (default: the detection's highest class at the clean input)",
+    )
+    dense.add_argument(
+        "--detection-layout",
+        choices=_choices(DetectionLayout),
+        help="channels_first: [box values + classes, anchors] per instance (YOLOv8); anchors_first: "
+        "[anchors, box values + classes] (default: channels_first)",
+    )
+    dense.add_argument(
+        "--box-values",
+        type=_nonnegative_int,
+        metavar="N",
+        help="values before the class scores of each detection: 4 box coordinates, 5 with objectness "
+        "(default: 4)",
+    )
     group.add_argument(
         "--lower",
         help="lower bound of the input domain: a number or a .npy file (default: the model's config)",
@@ -338,6 +392,60 @@ def parse_target(text: str) -> TargetSpec:
     raise UsageError(
         f"--target: expected a class index, 'predicted', 'top:K' or a .npy cotangent, got {text!r}"
     )
+
+
+def _load_mask(text: str) -> np.ndarray:
+    path = Path(text)
+    if not path.is_file():
+        raise BadInputError(f"--region: expected indices such as ':,10:20,5' or a .npy mask, got {text!r} (no such file)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise BadInputError(f"--region: {path} is not a readable .npy file: {err}") from err
+    if not isinstance(array, np.ndarray) or not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)):
+        raise BadInputError(f"--region: {path} must hold a bool or 0/1 numeric array")
+    return array
+
+
+def dense_target_from_args(args: argparse.Namespace) -> RegionTarget | DetectionTarget | None:
+    """The region or detection target of ``--region`` / ``--detection`` and their options, or ``None``.
+
+    Ranges are checked by the server against the explained tensor; here only what the flags alone
+    decide: conflicts, options without their flag, and the region's syntax.
+    """
+    region, detection = getattr(args, "region", None), getattr(args, "detection", None)
+    if region is not None and detection is not None:
+        raise UsageError("--region and --detection both say what to explain; drop one of them")
+    if (region is not None or detection is not None) and getattr(args, "target", "predicted") != "predicted":
+        flag = "--region" if region is not None else "--detection"
+        raise UsageError(f"--target {args.target} and {flag} both say what to explain; drop one of them")
+    if region is None and getattr(args, "region_mean", False):
+        raise UsageError("--region-mean needs --region (the region to average over)")
+    options = {"class_index": "--detection-class", "layout": "--detection-layout", "box_values": "--box-values"}
+    given = {key: getattr(args, dest) for key, dest in
+             (("class_index", "detection_class"), ("layout", "detection_layout"), ("box_values", "box_values"))
+             if getattr(args, dest, None) is not None}
+    if detection is None and given:
+        raise UsageError(f"{', '.join(options[key] for key in given)} need --detection (a detector-head target)")
+    if region is not None:
+        reduction: RegionReduction = "mean" if args.region_mean else "sum"
+        if region.strip().endswith(".npy"):
+            return RegionTarget(mask=_load_mask(region.strip()), reduction=reduction)
+        try:
+            return RegionTarget(axes=parse_region(region, "--region"), reduction=reduction)
+        except InvalidArgumentError as err:
+            raise UsageError(str(err)) from None
+    if detection is not None:
+        index: int | None = None
+        if detection.strip().lower() != "best":
+            try:
+                index = int(detection)
+            except ValueError:
+                index = -1
+            if index < 0:
+                raise UsageError(f"--detection: expected a detection index ≥ 0 or 'best', got {detection!r}")
+        return DetectionTarget(index=index, **given)
+    return None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ code  meaning
       input of the wrong shape, unwritable output folder)
 3     the server answered with an error status (unknown model, invalid request, limit exceeded, ...)
 4     the server is unreachable or unavailable (nothing listens at ``--server``; retry later)
+141   the reader of stdout went away (``mollify explain --json | head``): the CLI stops quietly,
+      like any tool a broken pipe stops (128 + SIGPIPE)
 ====  ==========================================================================================
 
 Imports only the standard library and numpy.
@@ -23,6 +25,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -36,10 +39,12 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_SERVER = 3
 EXIT_UNREACHABLE = 4
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process a broken pipe (SIGPIPE) stopped
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 2 usage error or bad local input; 3 the server answered with an error "
-    "status; 4 the server is unreachable or unavailable. Errors print 'CODE: message' to stderr."
+    "status; 4 the server is unreachable or unavailable; 141 stdout was closed early (| head). "
+    "Errors print 'CODE: message' to stderr."
 )
 
 # gRPC status names that mean "nobody answered" rather than "the server said no".
@@ -89,11 +94,27 @@ def fail(error: CliError, stream: TextIO | None = None) -> int:
     return error.exit_code
 
 
+def stdout_gone() -> int:
+    """The reader of stdout went away (``| head``): stop quietly and return :data:`EXIT_BROKEN_PIPE`.
+
+    Standard output is pointed at the null device first, so that the interpreter's final flush of
+    what is still buffered does not fail a second time ("Exception ignored ... BrokenPipeError").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (embedded use): nothing to flush later
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Wrap a sub-command's ``run`` so every failure ends as ``CODE: message`` and an exit code.
 
-    A :class:`CliError` prints its code; Ctrl-C prints ``CANCELLED`` (exit 130); anything else is a
-    bug of the CLI: its traceback goes to stderr, then ``INTERNAL: ...`` (exit 1).
+    A :class:`CliError` prints its code; Ctrl-C prints ``CANCELLED`` (exit 130); a closed stdout
+    pipe stops quietly (:func:`stdout_gone`); anything else is a bug of the CLI: its traceback
+    goes to stderr, then ``INTERNAL: ...`` (exit 1).
     """
 
     @functools.wraps(run)
@@ -105,6 +126,8 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
         except KeyboardInterrupt:
             print("CANCELLED: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            return stdout_gone()
         except Exception as error:  # noqa: BLE001 - the last line of defence of a command-line tool
             traceback.print_exc(file=sys.stderr)
             print(f"INTERNAL: {type(error).__name__}: {error}", file=sys.stderr)

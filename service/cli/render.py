@@ -17,6 +17,7 @@ Uses matplotlib's object API with the Agg canvas (no pyplot, no global figure st
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ _COLORBAR_LABELS = {
     "absolute": "|attribution|",
 }
 _DPI = 100
+_MINUS = "\N{MINUS SIGN}"
 _POSITIVE_COLOUR = "#b2182b"
 _NEGATIVE_COLOUR = "#2166ac"
 
@@ -130,10 +132,12 @@ def _norm(values: np.ndarray, style: HeatmapStyle) -> Normalize:
     return Normalize(vmin=0.0, vmax=limit)
 
 
-def _colorbar_label(style: HeatmapStyle, relative: bool = False) -> str:
+def _colorbar_label(style: HeatmapStyle, relative: bool = False, exponent: int = 0) -> str:
     label = _COLORBAR_LABELS[style.polarity]
     if relative:
         label += " / scale of its panel"
+    if exponent:
+        label += f" (×1e{exponent})".replace("-", _MINUS)
     if style.clip_percentile < 100:
         label += f"\n(saturates at the {style.clip_percentile:g}th percentile)"
     return label
@@ -191,6 +195,201 @@ def _strip(axes: Axes) -> None:
     axes.set_yticks([])
 
 
+Box = tuple[float, float, float, float]  # (left, bottom, width, height) in inches
+
+
+@dataclass(frozen=True)
+class HeatmapLayout:
+    """Where everything of a heatmap figure goes, in inches from the figure's bottom-left corner.
+
+    Attributes:
+        width, height: the figure's size.
+        panels: the input, attribution and overlay panels (each of the input's aspect ratio).
+        colorbar: the colour bar's box.
+        orientation: ``vertical`` (right of the panels) or ``horizontal`` (below them).
+        stacked: whether the panels are stacked top to bottom (wide inputs) instead of side by side.
+    """
+
+    width: float
+    height: float
+    panels: tuple[Box, Box, Box]
+    colorbar: Box
+    orientation: Literal["vertical", "horizontal"]
+    stacked: bool
+
+
+# Inputs at least this much wider than tall get their panels stacked: side by side they would
+# make a thin strip whose colour bar is too short for its label.
+STACK_ASPECT = 2.5
+_MARGIN = 0.15
+_GAP = 0.2
+_STACK_GAP = 0.08
+_BAR_THICKNESS = 0.16
+_TICK_PAD = 0.12  # a tick and the gap to its label: 3.5 pt each
+_TICK_ROWS = 0.2  # tick labels under a horizontal bar
+_TITLE_PT, _PANEL_TITLE_PT, _LABEL_PT = 10.0, 10.0, 8.0
+
+
+def text_extent(text: str, points: float) -> tuple[float, float]:
+    """Width and height in inches of ``text`` (lines separated by ``\n``) as the Agg canvas draws it."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    if not text:
+        return 0.0, 0.0
+    renderer = RendererAgg(1, 1, _DPI)
+    font = FontProperties(size=points)
+    lines = text.split("\n")
+    widths = [renderer.get_text_width_height_descent(line, font, ismath=False)[0] for line in lines]
+    # Matplotlib's default line spacing is 1.2 times the font size.
+    return max(widths) / _DPI, len(lines) * 1.2 * points / 72
+
+
+def heatmap_layout(
+    shape: tuple[int, int],
+    panel_px: int,
+    title: str,
+    panel_titles: Sequence[str],
+    colorbar_label: str,
+    tick_labels: Sequence[str] = ("−0.25",),
+) -> HeatmapLayout:
+    """Lay a heatmap figure out from the input's aspect ratio and the sizes of its texts.
+
+    Square and tall inputs get three panels side by side; inputs at least :data:`STACK_ASPECT` times
+    wider than tall get them stacked. The colour bar stands right of the panels when they are tall
+    enough for its label, and lies below them otherwise. The figure is as large as its content plus
+    a small margin: no text is clipped and no side is left blank.
+
+    Args:
+        shape: ``(H, W)`` of the input.
+        panel_px: the longer side of each panel in pixels.
+        title: the figure's title (may be empty; lines separated by ``\n``).
+        panel_titles: the three panel titles.
+        colorbar_label: the colour bar's label.
+        tick_labels: the colour bar's tick labels, or the widest ones it may get.
+    """
+    panel_w, panel_h = _panel_size(shape, panel_px)
+    stacked = panel_w >= STACK_ASPECT * panel_h
+    lines = max(t.count("\n") + 1 for t in panel_titles)
+    caption_h = lines * 1.2 * _PANEL_TITLE_PT / 72 + 0.08  # the panel titles and their padding
+    columns = [max(panel_w, text_extent(t, _PANEL_TITLE_PT)[0] + 0.1) for t in panel_titles]
+    label_len, label_thick = text_extent(colorbar_label, _LABEL_PT)
+    title_w, title_h = text_extent(title, _TITLE_PT)
+    top = title_h + 0.2 if title else 0.05
+
+    if stacked:
+        block_w = max(columns)
+        block_h = 3 * (caption_h + panel_h) + 2 * _STACK_GAP
+        bar_span = block_h - caption_h
+    else:
+        block_w = sum(columns) + 2 * _GAP
+        block_h = caption_h + panel_h
+        bar_span = panel_h
+    vertical = bar_span >= label_len + 0.1
+    if vertical:
+        tick_room = max(text_extent(tick, _LABEL_PT)[0] for tick in tick_labels) + _TICK_PAD if tick_labels else 0.0
+        side = _GAP + _BAR_THICKNESS + tick_room + label_thick + 0.05
+        below = 0.0
+    else:
+        side = 0.0
+        below = _GAP + _BAR_THICKNESS + _TICK_ROWS + label_thick + 0.05
+    width = max(2 * _MARGIN + block_w + side, title_w + 2 * _MARGIN, label_len + 2 * _MARGIN)
+    height = _MARGIN + below + block_h + top
+    left = (width - side - block_w) / 2  # centred when the title or the label is the wider part
+
+    panels: list[Box] = []
+    for index in range(3):
+        if stacked:
+            bottom = height - top - (index + 1) * (caption_h + panel_h) - index * _STACK_GAP
+            panels.append((left + (block_w - panel_w) / 2, bottom, panel_w, panel_h))
+        else:
+            x = left + sum(columns[:index]) + index * _GAP
+            panels.append((x + (columns[index] - panel_w) / 2, _MARGIN + below, panel_w, panel_h))
+    if vertical:
+        bar_bottom = panels[2][1]
+        colorbar: Box = (left + block_w + _GAP, bar_bottom, _BAR_THICKNESS, panels[0][1] + panel_h - bar_bottom)
+    else:
+        bar_w = max(min(block_w, 3.0), min(label_len, width - 2 * _MARGIN))
+        bar_x = (panels[1][0] + panel_w / 2) if not stacked else left + block_w / 2
+        bar_x = min(max(bar_x - bar_w / 2, _MARGIN), width - _MARGIN - bar_w)
+        colorbar = (bar_x, _MARGIN + below - _GAP - _BAR_THICKNESS, bar_w, _BAR_THICKNESS)
+    return HeatmapLayout(width, height, (panels[0], panels[1], panels[2]), colorbar,
+                         "vertical" if vertical else "horizontal", stacked)
+
+
+def heatmap_figure(
+    image: np.ndarray,
+    attribution_map: np.ndarray,
+    *,
+    title: str = "",
+    style: HeatmapStyle | None = None,
+) -> Figure:
+    """The figure :func:`render_heatmap` saves: input | attribution | overlay and a colour bar.
+
+    Laid out by :func:`heatmap_layout`: side by side for square and tall inputs, stacked for wide ones.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    style = style or HeatmapStyle()
+    values = apply_polarity(np.asarray(attribution_map, dtype=np.float64), style.polarity)
+    if values.shape != image.shape[:2]:
+        raise ValueError(f"attribution map: expected shape {image.shape[:2]}, got {values.shape}")
+    norm = _norm(values, style)
+    cmap = colormaps[style.colormap_name()]
+    panel_w = _panel_size(values.shape, style.panel_px)[0]
+    panel_titles = ("input", _wrapped(_COLORBAR_LABELS[style.polarity], panel_w), "overlay")
+    # Ticks divided by a power of ten named in the label, rather than matplotlib's offset text,
+    # which sits outside the bar's box where the layout cannot see it.
+    exponent = _tick_exponent(float(norm.vmax or 1.0))
+    label = _colorbar_label(style, exponent=exponent)
+    formatter = FuncFormatter(lambda value, _: f"{value / 10.0**exponent:.3g}".replace("-", _MINUS))
+    # At least the ticks matplotlib's auto locator can pick on this range (it picks among these steps).
+    low, high = float(norm.vmin or 0.0), float(norm.vmax or 1.0)
+    candidates = MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+    ticks = [formatter(value) for value in candidates if low <= value <= high]
+    layout = heatmap_layout(values.shape, style.panel_px, title, panel_titles, label, ticks)
+    figure = _new_figure(layout.width, layout.height)
+
+    def add(box: Box) -> Axes:
+        x, y, w, h = box
+        return figure.add_axes((x / layout.width, y / layout.height, w / layout.width, h / layout.height))
+
+    axes_input, axes_map, axes_overlay = (add(box) for box in layout.panels)
+    _show_image(axes_input, image, style.interpolation)
+    axes_map.imshow(values, cmap=cmap, norm=norm, interpolation=style.interpolation)
+    axes_overlay.imshow(_overlay(image, values, norm, cmap), interpolation=style.interpolation)
+    for axes, panel_title in zip((axes_input, axes_map, axes_overlay), panel_titles, strict=True):
+        axes.set_title(panel_title, fontsize=_PANEL_TITLE_PT)
+        _strip(axes)
+
+    colorbar = figure.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap), cax=add(layout.colorbar), orientation=layout.orientation
+    )
+    colorbar.set_label(label, fontsize=_LABEL_PT)
+    colorbar.ax.tick_params(labelsize=_LABEL_PT)
+    colorbar.formatter = formatter  # type: ignore[assignment]
+    if title:
+        figure.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.08 / layout.height, va="top")
+    return figure
+
+
+def _wrapped(text: str, width: float) -> str:
+    """``text`` on two lines, split at the space nearest its middle, when it is wider than ``width`` inches."""
+    if " " not in text or text_extent(text, _PANEL_TITLE_PT)[0] <= width:
+        return text
+    spaces = [i for i, character in enumerate(text) if character == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2))
+    return text[:cut] + "\n" + text[cut + 1 :]
+
+
+def _tick_exponent(limit: float) -> int:
+    """The power of ten colour-bar ticks are divided by: 0 for limits in [0.01, 1000), as ScalarFormatter."""
+    exponent = math.floor(math.log10(limit)) if limit > 0 else 0
+    return exponent if exponent < -2 or exponent >= 3 else 0
+
+
 def render_heatmap(
     path: Path,
     image: np.ndarray,
@@ -209,50 +408,10 @@ def render_heatmap(
         style: colours, polarity, clipping, enlargement.
 
     Returns:
-        ``path``. The PNG is about ``3·panel_px + 200`` by ``panel_px + 110`` pixels.
+        ``path``. Square inputs give about ``3·panel_px + 180`` by ``panel_px + 80`` pixels; wide
+        inputs stack their panels (:func:`heatmap_layout`).
     """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-
-    style = style or HeatmapStyle()
-    values = apply_polarity(np.asarray(attribution_map, dtype=np.float64), style.polarity)
-    if values.shape != image.shape[:2]:
-        raise ValueError(f"attribution map: expected shape {image.shape[:2]}, got {values.shape}")
-    norm = _norm(values, style)
-    cmap = colormaps[style.colormap_name()]
-
-    panel_w, panel_h = _panel_size(values.shape, style.panel_px)
-    left, gap, bar_w, bar_room, bottom = 0.2, 0.2, 0.18, 1.35, 0.2
-    top = 0.75 if "\n" in title else 0.5
-    width = left + 3 * panel_w + 3 * gap + bar_w + bar_room
-    height = bottom + max(panel_h, 1.6) + top
-    figure = _new_figure(width, height)
-
-    def add(x_in: float, w_in: float) -> Axes:
-        return figure.add_axes((x_in / width, bottom / height, w_in / width, panel_h / height))
-
-    axes_input = add(left, panel_w)
-    _show_image(axes_input, image, style.interpolation)
-    axes_input.set_title("input", fontsize=10)
-
-    axes_map = add(left + panel_w + gap, panel_w)
-    axes_map.imshow(values, cmap=cmap, norm=norm, interpolation=style.interpolation)
-    axes_map.set_title(_COLORBAR_LABELS[style.polarity], fontsize=10)
-
-    axes_overlay = add(left + 2 * (panel_w + gap), panel_w)
-    axes_overlay.imshow(_overlay(image, values, norm, cmap), interpolation=style.interpolation)
-    axes_overlay.set_title("overlay", fontsize=10)
-    for axes in (axes_input, axes_map, axes_overlay):
-        _strip(axes)
-
-    colorbar_axes = add(left + 3 * (panel_w + gap), bar_w)
-    colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=colorbar_axes)
-    colorbar.set_label(_colorbar_label(style), fontsize=8)
-    colorbar.ax.tick_params(labelsize=8)
-    colorbar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
-    if title:
-        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
-    return _save(figure, path)
+    return _save(heatmap_figure(image, attribution_map, title=title, style=style), path)
 
 
 def ranked_order(attribution: np.ndarray, top: int | None = None) -> np.ndarray:

@@ -6,9 +6,14 @@ With no arguments it serves the bundled demo models on 127.0.0.1:50051. Every se
 and a ``MOLLIFY_*`` environment variable (the flag wins); ``mollify serve --help`` lists them.
 Once listening it prints ``listening on HOST:PORT`` on stdout (the real port when port 0 was asked).
 
-Signals: SIGTERM or SIGINT set health to NOT_SERVING, refuse new calls and give in-flight ones
-``--grace-period-s`` seconds to finish, then exit 0 (a second signal stops at once); SIGHUP
-rescans the model repository. Exit code 2: invalid settings or the address cannot be bound.
+Signals: SIGTERM or SIGINT set health to NOT_SERVING and keep serving for ``--drain-delay-s``
+seconds (load balancers stop routing here), then close the listener and give in-flight calls
+``--grace-period-s`` seconds to finish; those still running end with UNAVAILABLE; exit 0. A second
+signal skips what is left of the delay and the grace. SIGHUP rescans the model repository.
+
+Failures print one ``CODE: message`` line on stderr. Exit codes: 0 stopped by a signal; 2 invalid
+settings (``SETTINGS``) or the address cannot be listened on (``UNAVAILABLE``, e.g. a port already
+in use); 130 interrupted while starting.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from service.settings import Settings, add_arguments
 
 EXIT_OK = 0
 EXIT_SETTINGS = 2
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -41,8 +47,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "the MOLLIFY_* environment variable shown in its help; a flag wins over its variable."
         ),
         epilog=(
-            "SIGTERM/SIGINT: graceful shutdown within --grace-period-s; SIGHUP: reload the model repository. "
-            "Health checks need no token unless --auth-health is set. Exit code 2: invalid settings."
+            "SIGTERM/SIGINT: health NOT_SERVING for --drain-delay-s while still serving, then the listener "
+            "closes and in-flight calls get --grace-period-s; SIGHUP: reload the model repository. Health "
+            "checks need no token unless --auth-health is set. Exit codes: 0 stopped by a signal; 2 invalid "
+            "settings or the address cannot be listened on (e.g. a port in use); errors print 'CODE: message'."
         ),
     )
     add_arguments(parser)
@@ -64,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"UNAVAILABLE: {err}", file=sys.stderr)
         return EXIT_SETTINGS
+    except KeyboardInterrupt:
+        print("CANCELLED: interrupted while loading the models", file=sys.stderr)
+        return EXIT_INTERRUPTED
     server.start()
     _install_signal_handlers(server)
     ready = [m.name for m in server.repository.list_models() if m.ready]
@@ -75,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
 def _install_signal_handlers(server: MollifyServer) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread (e.g. not in embedded use)
-    stopping = threading.Event()
+    settings = server.settings
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # A second signal means "now": no more grace.
-        grace = 0.0 if stopping.is_set() else server.settings.grace_period_s
-        stopping.set()
-        threading.Thread(target=server.stop, args=(grace,), name="mollify-shutdown", daemon=True).start()
+        # Returns at once; a second signal makes the stop under way skip its drain and grace.
+        server.stop(settings.grace_period_s, drain_s=settings.drain_delay_s)
 
     def reload(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.reload_models, name="mollify-reload", daemon=True).start()

@@ -16,6 +16,7 @@ from estimator import (
     LimitExceededError,
     Method,
     ModelEvaluationError,
+    NonFiniteNoisyGradientsError,
     PredictedClassTarget,
     Progress,
     describe,
@@ -193,7 +194,7 @@ class _BrokenModel(ReluShiftModel):
             raise RuntimeError("device lost")
         if self.failure == "shape":
             return GradientBatch(batch.outputs, batch.gradients[:, :2])
-        if self.failure == "nan" and self.record.calls > 1:
+        if (self.failure == "nan" and self.record.calls > 1) or self.failure == "nan-clean":
             gradients = batch.gradients.copy()
             gradients[0, 0] = np.nan
             return GradientBatch(batch.outputs, gradients)
@@ -208,12 +209,18 @@ class _BrokenModel(ReluShiftModel):
     [
         ("raise", "device lost"),
         ("shape", r"model gradients: expected shape \(1, 4\); got \(1, 2\)"),
-        ("nan", "model gradients: expected finite values"),
+        ("nan", r"non-finite outputs or gradients for 1 of 4 noisy samples \(25.0%\) .*'gaussian' kernel"),
+        ("nan-clean", "model gradients: expected finite values"),
     ],
 )
 def test_model_failures_are_model_evaluation_errors(failure: str, message: str) -> None:
     with pytest.raises(ModelEvaluationError, match=message):
         explain(_BrokenModel(failure), X, Method(samples=4), lower=-1, upper=1, seed=0)
+
+
+def test_non_finite_values_at_noisy_samples_name_the_kernel_and_the_remedy() -> None:
+    with pytest.raises(NonFiniteNoisyGradientsError, match=r"method.kernel: .*'poisson' kernel.*truncated"):
+        explain(_BrokenModel("nan"), X, Method(samples=4, kernel="poisson"), lower=-1, upper=1, seed=0)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the relative error's norm

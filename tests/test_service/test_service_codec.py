@@ -38,7 +38,8 @@ def test_fp64_is_accepted_and_rounded() -> None:
         (pb.Tensor(datatype=99, shape=[1], raw_contents=b"\0" * 4), "got 99"),
         (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[2, -1], raw_contents=b""), "non-negative"),
         (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[2, 3], raw_contents=b"\0" * 20), "holds 20 bytes; shape [2, 3]"),
-        (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1 << 40, 1 << 40], raw_contents=b""), "needs"),
+        (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1 << 40, 1 << 40], raw_contents=b""),
+         "describes more than 2**31 - 1 elements"),
     ],
 )
 def test_malformed_tensors_name_the_field(tensor: pb.Tensor, message: str) -> None:

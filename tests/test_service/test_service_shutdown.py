@@ -58,7 +58,8 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MOLLIFY_GRACE_PERIOD_S": "30", "MOLLIFY_LOG_FORMAT": "text"}
+           "MOLLIFY_GRACE_PERIOD_S": "30", "MOLLIFY_LOG_FORMAT": "text",
+           "MOLLIFY_DRAIN_DELAY_S": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(models),
          "--cache-dir", str(graph_cache), "--device", "cpu", "--intra-op-threads", "1",

@@ -83,6 +83,18 @@ class ChannelReduction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_REDUCTION_SUM: _ClassVar[ChannelReduction]
     CHANNEL_REDUCTION_MEAN: _ClassVar[ChannelReduction]
     CHANNEL_REDUCTION_MAX_ABS: _ClassVar[ChannelReduction]
+
+class RegionReduction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGION_REDUCTION_UNSPECIFIED: _ClassVar[RegionReduction]
+    REGION_REDUCTION_SUM: _ClassVar[RegionReduction]
+    REGION_REDUCTION_MEAN: _ClassVar[RegionReduction]
+
+class DetectionLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DETECTION_LAYOUT_UNSPECIFIED: _ClassVar[DetectionLayout]
+    DETECTION_LAYOUT_CHANNELS_FIRST: _ClassVar[DetectionLayout]
+    DETECTION_LAYOUT_ANCHORS_FIRST: _ClassVar[DetectionLayout]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FP32: DataType
 DATA_TYPE_FP64: DataType
@@ -130,6 +142,12 @@ CHANNEL_REDUCTION_NONE: ChannelReduction
 CHANNEL_REDUCTION_SUM: ChannelReduction
 CHANNEL_REDUCTION_MEAN: ChannelReduction
 CHANNEL_REDUCTION_MAX_ABS: ChannelReduction
+REGION_REDUCTION_UNSPECIFIED: RegionReduction
+REGION_REDUCTION_SUM: RegionReduction
+REGION_REDUCTION_MEAN: RegionReduction
+DETECTION_LAYOUT_UNSPECIFIED: DetectionLayout
+DETECTION_LAYOUT_CHANNELS_FIRST: DetectionLayout
+DETECTION_LAYOUT_ANCHORS_FIRST: DetectionLayout
 
 class Tensor(_message.Message):
     __slots__ = ("datatype", "shape", "raw_contents")
@@ -194,18 +212,62 @@ class PredictedClass(_message.Message):
     def __init__(self) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("output", "class_index", "predicted", "top_k", "cotangent")
+    __slots__ = ("output", "class_index", "predicted", "top_k", "cotangent", "region", "detection")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     COTANGENT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
     output: str
     class_index: int
     predicted: PredictedClass
     top_k: int
     cotangent: Tensor
-    def __init__(self, output: _Optional[str] = ..., class_index: _Optional[int] = ..., predicted: _Optional[_Union[PredictedClass, _Mapping]] = ..., top_k: _Optional[int] = ..., cotangent: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    region: Region
+    detection: Detection
+    def __init__(self, output: _Optional[str] = ..., class_index: _Optional[int] = ..., predicted: _Optional[_Union[PredictedClass, _Mapping]] = ..., top_k: _Optional[int] = ..., cotangent: _Optional[_Union[Tensor, _Mapping]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ...) -> None: ...
+
+class AxisSlice(_message.Message):
+    __slots__ = ("start", "stop", "step")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    stop: int
+    step: int
+    def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
+class AxisRange(_message.Message):
+    __slots__ = ("index", "slice")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    slice: AxisSlice
+    def __init__(self, index: _Optional[int] = ..., slice: _Optional[_Union[AxisSlice, _Mapping]] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("axes", "mask", "reduction")
+    AXES_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    axes: _containers.RepeatedCompositeFieldContainer[AxisRange]
+    mask: Tensor
+    reduction: RegionReduction
+    def __init__(self, axes: _Optional[_Iterable[_Union[AxisRange, _Mapping]]] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ..., reduction: _Optional[_Union[RegionReduction, str]] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("index", "class_index", "layout", "box_values")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    BOX_VALUES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    class_index: int
+    layout: DetectionLayout
+    box_values: int
+    def __init__(self, index: _Optional[int] = ..., class_index: _Optional[int] = ..., layout: _Optional[_Union[DetectionLayout, str]] = ..., box_values: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model_name", "inputs", "target", "method", "seed", "lower", "upper")
@@ -226,7 +288,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class InstanceExplanation(_message.Message):
-    __slots__ = ("instance_index", "rank", "attribution", "standard_error", "outputs", "cotangent", "target_index", "output", "samples", "gradient_evaluations", "seed", "inherent_noise", "relative_error", "queued_ms", "computing_ms", "execution_provider", "method_description")
+    __slots__ = ("instance_index", "rank", "attribution", "standard_error", "outputs", "cotangent", "target_index", "output", "samples", "gradient_evaluations", "seed", "inherent_noise", "relative_error", "queued_ms", "computing_ms", "execution_provider", "method_description", "zero_scale_fraction", "standard_error_note")
     INSTANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +306,8 @@ class InstanceExplanation(_message.Message):
     COMPUTING_MS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     METHOD_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SCALE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STANDARD_ERROR_NOTE_FIELD_NUMBER: _ClassVar[int]
     instance_index: int
     rank: int
     attribution: Tensor
@@ -261,7 +325,9 @@ class InstanceExplanation(_message.Message):
     computing_ms: float
     execution_provider: str
     method_description: str
-    def __init__(self, instance_index: _Optional[int] = ..., rank: _Optional[int] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., standard_error: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., cotangent: _Optional[_Union[Tensor, _Mapping]] = ..., target_index: _Optional[int] = ..., output: _Optional[str] = ..., samples: _Optional[int] = ..., gradient_evaluations: _Optional[int] = ..., seed: _Optional[int] = ..., inherent_noise: _Optional[float] = ..., relative_error: _Optional[float] = ..., queued_ms: _Optional[float] = ..., computing_ms: _Optional[float] = ..., execution_provider: _Optional[str] = ..., method_description: _Optional[str] = ...) -> None: ...
+    zero_scale_fraction: float
+    standard_error_note: str
+    def __init__(self, instance_index: _Optional[int] = ..., rank: _Optional[int] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., standard_error: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., cotangent: _Optional[_Union[Tensor, _Mapping]] = ..., target_index: _Optional[int] = ..., output: _Optional[str] = ..., samples: _Optional[int] = ..., gradient_evaluations: _Optional[int] = ..., seed: _Optional[int] = ..., inherent_noise: _Optional[float] = ..., relative_error: _Optional[float] = ..., queued_ms: _Optional[float] = ..., computing_ms: _Optional[float] = ..., execution_provider: _Optional[str] = ..., method_description: _Optional[str] = ..., zero_scale_fraction: _Optional[float] = ..., standard_error_note: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("model_name", "explanations", "request_id")
@@ -332,7 +398,7 @@ class Preprocessing(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., scale: _Optional[float] = ..., invert: _Optional[bool] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights")
+    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +414,8 @@ class ModelInfo(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
+    FIXED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     ready: bool
     error: str
@@ -363,7 +431,9 @@ class ModelInfo(_message.Message):
     execution_provider: str
     description: str
     weights: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ...) -> None: ...
+    batching: str
+    fixed_batch_size: int
+    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
