@@ -1,11 +1,13 @@
 """A bounded chaos and soak run against a real `mollify serve` process on loopback.
 
 Several clients send a mix of valid and malformed requests, cancel streams, let deadlines expire and
-ask for model lists and health, while a reloader rewrites a served model in place (a partial write,
-then a different valid model, then the original back), corrupts its cached gradient graph and
-reloads. At the end the server gets SIGTERM. The run fails (exit 1) on any INTERNAL or UNKNOWN
-status, any OK answer that differs bit for bit from the reference computed before the chaos, a
-server crash, a computing slot still held afterwards, or RSS / thread growth beyond the margins.
+ask for model lists and health, while a reloader rewrites a served model, ``flip``, in place (a
+partial write and a reload, then the rest; a different valid model, then the original back),
+corrupts its cached gradient graph and reloads. At the end the server gets SIGTERM. The run fails
+(exit 1) on any INTERNAL or UNKNOWN status, any FAILED_PRECONDITION for ``flip`` or ``flip`` not
+ready while half written (the last good version must keep serving), any OK answer that differs bit
+for bit from the reference computed before the chaos (for ``flip``: of either version), a server
+crash, a computing slot still held afterwards, or RSS / thread growth beyond the margins.
 
     PYTHONPATH=. python benchmarks/chaos.py --duration 60 --clients 6
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -194,8 +197,11 @@ def _client_loop(address: str, stop: threading.Event, tally: Tally, references: 
                     operation = f"explain {call.model}"
                     got = _explain(client, call)
                     expected = flip_versions if call.model == "flip" else [references[call]]
-                    if not any(_same(got, e) for e in expected):
+                    matches = [i for i, e in enumerate(expected) if _same(got, e)]
+                    if not matches:
                         tally.violate(f"wrong result for {call.model} {call.method} seed {call.seed}")
+                    elif call.model == "flip":
+                        tally.record(f"flip answered as version {matches[0]}", "OK")
                     tally.record(operation, "OK")
                 elif roll < 0.70:
                     name, send = _malformed(client, rng)
@@ -221,6 +227,8 @@ def _client_loop(address: str, stop: threading.Event, tally: Tally, references: 
                     tally.record("metadata", "OK")
             except MollifyError as err:
                 tally.record(operation, err.code, err.message)
+                if operation == "explain flip" and err.code == "FAILED_PRECONDITION":
+                    tally.violate(f"flip, rewritten in place, answered FAILED_PRECONDITION: {err.message[:300]}")
             except Exception as err:  # noqa: BLE001 - anything else is a finding, not a crash of the run
                 code = getattr(err, "code", lambda: None)()
                 name = getattr(code, "name", type(err).__name__)
@@ -242,6 +250,10 @@ def _reloader(address: str, stop: threading.Event, tally: Tally, repository: Pat
                 try:
                     client.reload_models()
                     counts["reload-partial"] += 1
+                    info = client.get_model("flip")
+                    if not info.ready:
+                        tally.violate(f"flip was taken down by a reload of its half-written file: {info.error[:300]}")
+                    counts["stale-seen"] += int(info.stale and bool(info.candidate_error))
                 except MollifyError as err:
                     tally.record("reload", err.code, err.message)
                 handle.write(data[len(data) // 2 :])
@@ -257,7 +269,19 @@ def _reloader(address: str, stop: threading.Event, tally: Tally, repository: Pat
             except MollifyError as err:
                 tally.record("reload", err.code, err.message)
             step += 1
+    target.write_bytes(versions[-1])  # the reference version back for the checks after the chaos
     return dict(counts)
+
+
+def _variant(model_bytes: bytes) -> bytes:
+    """The same network with its largest weight tensor halved: another valid version of the model."""
+    model = onnx.ModelProto()
+    model.ParseFromString(model_bytes)
+    floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    tensor = max(floats, key=lambda t: int(np.prod(t.dims)))
+    values = onnx.numpy_helper.to_array(tensor)
+    tensor.CopyFrom(onnx.numpy_helper.from_array((values * 0.5).astype(values.dtype), tensor.name))
+    return model.SerializeToString()
 
 
 def run(duration: float, clients: int, seed: int) -> int:
@@ -268,6 +292,9 @@ def run(duration: float, clients: int, seed: int) -> int:
         shutil.copytree(repository_path() / name, repository / name)
     shutil.copytree(repository_path() / "digits_cnn", repository / "flip")
     original = (repository / "flip" / "model.onnx").read_bytes()
+    # The second version of flip, served apart under its own name for its reference answers.
+    shutil.copytree(repository_path() / "digits_cnn", repository / "flip_b")
+    (repository / "flip_b" / "model.onnx").write_bytes(_variant(original))
     tally = Tally()
     started = time.monotonic()
     process, port, _stdout = _start_server(repository, cache, work)
@@ -275,7 +302,10 @@ def run(duration: float, clients: int, seed: int) -> int:
     try:
         with ExplainerClient(address, timeout=60) as client:
             references = {call: _explain(client, call) for call in VALID}
-            flip_versions = [references[VALID[-1]]]
+            flip = VALID[-1]
+            flip_versions = [references[flip], _explain(client, ValidCall("flip_b", flip.inputs, flip.method, flip.seed))]
+            if _same(flip_versions[0], flip_versions[1]):
+                raise RuntimeError("the two versions of flip explain alike; the chaos could not tell them apart")
         for call in VALID[:3]:  # warm every path before the first reading
             with ExplainerClient(address, timeout=60) as client:
                 _explain(client, call)
@@ -286,7 +316,8 @@ def run(duration: float, clients: int, seed: int) -> int:
                    for i in range(clients)]
         reload_counts: dict[str, int] = {}
         reloader = threading.Thread(
-            target=lambda: reload_counts.update(_reloader(address, stop, tally, repository, cache, [original])))
+            target=lambda: reload_counts.update(
+                _reloader(address, stop, tally, repository, cache, [_variant(original), original])))
         for thread in [*threads, reloader]:
             thread.start()
         time.sleep(duration)

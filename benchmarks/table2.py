@@ -1,4 +1,5 @@
-"""The analogue of seed 001 Table 2 on the demo digits CNN, plus kernels, inherent noise and convergence.
+"""The analogue of Table 2 of Zhou et al. 2024 (AdaptGrad) on the demo digits CNN, plus kernels,
+inherent noise and convergence.
 
     PYTHONPATH=. python benchmarks/table2.py [--images 64] [--samples 50] [--ig-steps 20]
         [--ig-samples 20] [--weight-draws 10] [--convergence-images 8] [--threads 1] [--seed 0]
@@ -8,8 +9,8 @@ predicted class's logit):
 
 1. Sparseness (Gini, ↑), complexity (entropy of |map|, nats, ↓ = more concentrated), deletion AUC
    of the class probability (↓), mean inherent noise, and seconds per explanation for Grad, SG, AG,
-   GI, S-GI, A-GI, IG(B), S-IG(B), A-IG(B), IG(W), S-IG(W), A-IG(W), NG, S-NG, A-NG (seed 001's
-   names: S- = SmoothGrad, A- = AdaptGrad, NG = NoiseGrad; S-NG / A-NG = FusionGrad with that input
+   GI, S-GI, A-GI, IG(B), S-IG(B), A-IG(B), IG(W), S-IG(W), A-IG(W), NG, S-NG, A-NG (the AdaptGrad
+   paper's names: S- = SmoothGrad, A- = AdaptGrad, NG = NoiseGrad; S-NG / A-NG = FusionGrad with that input
    noise). Black = the lower bound 0 (the digits' background), white = the upper bound 1.
 2. The five kernels × {fixed, adaptive, truncated} for the smoothed gradient.
 3. Relative error ``‖Ĝ_N − Ĝ_ref‖/‖Ĝ_ref‖`` against N for SG and AG (reference: N = 2000, another

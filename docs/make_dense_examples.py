@@ -74,6 +74,10 @@ class YoloStyleHead(nn.Module):
     the centre within reach of its cell, as YOLO decodes it) and one sigmoid score per class,
     flattened to ``[batch, 4 + C, cells]`` as YOLOv8 exports it."""
 
+    cells: torch.Tensor
+    scale: torch.Tensor
+    size: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         height, width = DETECTOR_SHAPE
@@ -154,12 +158,12 @@ def detector_example(out: Path, seed: int) -> Path:
     result = explain(session, image[None], METHOD, target, lower=0.0, upper=1.0, seed=seed)
     detection, class_index = detection_of(target, result.cotangent)
     outputs = np.asarray(result.outputs)
-    box = tuple(float(v) for v in outputs[:4, detection])
+    cx, cy, w, h = (float(v) for v in outputs[:4, detection])
     title = (f"YOLO-style head [1, 4+3, 96] · synthetic shapes: {', '.join(CLASSES[k] for k, *_ in objects)}\n"
              f"SmoothGrad(α=0.1, N=64) · class {CLASSES[class_index]} of detection {detection} "
              f"(score {outputs[4 + class_index, detection]:.2f})")
     path = out / "dense_detection.heatmap.png"
-    render_heatmap(path, _outline(image, box, (0.1, 0.8, 0.2)), np.asarray(result.attribution)[0], title=title,
+    render_heatmap(path, _outline(image, (cx, cy, w, h), (0.1, 0.8, 0.2)), np.asarray(result.attribution)[0], title=title,
                    style=HeatmapStyle(panel_px=224))
     return path
 

@@ -1,8 +1,8 @@
 """Monte Carlo gradient mollification: pure numerics (numpy, scipy), no transport, no runtime.
 
 The public API: :func:`explain` (SmoothGrad, AdaptGrad, NoiseGrad, FusionGrad and every kernel of
-SPEC.md §2 over any :class:`GradientModel`), the kernels and scale policies it is built from, and the
-evaluation metrics of SPEC.md §4.
+docs/method.md over any :class:`GradientModel`), the kernels and scale policies it is built from, and the
+evaluation metrics of docs/method.md §13.
 """
 
 from .describe import describe

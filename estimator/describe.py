@@ -1,4 +1,4 @@
-"""Short human-readable names of methods, in the papers' vocabulary (seed 001 Table 2 style).
+"""Short human-readable names of methods, in the papers' vocabulary (Zhou et al. 2024, AdaptGrad, Table 2 style).
 
 Imports nothing beyond the estimator's own vocabulary.
 """
@@ -46,6 +46,9 @@ def describe_valid(method: Method) -> str:
     """:func:`describe` of a method already validated (no second validation)."""
     base = _base(method)
     count = f", N={method.samples}" if method.tol is None else f", tol={method.tol:g}"
+    if method.sampler != "iid" and method.mode in ("input", "fusion"):
+        structured = method.sampler in ("latin_hypercube", "sobol")
+        count += f", {method.sampler}" + (f"×{method.replicates}" if structured else "")
     if method.mode == "none":
         text = base
     elif method.mode == "input":

@@ -1,4 +1,4 @@
-"""The estimator's entry point: Monte Carlo gradient mollification of one instance (SPEC.md §2).
+"""The estimator's entry point: Monte Carlo gradient mollification of one instance (docs/method.md §2).
 
 ``explain`` validates a request, lays its gradient evaluations out as rows (:mod:`estimator.plan`),
 runs them through the model in memory-bounded chunks, and streams per-unit statistics into
@@ -31,7 +31,7 @@ from .gradient_model import GradientModel
 from .kernels import get_kernel
 from .method import Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
-from .noise import DrawStreams, InputNoise
+from .noise import InputNoise
 from .parallel import for_each_slice
 from .paths import integration_rule, path_points, resolve_baseline
 from .plan import (
@@ -41,6 +41,7 @@ from .plan import (
     reuses_clean_row,
     validate_method,
 )
+from .samplers import SampledDraws, get_sampler
 from .scales import adaptive_quantile_level, domain_slack
 from .targets import check_target, needs_clean_outputs, resolve_target
 from .weights import perturbable_weights, weight_draw
@@ -100,8 +101,8 @@ def explain(
     """Explain one instance with a (smoothed) gradient method.
 
     Computes ``θ = T(mean_i a_i)`` where ``a_i`` is the base attribution (gradient, gradient × input, or
-    integrated gradients; SPEC.md §2.5) of draw ``i`` under input noise (SmoothGrad, Smilkov et al.
-    2017; AdaptGrad, seed 001; any kernel of seed 000), weight noise (NoiseGrad, Bykov et al. 2022) or
+    integrated gradients; docs/method.md §6) of draw ``i`` under input noise (SmoothGrad, Smilkov et al.
+    2017; AdaptGrad, Zhou et al. 2024; any kernel of docs/method.md §3), weight noise (NoiseGrad, Bykov et al. 2022) or
     both (FusionGrad), and ``T`` the output transform and channel reduction, together with the
     per-feature standard error of ``θ``.
 
@@ -366,7 +367,14 @@ class _Run:
         self._streams = None
         if request.noise is not None:
             # Outer-smoothed IG repeats a sample's draw on each of its rows, possibly across chunks.
-            self._streams = DrawStreams(request.noise, request.seed, repeats=self._ig and not self._ig_inner)
+            sampler = get_sampler(request.method.sampler)
+            self._streams = SampledDraws(
+                request.noise,
+                request.seed,
+                sampler,
+                sampler.unit_draws(int(request.method.samples), int(request.method.replicates)),
+                repeats=self._ig and not self._ig_inner,
+            )
 
     # -- model access ---------------------------------------------------------------------------
     def _check_stop(self) -> None:

@@ -1,7 +1,7 @@
-"""Unit-scale smoothing kernels for Monte Carlo gradient mollification (SPEC.md §2.1).
+"""Unit-scale smoothing kernels for Monte Carlo gradient mollification (docs/method.md §3).
 
 The five kernels of Zhou et al. 2024, "Axiomatization of Gradient Smoothing in Neural Networks"
-(seed 000), with this project's definitions of density, CDF and quantile. A kernel of scale ε is
+with this project's definitions of density, CDF and quantile. A kernel of scale ε is
 ``k(u / ε) / ε``; draws are ``ε · Q(U)`` with ``U ~ Uniform(0, 1)`` (inverse-CDF sampling), so a
 truncated kernel is the same formula with ``U`` restricted to a sub-interval.
 
@@ -77,7 +77,7 @@ class Kernel(ABC):
 
 
 class GaussianKernel(Kernel):
-    """``k(t) = exp(-t²/2)/√(2π)``: SmoothGrad's noise (Smilkov et al. 2017) and AdaptGrad's (seed 001)."""
+    """``k(t) = exp(-t²/2)/√(2π)``: SmoothGrad's noise (Smilkov et al. 2017) and AdaptGrad's (Zhou et al. 2024, AdaptGrad)."""
 
     name = "gaussian"
 
@@ -93,7 +93,7 @@ class GaussianKernel(Kernel):
 
 
 class PoissonKernel(Kernel):
-    """The Poisson kernel of the half-plane, i.e. the Cauchy density ``1/(π(1 + t²))`` (seed 000)."""
+    """The Poisson kernel of the half-plane, i.e. the Cauchy density ``1/(π(1 + t²))``."""
 
     name = "poisson"
     heavy_tailed = True
@@ -110,7 +110,7 @@ class PoissonKernel(Kernel):
 
 
 class HyperbolicKernel(Kernel):
-    """The hyperbolic secant density ``sech(t)/π`` (seed 000)."""
+    """The hyperbolic secant density ``sech(t)/π``."""
 
     name = "hyperbolic"
 
@@ -130,7 +130,7 @@ class HyperbolicKernel(Kernel):
 
 
 class SigmoidKernel(Kernel):
-    """The logistic density ``e^{-t}/(1 + e^{-t})²``, the derivative of the sigmoid (seed 000)."""
+    """The logistic density ``e^{-t}/(1 + e^{-t})²``, the derivative of the sigmoid."""
 
     name = "sigmoid"
 
@@ -146,7 +146,7 @@ class SigmoidKernel(Kernel):
 
 
 class RectKernel(Kernel):
-    """The uniform density ``1/2`` on ``[-1, 1]`` (seed 000's "Rect")."""
+    """The uniform density ``1/2`` on ``[-1, 1]`` (the axiomatization paper's "Rect")."""
 
     name = "rect"
 

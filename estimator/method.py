@@ -1,7 +1,7 @@
 """What to compute: the method description, the explained target, and the result object.
 
 These frozen dataclasses are the estimator's public vocabulary; the service translates
-protobuf messages into them and back. Defaults follow the papers (SPEC.md §2).
+protobuf messages into them and back. Defaults follow the papers (docs/method.md).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ BaselineName = Literal["zero", "black", "white"]
 IGSmoothing = Literal["inner", "outer"]
 Transform = Literal["none", "abs", "smoothgrad_sq", "vargrad"]
 ChannelReduction = Literal["none", "sum", "mean", "max_abs"]
+SamplerName = Literal["iid", "antithetic", "latin_hypercube", "sobol"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Method:
         sigma: fixed / truncated policies: explicit scale in input units, a scalar or a per-feature
             array broadcastable to one instance; overrides ``alpha`` when given.
         confidence: adaptive policy: the confidence level c (AdaptGrad's 0.95).
-        adaptive_rule: ``one_sided`` is seed 001 Eq. 13, p = (3 + c)/4; ``two_sided`` is the authors'
+        adaptive_rule: ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad, p = (3 + c)/4; ``two_sided`` is the authors'
             released code, p = (1 + c)/2.
         samples: N, input-noise draws (input and fusion modes); the cap when ``tol`` is set
             unless ``max_samples`` is given.
@@ -51,13 +52,17 @@ class Method:
         ig_baseline: ``zero``, ``black`` (= lower bound), ``white`` (= upper bound), or an array of one
             instance's shape.
         ig_smoothing: ``inner`` smooths the gradient at each path point with the policy evaluated at
-            that point (seed 001 S-IG / A-IG); ``outer`` averages IG over noisy inputs (seed 003).
+            that point (S-IG / A-IG of Zhou et al. 2024); ``outer`` averages IG over noisy inputs (Smilkov et al. 2017).
         transform: ``none`` (signed mean), ``abs`` (|mean|), ``smoothgrad_sq`` (mean of squares),
             ``vargrad`` (variance across samples).
         channel_axis: axis of one instance (no batch axis) to reduce over, or ``None``.
         channel_reduction: how to reduce ``channel_axis``: ``sum``, ``mean``, ``max_abs``.
         tol: stop drawing once ``‖SE‖₂ / ‖mean‖₂ ≤ tol``; ``None`` draws exactly ``samples``.
         max_samples: cap on input draws when ``tol`` is set (defaults to ``samples``).
+        sampler: how input draws are laid out (:mod:`estimator.samplers`): ``iid``, ``antithetic``
+            (pairs u, −u), ``latin_hypercube`` or ``sobol`` (randomised point sets).
+        replicates: ``latin_hypercube`` and ``sobol``: independent point sets the draws are split
+            into (the units of the standard error); ``samples`` must be a multiple of it.
     """
 
     base: BaseMethod = "gradient"
@@ -81,6 +86,8 @@ class Method:
     channel_reduction: ChannelReduction = "none"
     tol: float | None = None
     max_samples: int | None = None
+    sampler: SamplerName = "iid"
+    replicates: int = 10
 
 
 @dataclass(frozen=True)
@@ -174,12 +181,13 @@ class Explanation:
         standard_error: per-feature standard error of ``attribution``, same shape.
         outputs: the explained tensor at the clean input, ``output_shape``.
         cotangent: the cotangent that was explained (one-hot for class targets), ``output_shape``.
-        target_index: the class explained, or ``None`` for an explicit cotangent.
+        target_index: the class explained (also for detection targets), or ``None`` for an explicit
+            cotangent or a region.
         samples: Monte Carlo draws used (input draws × weight draws for fusion).
         gradient_evaluations: VJP evaluations used, the clean forward/gradient pass included.
         seed: the seed that determines every random draw (echoed or chosen).
         inherent_noise: mean over features of the probability a noisy sample leaves the domain
-            (seed 001 Eq. 9–10); 0 when no input noise is used.
+            (Zhou et al. 2024, AdaptGrad, Eq. 9–10); 0 when no input noise is used.
         relative_error: final ‖SE‖₂/‖mean‖₂ (0 for deterministic methods).
         zero_scale_fraction: share of features whose input-noise scale ε is 0 (averaged over the path
             points for inner-smoothed IG); 0 without input noise. AdaptGrad gives features on a bound

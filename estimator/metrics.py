@@ -1,10 +1,11 @@
-"""Evaluation metrics for attribution maps (SPEC.md §4). Pure functions over numpy arrays.
+"""Evaluation metrics for attribution maps (docs/method.md §13). Pure functions over numpy arrays.
 
 - :func:`sparseness`: Gini index of ``|s|`` (Chalasani et al. 2020, "Concise explanations of neural
-  networks using adversarial training"; seed 001 Table 2 "Sparseness").
+  networks using adversarial training"; Zhou et al. 2024, AdaptGrad, Table 2 "Sparseness").
 - :func:`complexity`: Shannon entropy of the normalised ``|s|`` (Bhatt et al. 2020, "Evaluating and
-  aggregating feature-based model explanations"; seed 001's "Information Level").
-- :func:`spearman` / :func:`consistency`: rank correlation between maps (seed 001 Table 1).
+  aggregating feature-based model explanations"). Not the AdaptGrad paper's "Information Level",
+  which follows Kapishnikov et al. 2019.
+- :func:`spearman` / :func:`consistency`: rank correlation between maps (Zhou et al. 2024, AdaptGrad, Table 1).
 - :func:`deletion_auc` / :func:`insertion_auc`: faithfulness curves (Petsiuk et al. 2018, RISE).
 - :func:`convergence`: relative error of Monte Carlo estimates against a reference.
 
@@ -80,7 +81,7 @@ def spearman(a: ArrayLike, b: ArrayLike) -> float:
 
 
 def consistency(a: ArrayLike, b: ArrayLike, *, batched: bool = False) -> float:
-    """Mean ``|ρ_Spearman|`` between the maps of two models (seed 001 Table 1 "Consistency").
+    """Mean ``|ρ_Spearman|`` between the maps of two models (Zhou et al. 2024, AdaptGrad, Table 1 "Consistency").
 
     Args:
         a, b: two maps of the same shape, or with ``batched=True`` two stacks ``(B, ...)`` compared
@@ -170,7 +171,7 @@ def insertion_auc(
 
 
 def convergence(estimates_by_n: Mapping[int, ArrayLike], reference: ArrayLike) -> dict[int, float]:
-    """Relative error ``‖Ĝ_N − Ĝ_ref‖₂ / ‖Ĝ_ref‖₂`` of each estimate (SPEC.md §4), keyed by ``N`` ascending."""
+    """Relative error ``‖Ĝ_N − Ĝ_ref‖₂ / ‖Ĝ_ref‖₂`` of each estimate (docs/method.md §13), keyed by ``N`` ascending."""
     ref = check_float_array(reference, "reference")
     norm = float(np.linalg.norm(ref))
     if norm == 0.0:

@@ -156,7 +156,7 @@ class StatisticLayout:
 
     Attributes:
         input_shape: shape of one attribution before reduction.
-        transform: ``none``, ``abs``, ``smoothgrad_sq`` or ``vargrad`` (SPEC.md §2.5).
+        transform: ``none``, ``abs``, ``smoothgrad_sq`` or ``vargrad`` (docs/method.md §8).
         reduction: ``none``, ``sum``, ``mean`` or ``max_abs`` over ``channel_axis``.
         channel_axis: non-negative axis of ``input_shape`` or ``None``.
     """

@@ -1,4 +1,4 @@
-"""Counter-based random streams and the input-noise policies (SPEC.md §2.2, §2.6).
+"""Counter-based random streams and the input-noise policies (docs/method.md §4, §12).
 
 Every random number is drawn from a Philox generator keyed by ``(seed, stream)`` with its counter
 set from the draw's coordinates, so a draw depends only on ``(seed, coordinates)`` and never on the
@@ -173,8 +173,8 @@ class InputNoise:
         return HEAVY_TAIL_WINDOW * (self.upper - self.lower)
 
     def inherent_noise(self, centers: np.ndarray) -> float:
-        """Mean over ``centers`` (``(B, D)``) and features of the out-of-domain probability (seed 001
-        Eq. 9–10), for the kernel as sampled (restricted to its window when heavy-tailed)."""
+        """Mean over ``centers`` (``(B, D)``) and features of the out-of-domain probability
+        (Zhou et al. 2024, AdaptGrad, Eq. 9–10), for the kernel as sampled (restricted to its window when heavy-tailed)."""
         if self.policy == "truncated":
             return 0.0
         scale = self.scale_at(centers)

@@ -1,4 +1,4 @@
-"""Integrated-gradients quadrature and baselines (Sundararajan et al. 2017; SPEC.md §2.5).
+"""Integrated-gradients quadrature and baselines (Sundararajan et al. 2017; docs/method.md §6.3).
 
 Step sizes ``w_k`` and path fractions ``a_k`` follow Captum's
 ``captum/attr/_utils/approximation_methods.py``: the same Riemann deltas and linspace end points, and
@@ -101,7 +101,7 @@ def resolve_baseline(
 ) -> np.ndarray:
     """The IG baseline ``x0`` as a float64 array of ``input_shape``.
 
-    ``zero`` → 0, ``black`` → ``lower``, ``white`` → ``upper`` (seed 001's IG(B) / IG(W)), or an array
+    ``zero`` → 0, ``black`` → ``lower``, ``white`` → ``upper`` (IG(B) / IG(W) of Zhou et al. 2024, AdaptGrad), or an array
     broadcastable to ``input_shape``.
     """
     if isinstance(baseline, str):

@@ -8,6 +8,7 @@ per path point for integrated gradients); a *unit* is what the standard error tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import get_args
 
@@ -30,6 +31,7 @@ from .method import (
 )
 from .moments import MAX_STATISTIC_CHANNELS
 from .paths import BASELINE_NAMES, check_gauss_legendre_steps
+from .samplers import get_sampler
 from .targets import needs_clean_outputs
 
 # The names each Literal allows, computed once (typing.get_args is slow on every request).
@@ -70,6 +72,7 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
                 raise InvalidArgumentError(
                     f"method.sigma: expected values >= 0; got minimum {float(sigma.min())}"
                 )
+    _check_sampler(method, input_shape)
     if method.mode in ("parameter", "fusion"):
         check_int(method.weight_draws, "method.weight_draws", minimum=1)
         check_float(method.weight_sigma, "method.weight_sigma", non_negative=True)
@@ -111,6 +114,27 @@ def validate_method(method: Method, input_shape: tuple[int, ...] | None = None) 
         check_int(method.max_samples, "method.max_samples", minimum=1)
 
 
+def _check_sampler(method: Method, input_shape: tuple[int, ...] | None) -> None:
+    sampler = get_sampler(method.sampler)
+    if sampler.name == "iid":
+        return
+    if method.mode not in ("input", "fusion"):
+        raise InvalidArgumentError(
+            f"method.sampler: {sampler.name!r} lays out input noise, and mode {method.mode!r} draws none "
+            "(use sampler 'iid')"
+        )
+    replicates = check_int(method.replicates, "method.replicates", minimum=1)
+    features = None if input_shape is None else math.prod(input_shape)
+    sampler.check(int(method.samples), replicates, features)
+    if method.mode == "input" and method.tol is not None and method.max_samples is not None:
+        unit = sampler.unit_draws(int(method.samples), replicates)
+        if int(method.max_samples) % unit:
+            raise InvalidArgumentError(
+                f"method.max_samples: the {sampler.name} sampler draws units of {unit}; expected a multiple of "
+                f"{unit}; got {method.max_samples}"
+            )
+
+
 def _check_statistic_channels(method: Method, channels: int) -> None:
     linear = method.channel_reduction in ("sum", "mean") and method.transform in ("none", "smoothgrad_sq")
     if not linear and channels > MAX_STATISTIC_CHANNELS:
@@ -141,7 +165,8 @@ class Plan:
 
     Attributes:
         rows_per_sample: gradient evaluations per sample (1, or ``ig_steps``).
-        samples_per_unit: inner input draws per unit (``samples`` for fusion, else 1).
+        samples_per_unit: input draws per unit (``samples`` for fusion; the sampler's unit in input
+            mode: 1 for i.i.d. draws, 2 for antithetic pairs, a point set for quasi-Monte Carlo).
         units: units at most (the cap when ``tol`` is set).
         input_noise: whether inputs are perturbed.
         weight_noise: whether weights are perturbed (rows of one unit share one weight draw).
@@ -173,7 +198,8 @@ def make_plan(method: Method) -> Plan:
     if method.mode == "none":
         return Plan(rows_per_sample, 1, 1, False, False)
     if method.mode == "input":
-        return Plan(rows_per_sample, 1, draws, True, False)
+        per_unit = get_sampler(method.sampler).unit_draws(int(method.samples), int(method.replicates))
+        return Plan(rows_per_sample, per_unit, draws // per_unit, True, False)
     if method.mode == "parameter":
         return Plan(rows_per_sample, 1, int(method.weight_draws), False, True)
     return Plan(rows_per_sample, int(method.samples), int(method.weight_draws), True, True)

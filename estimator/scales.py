@@ -1,10 +1,10 @@
-"""Per-feature noise scales ε and the inherent noise they cause (SPEC.md §2.2–2.3).
+"""Per-feature noise scales ε and the inherent noise they cause (docs/method.md §4–5).
 
 - :func:`fixed_scale`: SmoothGrad's ``ε = α (x_max − x_min)`` (Smilkov et al. 2017), or an explicit σ
   (Vertex AI's ``noise_sigma`` / ``feature_noise_sigma``).
-- :func:`adaptive_scale`: AdaptGrad (seed 001, Eq. 11–13) generalised to every kernel,
+- :func:`adaptive_scale`: AdaptGrad (Zhou et al. 2024, AdaptGrad, Eq. 11–13) generalised to every kernel,
   ``ε_j = d_j / Q(p)`` with ``d_j`` the distance from ``x_j`` to the nearer bound.
-- :func:`inherent_noise`: seed 001 Eq. 9–10, the probability that a noisy feature leaves the domain.
+- :func:`inherent_noise`: Zhou et al. 2024, AdaptGrad, Eq. 9–10, the probability that a noisy feature leaves the domain.
 - :func:`truncated_offsets`: inverse-CDF draws restricted to the domain (beyond the papers).
 
 Imports numpy and scipy only (through :mod:`estimator.kernels`).
@@ -55,7 +55,7 @@ def snap_to_domain(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def adaptive_quantile_level(confidence: float, rule: str = "one_sided") -> float:
     """The probability level ``p`` whose quantile maps the distance to a bound onto the kernel scale.
 
-    ``one_sided`` is seed 001 Eq. 13: ``p = (3 + c)/4`` (for the gaussian, ``Q(p) = √2·erfinv((1 + c)/2)``).
+    ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad: ``p = (3 + c)/4`` (for the gaussian, ``Q(p) = √2·erfinv((1 + c)/2)``).
     ``two_sided`` is the authors' released code: ``p = (1 + c)/2`` (``Q(p) = √2·erfinv(c)``), i.e. the
     interval ``[-d, d]`` holds probability ``c``.
     """
@@ -105,7 +105,7 @@ def adaptive_scale(
     kernel: str | Kernel = "gaussian",
     rule: str = "one_sided",
 ) -> np.ndarray:
-    """AdaptGrad's per-feature scale (seed 001, Eq. 11–13), for any kernel.
+    """AdaptGrad's per-feature scale (Zhou et al. 2024, AdaptGrad, Eq. 11–13), for any kernel.
 
     ``d_j = min(x_j − x_min, x_max − x_j)`` (0 at, beyond or within float rounding of a bound:
     :func:`domain_slack`), ``ε_j = d_j / Q(p)`` with ``p`` from
@@ -148,7 +148,7 @@ def inherent_noise(
     scale: ArrayLike,
     kernel: str | Kernel = "gaussian",
 ) -> np.ndarray:
-    """Per-feature probability that ``x + u`` leaves ``[lower, upper]`` (seed 001, Eq. 9–10), any kernel.
+    """Per-feature probability that ``x + u`` leaves ``[lower, upper]`` (Zhou et al. 2024, AdaptGrad, Eq. 9–10), any kernel.
 
     ``A_j = 1 − (CDF((x_max − x_j)/ε_j) − CDF((x_min − x_j)/ε_j))``; 0 where ``ε_j = 0`` and ``x_j`` is
     inside the domain (1 where it is outside). A point within float rounding of a bound
@@ -184,7 +184,7 @@ def _inherent_noise(
 def truncated_offsets(
     uniforms: np.ndarray, center: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: np.ndarray, kernel: Kernel
 ) -> np.ndarray:
-    """Offsets ``u`` from the kernel of scale ``ε`` restricted to ``[lo − center, hi − center]`` (SPEC §2.2).
+    """Offsets ``u`` from the kernel of scale ``ε`` restricted to ``[lo − center, hi − center]`` (docs/method.md §4.3).
 
     ``u = ε·Q(CDF(a/ε) + U·(CDF(b/ε) − CDF(a/ε)))`` with ``a = lo − center``, ``b = hi − center``; the result is
     clipped into ``[a, b]`` so float rounding of ``Q`` cannot leave the domain. ``ε = 0`` gives 0.

@@ -1,5 +1,5 @@
 """NoiseGrad weight draws (Bykov et al. 2022, "NoiseGrad: enhancing explanations by introducing
-stochasticity to model weights"; SPEC.md §2.4).
+stochasticity to model weights"; docs/method.md §7).
 
 Draw ``m`` multiplies each perturbable weight tensor by ``1 + σ_w z``, ``z ~ N(0, 1)``, always starting
 from the clean tensors: the result is a dict of *new* arrays passed as ``weight_overrides``, so the

@@ -2,7 +2,7 @@
 
 PyTorch is an optional dependency (the ``torch`` extra): it is imported inside the functions,
 so importing this module costs nothing where torch is absent. The forward model is exported,
-never autograd code (SPEC.md §5: exported autograd graphs are wrong or fail); the gradient graph
+never autograd code (exported autograd graphs are wrong or fail); the gradient graph
 is then derived from the ONNX graph by :func:`models.gradient_graph.build_gradient_model`.
 Imports onnx, numpy and (lazily) torch; never onnxruntime.
 """

@@ -530,7 +530,7 @@ class GradientSession:
     """A gradient model run by ONNX Runtime, as a :class:`estimator.gradient_model.GradientModel`.
 
     One call on a batch of ``B`` inputs and ``B`` cotangents returns the explained tensor and
-    ``J^T · cotangent`` for every sample (reverse mode over the ONNX graph, SPEC.md §3).
+    ``J^T · cotangent`` for every sample (reverse mode over the ONNX graph, models.gradient_graph).
 
     Performance notes (measured on the 2-core CPU host): calls without weight overrides run a session
     in which the weights are constants, which made the ResNet-18 gradient graph about 25% faster

@@ -73,6 +73,7 @@ _ENUM_FIELDS: dict[str, tuple[Any, str]] = {
     "ig_smoothing": (pb.IGSmoothing, "IG_SMOOTHING_"),
     "transform": (pb.Transform, "TRANSFORM_"),
     "channel_reduction": (pb.ChannelReduction, "CHANNEL_REDUCTION_"),
+    "sampler": (pb.Sampler, "SAMPLER_"),
 }
 # Per enum field: method value -> number and number -> method value (e.g. "gaussian" <-> 1).
 _ENUM_TO_NUMBER = {
@@ -81,7 +82,9 @@ _ENUM_TO_NUMBER = {
 }
 _ENUM_TO_VALUE = {name: {number: value for value, number in table.items()} for name, table in _ENUM_TO_NUMBER.items()}
 # Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
-_OPTIONAL_FIELDS = ("alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis")
+_OPTIONAL_FIELDS = (
+    "alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis", "replicates",
+)
 _DEFAULT_METHOD = Method()
 
 
@@ -526,6 +529,9 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         weights=list(info.weights),
         batching=info.batching,
         fixed_batch_size=info.fixed_batch_size,
+        stale=info.stale,
+        candidate_error=info.candidate_error,
+        version=info.version,
     )
 
 
@@ -564,6 +570,9 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         weights=tuple(message.weights),
         batching=message.batching,
         fixed_batch_size=int(message.fixed_batch_size),
+        stale=message.stale,
+        candidate_error=message.candidate_error,
+        version=message.version,
     )
 
 

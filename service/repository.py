@@ -1,14 +1,22 @@
 """The model repository: a folder with one sub-folder per model (``model.onnx`` + ``config.json``,
 plus the external data files ``model.onnx`` references, e.g. ``model.onnx.data``).
 
-Gradient graphs are built at load (``service/graphs.py``, cached on disk by content hash) and run
-by one :class:`models.runtime.GradientSession` per model and explained tensor. A model that fails
-to load (corrupt ONNX, bad config, an op without a gradient rule, ...) never stops the server: it
-is listed as not ready with its error. :meth:`ModelRepository.reload` rescans without a restart;
-requests in flight keep the sessions they started with.
+Gradient graphs are built at load (``service/graphs.py``, cached on disk by content hash and
+verified before use) and run by one :class:`models.runtime.GradientSession` per model and
+explained tensor. A model that fails to load (corrupt ONNX, bad config, an op without a gradient
+rule, ...) never stops the server: it is listed as not ready with its error.
+
+:meth:`ModelRepository.reload` rescans without a restart (concurrent requests share one reload, at
+most one per ``reload_min_interval_s``); requests in flight keep the sessions they started with. A
+model whose changed files fail to load (a copy still being written, a broken export) keeps serving
+its last good version: its info then says ``stale`` and carries the ``candidate_error``, and the
+files are tried again at the next reload where they changed.
 
 Model names are folder names matching ``[A-Za-z0-9_.-]+`` (not only dots); a name from a request is
-only ever looked up in memory, and every folder is checked to resolve inside the repository.
+only ever looked up in memory. Symbolic links (a model folder, ``model.onnx``, ``config.json``)
+may point anywhere inside the repository; one resolving outside it is refused unless
+``allow_symlinks_outside`` (external data files must always lie in their model's folder). Errors
+sent to clients name files relative to the repository (the log keeps absolute paths).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -32,7 +41,8 @@ from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, ModelConfig
 from models.gradient_graph import GradientGraphError, InvalidModelError, load_model
 from models.gradient_graph.external_data import data_locations, resolve_data_file
 from service.errors import InvalidRequestError, ModelNotReadyError, UnknownModelError
-from service.graphs import cached_gradient_graph
+from service.graphs import GradientGraph, gradient_graph_for
+from service.reloads import ReloadGate
 from service.vocabulary import ModelInfo, ReloadResult, TensorDescription
 
 __all__ = ["ModelEntry", "ModelRepository", "ServedModel", "SessionFactory", "validate_model_name"]
@@ -62,6 +72,8 @@ SessionFactory = Callable[[Path, onnx.ModelProto, ModelConfig], ServedModel]
 parsed proto, external data not loaded) and its config into a served gradient model of
 ``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
 opens a ``models.runtime.GradientSession`` on it; tests inject fakes."""
+
+_SYMLINK_SETTING = "--allow-symlinks-outside / MOLLIFY_ALLOW_SYMLINKS_OUTSIDE"
 
 
 def validate_model_name(name: str, field_name: str = "model_name") -> str:
@@ -120,7 +132,11 @@ def _describe(value: onnx.ValueInfoProto) -> TensorDescription:
 @dataclass
 class ModelEntry:
     """One model of the repository, loaded or not. Replaced as a whole on reload, never mutated
-    except for its cache of extra gradient graphs."""
+    except for its cache of extra gradient graphs.
+
+    ``fingerprint`` hashes the files the served version was loaded from; ``candidate_fingerprint``
+    the newer files that failed to load while that version keeps serving (``""``: none).
+    """
 
     name: str
     folder: Path
@@ -129,6 +145,7 @@ class ModelEntry:
     config: ModelConfig | None = None
     session: ServedModel | None = None
     tensor_names: frozenset[str] = frozenset()
+    candidate_fingerprint: str = ""
     _extra: OrderedDict[str, ServedModel] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,6 +169,10 @@ class ModelRepository:
         max_output_graphs: gradient graphs kept per model for tensors other than the configured one
             (least recently used dropped first).
         on_change: called with every model's info after each load or reload (health updates).
+        allow_symlinks_outside: follow symbolic links (model folders, ``model.onnx``,
+            ``config.json``) that resolve outside ``root``; by default such a model is refused.
+        reload_min_interval_s: least seconds between the starts of two reloads (see
+            :class:`service.reloads.ReloadGate`).
     """
 
     def __init__(
@@ -164,15 +185,22 @@ class ModelRepository:
         session_factory: SessionFactory | None = None,
         max_output_graphs: int = 4,
         on_change: Callable[[list[ModelInfo]], None] | None = None,
+        allow_symlinks_outside: bool = False,
+        reload_min_interval_s: float = 0.0,
     ) -> None:
         self.root = Path(root).resolve()
         self.cache_dir = Path(cache_dir)
         self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads)
         self._max_output_graphs = max_output_graphs
         self._on_change = on_change
+        self._allow_symlinks_outside = allow_symlinks_outside
         self._entries: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
-        self._reload_lock = threading.Lock()
+        self._gate: ReloadGate[ReloadResult] = ReloadGate(self._reload_now, reload_min_interval_s)
+        # Absolute prefixes that errors sent to clients must not carry, longest first.
+        prefixes = {str(Path(root).absolute()): "", str(self.root): "", str(self.cache_dir.absolute()): "<cache>/"}
+        prefixes.setdefault(str(self.cache_dir.resolve()), "<cache>/")
+        self._prefixes = sorted(prefixes.items(), key=lambda item: -len(item[0]))
 
     # ------------------------------------------------------------------------ queries
 
@@ -201,6 +229,16 @@ class ModelRepository:
         if entry.session is None:
             raise ModelNotReadyError(f"model {name!r} is not ready: {entry.info.error}")
         return entry
+
+    def client_text(self, text: str) -> str:
+        """``text`` with the repository's and the cache's absolute paths made relative: files of the
+        repository as ``<model>/model.onnx``, cache files as ``<cache>/<key>.onnx``."""
+        for prefix, shown in self._prefixes:
+            if prefix in ("", os.sep):
+                continue
+            text = text.replace(prefix + os.sep, shown)
+            text = text.replace(prefix, shown.rstrip("/") or "the repository")
+        return text
 
     def session_for(self, entry: ModelEntry, output: str) -> ServedModel:
         """The gradient model explaining ``output`` (``""``: the configured tensor), built on first use.
@@ -232,6 +270,12 @@ class ModelRepository:
     def _open_extra(self, entry: ModelEntry, output: str) -> ServedModel:
         if entry.config is None:
             raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+        if entry.info.stale:
+            raise ModelNotReadyError(
+                f"model {entry.name!r} serves its last good version while its changed files fail to load "
+                f"({entry.info.candidate_error}); only its configured tensor {entry.config.explained_tensor!r} "
+                "can be explained until fixed files are reloaded"
+            )
         if _fingerprint(entry.folder) != entry.fingerprint:
             raise ModelNotReadyError(
                 f"model {entry.name!r} changed on disk since it was loaded; reload the repository first"
@@ -242,43 +286,98 @@ class ModelRepository:
             return self._factory(model_path, load_model(model_path, external_data=False), config)
         except GradientGraphError as err:
             raise InvalidRequestError(
-                f"target.output {output!r} of model {entry.name!r} cannot be differentiated: {err}"
+                f"target.output {output!r} of model {entry.name!r} cannot be differentiated: "
+                f"{self.client_text(str(err))}"
             ) from err
 
     # ------------------------------------------------------------------------ loading
 
-    def reload(self) -> ReloadResult:
+    def reload(self, *, may_refuse: bool = True) -> ReloadResult:
         """Rescan the folder: load new models, reload changed ones (by content), drop removed ones.
 
-        Unchanged models keep their sessions. Safe to call from any thread; reloads run one at a time.
+        Unchanged models keep their sessions; a ready model whose changed files fail to load keeps
+        serving the version it had (see the module docstring). Safe to call from any thread:
+        concurrent calls share one reload that starts after they were made, at most one per
+        ``reload_min_interval_s``.
+
+        Args:
+            may_refuse: whether to refuse when too many reload requests are already waiting.
+
+        Raises:
+            service.errors.OverloadedError: too many reload requests are waiting (``may_refuse``).
         """
-        with self._reload_lock:
-            found = self._scan()
-            with self._lock:
-                old = dict(self._entries)
-            added: list[str] = []
-            reloaded: list[str] = []
-            kept: dict[str, ModelEntry] = {}
-            for name, folder in found.items():
-                previous = old.get(name)
+        return self._gate.request(may_refuse=may_refuse)
+
+    def _reload_now(self) -> ReloadResult:
+        found = self._scan()
+        with self._lock:
+            old = dict(self._entries)
+        added: list[str] = []
+        reloaded: list[str] = []
+        kept: dict[str, ModelEntry] = {}
+        for name, folder in found.items():
+            previous = old.get(name)
+            refusal = self._policy_refusal(name, folder)
+            if refusal is not None:
+                fingerprint = f"refused: {refusal}"
+            else:
                 try:
                     fingerprint = _fingerprint(folder)
                 except OSError as err:
                     fingerprint = f"unreadable: {err}"
-                if previous is not None and previous.fingerprint == fingerprint and previous.folder == folder:
-                    kept[name] = previous
+            if previous is not None and previous.folder == folder:
+                if fingerprint == previous.fingerprint:
+                    kept[name] = _served_again(previous) if previous.candidate_fingerprint else previous
                     continue
-                kept[name] = self._load(name, folder, fingerprint)
-                (reloaded if previous is not None else added).append(name)
-            removed = sorted(set(old) - set(found))
-            with self._lock:
-                self._entries = kept
-            models = self.list_models()
+                if fingerprint == previous.candidate_fingerprint:
+                    kept[name] = previous  # the same failed files: not tried again
+                    continue
+            serving = previous is not None and previous.session is not None
+            candidate = self._load(name, folder, fingerprint, refusal, serving=serving)
+            if candidate.session is None and previous is not None and serving:
+                kept[name] = _keep_serving(previous, candidate)
+                continue
+            kept[name] = candidate
+            (reloaded if previous is not None else added).append(name)
+        removed = sorted(set(old) - set(found))
+        with self._lock:
+            self._entries = kept
+        models = self.list_models()
         for name in removed:
             _log.info("model removed", extra={"model": name})
         if self._on_change is not None:
             self._on_change(models)
         return ReloadResult(models=models, added=sorted(added), reloaded=sorted(reloaded), removed=removed)
+
+    def _policy_refusal(self, name: str, folder: Path) -> str | None:
+        """Why ``folder`` (or its ``model.onnx`` or ``config.json``) may not be read under the
+        symlink policy, or ``None``. Checked before any of its files is read; a file that is not a
+        regular file (a FIFO, a device) is never read either."""
+        for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+            path = folder / file_name
+            if path.exists() and not path.is_file():
+                return f"{name}/{file_name} is not a regular file"
+        if self._allow_symlinks_outside:
+            return None
+        try:
+            resolved = folder.resolve()
+        except (OSError, RuntimeError) as err:
+            return f"the folder of model {name!r} cannot be resolved ({type(err).__name__})"
+        if not resolved.is_relative_to(self.root):
+            return (f"the folder of model {name!r} is a symbolic link resolving outside the repository; "
+                    f"move it into the repository or start the server with {_SYMLINK_SETTING}")
+        for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+            path = folder / file_name
+            if not path.is_symlink():
+                continue
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError) as err:
+                return f"{name}/{file_name} is a symbolic link that cannot be resolved ({type(err).__name__})"
+            if not target.is_relative_to(self.root):
+                return (f"{name}/{file_name} is a symbolic link resolving outside the repository; copy the "
+                        f"file into the repository or start the server with {_SYMLINK_SETTING}")
+        return None
 
     def _scan(self) -> dict[str, Path]:
         if not self.root.is_dir():
@@ -296,19 +395,27 @@ class ModelRepository:
             found[folder.name] = folder
         return found
 
-    def _load(self, name: str, folder: Path, fingerprint: str) -> ModelEntry:
-        """Load one model; any failure gives a not-ready entry carrying the error."""
+    def _load(
+        self, name: str, folder: Path, fingerprint: str, refusal: str | None = None, *, serving: bool = False
+    ) -> ModelEntry:
+        """Load one model; any failure (``refusal``: the symlink policy's) gives a not-ready entry
+        carrying the error. ``serving``: an older version of the model serves meanwhile (and keeps
+        serving if this load fails)."""
         config: ModelConfig | None = None
         try:
+            if refusal is not None:
+                raise InvalidRequestError(refusal)
             resolved = folder.resolve()
-            if not resolved.is_relative_to(self.root):
-                raise InvalidRequestError(f"the folder of model {name!r} resolves outside the repository: {resolved}")
             config = ModelConfig.load(resolved)
             entry = self._load_ready(name, folder, resolved, fingerprint, config)
         except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
             error = f"{type(err).__name__}: {err}"
-            _log.warning("model not ready", extra={"model": name, "error": error})
-            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, error), config)
+            if serving:
+                _log.warning("the changed files of a model failed to load; its last good version keeps serving",
+                             extra={"model": name, "error": error})
+            else:
+                _log.warning("model not ready", extra={"model": name, "error": error})
+            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, self.client_text(error)), config)
         _log.info("model ready", extra={"model": name, "provider": entry.info.provider})
         return entry
 
@@ -349,9 +456,23 @@ class ModelRepository:
             weights=tuple(session.weights),
             batching=str(getattr(session, "batching", "dynamic")),
             fixed_batch_size=int(getattr(session, "fixed_batch_size", None) or 0),
+            version=fingerprint[:16],
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
+
+
+def _keep_serving(previous: ModelEntry, candidate: ModelEntry) -> ModelEntry:
+    """``previous`` still serving, its info naming the failed ``candidate``."""
+    info = dataclasses.replace(previous.info, stale=True, candidate_error=candidate.info.error)
+    return dataclasses.replace(previous, info=info, candidate_fingerprint=candidate.fingerprint)
+
+
+def _served_again(entry: ModelEntry) -> ModelEntry:
+    """``entry`` once its files on disk are the served version's again: no candidate left."""
+    _log.info("the files of a model are back to its served version", extra={"model": entry.name})
+    info = dataclasses.replace(entry.info, stale=False, candidate_error="")
+    return dataclasses.replace(entry, info=info, candidate_fingerprint="")
 
 
 def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo:
@@ -385,22 +506,31 @@ def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None)
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
 
-        def graph(rebuild: bool) -> Path:
-            return cached_gradient_graph(
+        def graph(rebuild: bool) -> GradientGraph:
+            return gradient_graph_for(
                 model_path, config.input_name, config.input_shape, config.explained_tensor, cache_dir,
                 model=model, rebuild=rebuild,
             )
 
-        def open_graph(path: Path) -> Any:
-            return GradientSession(
-                path, input_name=config.input_name, device=device, intra_op_threads=intra_op_threads  # type: ignore[arg-type]
+        def open_graph(graph: GradientGraph) -> Any:
+            session = GradientSession(
+                graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
+                input_name=config.input_name, device=device, intra_op_threads=intra_op_threads,  # type: ignore[arg-type]
+                external_data_dir=graph.external_data_dir,
             )
+            explained = session.metadata.explained
+            if explained != config.explained_tensor:
+                raise InvalidModelError(
+                    f"the gradient graph explains {explained!r}, not {config.explained_tensor!r}"
+                )
+            return session
 
         try:
             session = open_graph(graph(rebuild=False))
-        except InvalidModelError:
-            # A damaged cache entry (truncated by a crash, edited by hand) is rebuilt once, never served.
-            _log.warning("rebuilding an unreadable cached gradient graph", extra={"path": str(cache_dir)})
+        except InvalidModelError as err:
+            # A verified entry that still does not open (or explains another tensor) is rebuilt once.
+            _log.warning("rebuilding a cached gradient graph that does not open",
+                         extra={"path": str(cache_dir), "error": str(err)})
             session = open_graph(graph(rebuild=True))
         return session  # type: ignore[no-any-return]
 

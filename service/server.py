@@ -10,7 +10,8 @@ Wires the model repository, scheduler and explainer (the domain), the servicer, 
 model name), server reflection, bearer-token auth, TLS and Prometheus metrics.
 
 Health: overall and service-wide SERVING while started and at least one model is ready
-(NOT_SERVING when every load failed); one entry per model, SERVING when that model is ready.
+(NOT_SERVING when every load failed); one entry per model, SERVING when that model is ready
+(also while a reload's newer files of it fail to load and its last good version keeps serving).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class MollifyServer:
             session_factory=session_factory,
             max_output_graphs=settings.max_output_graphs,
             on_change=self._models_changed,
+            allow_symlinks_outside=settings.allow_symlinks_outside,
+            reload_min_interval_s=settings.reload_min_interval_s,
         )
         self.scheduler = Scheduler(
             settings.max_concurrent_requests, settings.max_queued_requests, on_change=self.metrics.scheduler_changed
@@ -139,7 +142,7 @@ class MollifyServer:
         # Health stays NOT_SERVING until start(); the models load now so start() serves at once.
         self.health.set("", _NOT_SERVING)
         self.health.set(SERVICE_NAME, _NOT_SERVING)
-        self.repository.reload()
+        self.repository.reload(may_refuse=False)
 
     def _bind(self, settings: Settings) -> int:
         _check_bindable(settings.host, settings.port)
@@ -213,8 +216,10 @@ class MollifyServer:
         return True
 
     def reload_models(self) -> ReloadResult:
-        """Rescan the repository now (what SIGHUP and the ReloadModels RPC do)."""
-        return self.repository.reload()
+        """Rescan the repository (what SIGHUP does; the ReloadModels RPC too, but may be refused when
+        too many are waiting): shares a reload with concurrent requests, at most one per
+        ``settings.reload_min_interval_s``."""
+        return self.repository.reload(may_refuse=False)
 
     # -------------------------------------------------------------------- helpers
 

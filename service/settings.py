@@ -145,6 +145,11 @@ class Settings:
             served, before the listener closes (load balancers and Kubernetes stop routing first).
         grace_period_s: how long in-flight requests may finish once the listener has closed;
             those still running then end with UNAVAILABLE.
+        allow_symlinks_outside: follow symbolic links of the model repository (a model folder,
+            ``model.onnx``, ``config.json``) that resolve outside it; by default such a model is not
+            loaded (links inside the repository are always followed).
+        reload_min_interval_s: least time between the starts of two repository reloads; reload
+            requests arriving meanwhile wait for the next one and share it.
         log_format: ``json`` (one object per line) or ``text`` (key=value).
         log_level: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     """
@@ -171,6 +176,8 @@ class Settings:
     metrics_address: str = "127.0.0.1"
     drain_delay_s: float = 5.0
     grace_period_s: float = 30.0
+    allow_symlinks_outside: bool = False
+    reload_min_interval_s: float = 1.0
     log_format: str = "json"
     log_level: str = "INFO"
     # Whether memory_budget_bytes was chosen by default_memory_budget (it was 0 when constructed).
@@ -286,6 +293,10 @@ SETTINGS: tuple[_Spec, ...] = (
           "still served, before the listener closes (so load balancers stop routing first)", "SECONDS"),
     _Spec("grace_period_s", float, "seconds in-flight requests may finish once the listener has closed; "
           "those still running then end with UNAVAILABLE", "SECONDS"),
+    _Spec("allow_symlinks_outside", _parse_bool, "load models whose folder, model.onnx or config.json is a "
+          "symbolic link resolving outside the model repository (default: false, such models are refused)"),
+    _Spec("reload_min_interval_s", float, "least seconds between two model-repository reloads; reload requests "
+          "arriving meanwhile wait for the next one and share it", "SECONDS"),
     _Spec("log_format", str, "json or text"),
     _Spec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -340,7 +351,7 @@ def _validate(settings: Settings) -> None:
         fail("max_queued_requests", "at least 0")
     if not 0 <= settings.metrics_port <= 65535:
         fail("metrics_port", "a port in 0..65535")
-    for name in ("drain_delay_s", "grace_period_s"):
+    for name in ("drain_delay_s", "grace_period_s", "reload_min_interval_s"):
         if not 0 <= getattr(settings, name) < float("inf"):
             fail(name, "a number of seconds, at least 0")
     if settings.log_format not in _LOG_FORMATS:

@@ -48,7 +48,8 @@ class InstanceExplanation:
         standard_error: float32, per-feature standard error of ``attribution``, same shape; NaN
             where undefined (a single Monte Carlo unit: see ``standard_error_note``).
         outputs: float32, the explained tensor at the clean input, one instance's output shape.
-        target_index: the class explained; ``None`` for an explicit cotangent.
+        target_index: the class explained (also for detection targets); ``None`` for an explicit
+            cotangent or a region.
         samples: Monte Carlo draws used (input draws × weight draws for fusion).
         gradient_evaluations: vector-Jacobian products evaluated, the clean pass included.
         seed: the seed that determines every random draw of this explanation.
@@ -150,6 +151,11 @@ class ModelInfo:
         batching: ``"dynamic"``, ``"symbolic"`` (a fixed export batch made symbolic, checked) or
             ``"fixed"`` (``fixed_batch_size`` rows per model call); ``""`` when not ready.
         fixed_batch_size: rows per model call when ``batching == "fixed"``, else 0.
+        stale: whether the model's files changed since the served version was loaded and the new
+            files failed to load (the served version keeps serving; ``candidate_error`` says why).
+        candidate_error: the load error of those newer files, ``""`` when there are none.
+        version: content hash (16 hex digits) of the files the served version was loaded from;
+            ``""`` when not ready.
     """
 
     name: str
@@ -171,6 +177,9 @@ class ModelInfo:
     weights: tuple[str, ...] = ()
     batching: str = ""
     fixed_batch_size: int = 0
+    stale: bool = False
+    candidate_error: str = ""
+    version: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``mollify compare``: one input, several methods side by side in one figure.
 
-The default grid is the papers' figure (seed 001, Figure 6): rows Gradient, Gradient × Input and
+The default grid is the papers' figure (Zhou et al. 2024, AdaptGrad, Figure 6): rows Gradient, Gradient × Input and
 Integrated Gradients; columns plain, SmoothGrad and AdaptGrad (so IG's row is IG, S-IG, A-IG).
 Every method uses the same seed and the same options (samples, kernel, ...), one request each.
 
@@ -23,13 +23,13 @@ from service.cli.connection import add_connection_arguments, open_client
 from service.cli.explain_command import (
     add_output_arguments,
     bounds_from_args,
-    class_text,
     explain_inputs,
     feature_names,
     fetch_model,
     label_of,
     seed_from_args,
     target_from_args,
+    target_text,
 )
 from service.cli.method_flags import (
     DEFAULT_COMPARE_METHODS,
@@ -49,6 +49,7 @@ from service.cli.output import (
     guarded,
 )
 from service.client import ExplainerClient, InstanceExplanation, ModelInfo, TargetLike, TopKTarget, as_target
+from service.vocabulary import Selection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -130,16 +131,21 @@ def write_comparison(
     columns: int,
     figures: bool = True,
     stem: str | None = None,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
-    """Write the figure, the arrays and the JSON of a comparison; return the JSON document."""
+    """Write the figure, the arrays and the JSON of a comparison; return the JSON document.
+
+    ``selection``: the request's target, which names region and detection targets.
+    """
     stem = stem or f"{item.name}.compare"
     first = results[0]
     label = label_of(info, first.target_index)
-    title = f"{info.name} · {item.label} · {class_text(info, first.target_index)} · seed {first.seed}"
+    text = target_text(info, first, selection)
+    title = f"{info.name} · {item.label} · {text} · seed {first.seed}"
     document: dict[str, Any] = {
         "model": info.name,
         "input": item.source,
-        "target": {"index": first.target_index, "label": label},
+        "target": {"index": first.target_index, "label": label, "text": text},
         "seed": first.seed,
         "methods": [
             {
@@ -217,7 +223,8 @@ def print_comparison(document: dict[str, Any]) -> None:
         for m in document["methods"]
     ]
     target = document["target"]
-    print(f"{document['input']}: class {target['index']}, seed {document['seed']}")
+    what = target.get("text") or f"class {target['index']}"
+    print(f"{document['input']}: {what}, seed {document['seed']}")
     print(format_table(["method", "samples", "rel. error", "inherent noise", "ms", "description"], rows, "lrrrrl"))
     print("wrote " + ", ".join(document["files"].values()))
 
@@ -251,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         item = loaded[args.index]
         results = compare_methods(client, info, item, specs, args, target=target, seed=seed, lower=lower, upper=upper)
     document = write_comparison(args.out, item, info, spec, specs, results, style=style, columns=columns,
-                                figures=not args.no_figures)
+                                figures=not args.no_figures, selection=as_target(target).selection)
     if args.json:
         print(dumps(document))
     else:

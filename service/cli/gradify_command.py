@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     from estimator.errors import EstimatorError
     from models.gradient_graph import GradientGraphError, InvalidModelError, UnsupportedOpError, load_model
+    from models.gradient_graph.external_data import data_files
     from models.gradify import check_gradient_model, gradify, summarize
     from models.runtime import DeviceUnavailableError
 
@@ -106,13 +107,17 @@ def _run(args: argparse.Namespace) -> None:
         shapes[name] = dims
     try:
         gradify(args.model, args.out, args.inputs, args.explained, shapes or None)
-        model = load_model(args.out)
+        # External data stays in its files: a gradient model over 2 GB is never read into memory here.
+        model = load_model(args.out, external_data=False)
         summary = summarize(model)
-        print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB)")
+        data = data_files(model, args.out.parent)
+        stored = sum(path.stat().st_size for path in [args.out, *data])
+        beside = f", weights in {', '.join(path.name for path in data)}" if data else ""
+        print(f"wrote {args.out} ({stored / 1024:.1f} KiB{beside})")
         for line in summary.lines():
             print(f"  {line}")
         if not args.no_check:
-            check = check_gradient_model(model, device=args.device)
+            check = check_gradient_model(args.out, device=args.device)
             for line in check.lines():
                 print(f"  {line}")
             if not check.finite:

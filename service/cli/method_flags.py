@@ -11,8 +11,8 @@ preset       sets                        method
 ===========  ==========================  =====================================================
 vanilla      mode=none                   the plain gradient (also: ``grad``)
 smoothgrad   mode=input, scale=fixed     SmoothGrad, Smilkov et al. 2017 (ε = α·range)
-adaptgrad    mode=input, scale=adaptive  AdaptGrad, seed 001 Eq. 11–13
-truncgrad    mode=input, scale=truncated fixed ε, samples truncated to the domain (SPEC §2.2)
+adaptgrad    mode=input, scale=adaptive  AdaptGrad, Zhou et al. 2024, AdaptGrad, Eq. 11–13
+truncgrad    mode=input, scale=truncated fixed ε, samples truncated to the domain (docs/method.md §4.3)
 noisegrad    mode=parameter              NoiseGrad, Bykov et al. 2022 (weights × (1 + σ_w z))
 fusiongrad   mode=fusion, scale=fixed    FusionGrad, Bykov et al. 2022 (weights and inputs)
 ===========  ==========================  =====================================================
@@ -45,6 +45,7 @@ from estimator.method import (
     Method,
     RegionReduction,
     RegionTarget,
+    SamplerName,
     ScalePolicyName,
     SmoothingMode,
     Transform,
@@ -167,7 +168,7 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
     add(
         "--kernel",
         choices=KERNEL_NAMES,
-        help=f"input-noise kernel, see SPEC.md §2.1 (default: {_default('kernel')})",
+        help=f"input-noise kernel, see docs/method.md §3 (default: {_default('kernel')})",
     )
     add(
         "--scale",
@@ -188,7 +189,7 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
     add(
         "--adaptive-rule",
         choices=_choices(AdaptiveRule),
-        help="AdaptGrad quantile: one_sided is seed 001 Eq. 13, p=(3+c)/4; two_sided is the authors' "
+        help="AdaptGrad quantile: one_sided is Eq. 13 of Zhou et al. 2024, AdaptGrad, p=(3+c)/4; two_sided is the authors' "
         f"code, p=(1+c)/2 (default: {_default('adaptive_rule')})",
     )
     add("--samples", type=_positive_int, help=f"input-noise draws N (default: {_default('samples')})")
@@ -244,6 +245,18 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
         help="stop once ‖SE‖₂/‖mean‖₂ ≤ TOL; --samples (or --max-samples) is then the cap (default: none)",
     )
     add("--max-samples", type=_positive_int, help="cap on input draws when --tol is set (default: --samples)")
+    add(
+        "--sampler",
+        choices=_choices(SamplerName),
+        help="layout of the input-noise draws: iid, antithetic (pairs u, -u), latin_hypercube or sobol "
+        f"(randomised point sets; see --replicates) (default: {_default('sampler')})",
+    )
+    add(
+        "--replicates",
+        type=_positive_int,
+        help="latin_hypercube/sobol: independent point sets the samples are split into, the units of the "
+        f"standard error; --samples must be a multiple (default: {_default('replicates')})",
+    )
 
 
 def add_request_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``mollify models``: the server's models, their shapes, readiness and execution provider."""
+"""``mollify models``: the server's models, their shapes, readiness, batching and execution provider."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "models",
         help="list the server's models",
         description="List every model of the server's repository: input and explained tensor shapes, "
-        "readiness (or the load error) and the execution provider.",
+        "readiness (or the load error), how rows are batched through it and the execution provider. A model "
+        "whose changed files failed to load is 'stale': its last good version keeps serving.",
         epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("name", nargs="?", help="describe only this model")
@@ -31,12 +32,24 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
+def _batching(info: ModelInfo) -> str:
+    if info.batching == "fixed":
+        rows = info.fixed_batch_size
+        return f"fixed ({rows} row{'' if rows == 1 else 's'})"
+    return info.batching or "-"
+
+
 def model_record(info: ModelInfo) -> dict[str, Any]:
     """The JSON form of one model (bounds summarised by their range, not listed)."""
     return {
         "name": info.name,
         "ready": info.ready,
         "error": info.error,
+        "stale": info.stale,
+        "candidate_error": info.candidate_error,
+        "version": info.version,
+        "batching": info.batching,
+        "fixed_batch_size": info.fixed_batch_size,
         "input": {"name": info.input_name, "shape": list(info.input_shape)},
         "output": {"name": info.output_name, "shape": list(info.output_shape)},
         "lower": float(info.lower.min()) if info.lower.size else None,
@@ -49,6 +62,36 @@ def model_record(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+def describe(models: list[ModelInfo], *, detailed: bool = False) -> str:
+    """The table of ``models`` and, below it, each load error, failed newer version and (``detailed``)
+    description."""
+    rows = []
+    for info in models:
+        status = ("stale" if info.stale else "ready") if info.ready else "FAILED"
+        rows.append(
+            [
+                info.name,
+                status,
+                f"{info.input_name} {_shape(info.input_shape)}",
+                f"{info.output_name} {_shape(info.output_shape)}",
+                len(info.labels) or "",
+                _batching(info) if info.ready else "-",
+                info.provider or "-",
+            ]
+        )
+    lines = [format_table(["model", "status", "input", "explained tensor", "classes", "batching", "provider"], rows)]
+    for info in models:
+        if not info.ready:
+            lines.append(f"\n{info.name}: {info.error}")
+            continue
+        if info.stale:
+            lines.append(f"\n{info.name}: its changed files failed to load; the last good version "
+                         f"({info.version}) keeps serving: {info.candidate_error}")
+        if detailed and info.description:
+            lines.append(f"\n{info.description}")
+    return "\n".join(lines)
+
+
 @guarded
 def run(args: argparse.Namespace) -> int:
     with open_client(args) as client, server_errors(client.address):
@@ -59,23 +102,5 @@ def run(args: argparse.Namespace) -> int:
     if not models:
         print(f"the server at {args.server} serves no models")
         return EXIT_OK
-    rows = []
-    for info in models:
-        status = "ready" if info.ready else "FAILED"
-        rows.append(
-            [
-                info.name,
-                status,
-                f"{info.input_name} {_shape(info.input_shape)}",
-                f"{info.output_name} {_shape(info.output_shape)}",
-                len(info.labels) or "",
-                info.provider or "-",
-            ]
-        )
-    print(format_table(["model", "status", "input", "explained tensor", "classes", "provider"], rows))
-    for info in models:
-        if not info.ready:
-            print(f"\n{info.name}: {info.error}")
-        elif args.name and info.description:
-            print(f"\n{info.description}")
+    print(describe(models, detailed=bool(args.name)))
     return EXIT_OK

@@ -165,3 +165,12 @@ def test_detection_on_a_classifier_is_invalid_argument(server_address: str, tmp_
     err = capsys.readouterr().err
     assert code != 0
     assert "INVALID_ARGUMENT" in err and "target.detection" in err and "explain a region of it instead" in err
+
+
+def test_compare_names_the_region(server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compare", "-m", "digits_cnn", DIGIT, "--server", server_address, "--out", str(tmp_path),
+                 "--methods", "grad,smoothgrad", "--samples", "4", "--seed", "2", "--region", "3:5", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    document = json.loads(out)
+    assert document["target"]["text"] == "the sum over 3:5" and document["target"]["index"] is None

@@ -1,4 +1,4 @@
-"""Integrated gradients and SmoothGrad agree with Captum on the same torch model (SPEC.md §2.5)."""
+"""Integrated gradients and SmoothGrad agree with Captum on the same torch model (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Closed forms: mollified ReLU gradients for every kernel, calibrated standard errors, unbiasedness
-and N^(-1/2) convergence (SPEC.md §2)."""
+and N^(-1/2) convergence (docs/method.md §2)."""
 
 from __future__ import annotations
 

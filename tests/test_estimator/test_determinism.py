@@ -1,4 +1,4 @@
-"""Same seed ⇒ same numbers whatever the chunk size; every evaluation runs batched (SPEC.md §2.6)."""
+"""Same seed ⇒ same numbers whatever the chunk size; every evaluation runs batched (docs/method.md §12)."""
 
 from __future__ import annotations
 

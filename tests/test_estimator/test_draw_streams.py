@@ -1,4 +1,4 @@
-"""Block-keyed input-noise streams and grouped moments: order- and batching-invariant (SPEC.md §2.6)."""
+"""Block-keyed input-noise streams and grouped moments: order- and batching-invariant (docs/method.md §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kernels: density, CDF and quantile agree with each other and with SPEC.md §2.1; sampling is ε·Q(U)."""
+"""Kernels: density, CDF and quantile agree with each other and with docs/method.md §3; sampling is ε·Q(U)."""
 
 from __future__ import annotations
 

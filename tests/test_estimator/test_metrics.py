@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC.md §4) on maps with known values."""
+"""Evaluation metrics (docs/method.md §13) on maps with known values."""
 
 from __future__ import annotations
 

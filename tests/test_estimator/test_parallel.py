@@ -1,4 +1,4 @@
-"""Data-parallel numpy work: every slice once, same numbers as serial, errors surface (SPEC.md §2.6)."""
+"""Data-parallel numpy work: every slice once, same numbers as serial, errors surface (docs/method.md §11)."""
 
 from __future__ import annotations
 

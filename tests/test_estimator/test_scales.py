@@ -1,4 +1,4 @@
-"""Scale policies and inherent noise (SPEC.md §2.2–2.3, seed 001 Eq. 9–13)."""
+"""Scale policies and inherent noise (docs/method.md §4–5; Zhou et al. 2024, AdaptGrad, Eq. 9–13)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from estimator import (
 )
 from estimator.testing import ReluShiftModel
 
-LO, HI = -2.12, 2.64  # seed 001 Figure 3 (ILSVRC2012 normalised range)
+LO, HI = -2.12, 2.64  # Zhou et al. 2024, AdaptGrad, Figure 3 (ILSVRC2012 normalised range)
 
 
 def _mean_over_uniform_x(scale_of_x) -> float:  # type: ignore[no-untyped-def]

@@ -1,5 +1,5 @@
 """Output transforms, channel reduction and their standard errors, checked against the per-sample
-values the model saw, plus the two smoothed-IG forms (SPEC.md §2.5)."""
+values the model saw, plus the two smoothed-IG forms (docs/method.md §6, §8)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A small batch (4) and one exporter per test keep this affordable. ReLU and max-pool are piecewise
 linear: a pre-activation within float rounding of zero takes the other branch in one of the two
 implementations, and with about two million ReLU units per image that happens to roughly one
-sample in five here (torch itself jumps the same way under a 1e-7 input change, SPEC.md §5). Such a
+sample in five here (torch itself jumps the same way under a 1e-7 input change). Such a
 flip moves a sample's gradient by a few thousandths of its max |g|, whereas a wrong VJP rule moves
 every sample by order one. So: at least half the samples (the lower median) must agree at float
 precision, and every sample within 5e-2 of its max |g|.

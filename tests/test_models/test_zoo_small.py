@@ -1,7 +1,7 @@
 """ONNX gradient graphs against torch.autograd: MLPs and a small CNN, both exporters.
 
 Smooth activations must agree to 1e-5 of max|g| on every sample; piecewise-linear ones (ReLU,
-max-pool) may flip a mask for an input within rounding of a kink (SPEC.md §5), so there the
+max-pool) may flip a mask for an input within rounding of a kink, so there the
 per-sample median must be at float precision and most samples close.
 """
 

@@ -3,7 +3,7 @@
 Loaded by the ``test_zoo_*`` files through :func:`load` in each of them (``--import-mode=importlib``
 gives test files no sibling imports). Weights are random but seeded through an explicit
 ``torch.Generator``; nothing touches global random state. torchvision does not import beside
-torch 2.13 CPU (SPEC.md §5), so the ResNet-18 layout is written by hand.
+torch 2.13 CPU, so the ResNet-18 layout is written by hand.
 """
 
 from __future__ import annotations

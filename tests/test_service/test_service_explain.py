@@ -51,6 +51,11 @@ CASES: list[tuple[str, Method, Any]] = [
      "predicted"),
     ("breast_cancer_mlp", Method(samples=10, transform="vargrad"), "predicted"),
     ("breast_cancer_mlp", Method(samples=200, tol=0.5), "predicted"),
+    # samplers
+    ("digits_cnn", Method(samples=8, sampler="antithetic", scale="adaptive"), "predicted"),
+    ("breast_cancer_mlp", Method(samples=12, sampler="latin_hypercube", replicates=3, kernel="rect"), 0),
+    ("breast_cancer_mlp", Method(samples=16, sampler="sobol", replicates=2, base="integrated_gradients",
+                                 ig_steps=3), "predicted"),
     # targets: explicit cotangent, another tensor of the graph
     ("breast_cancer_mlp", Method(samples=6), np.array([1.0, -1.0], np.float32)),
     ("digits_cnn", Method(samples=6), ("output", "probabilities")),

@@ -60,6 +60,11 @@ def test_overall_health_is_not_serving_while_no_model_is_ready(tmp_path: Path, h
 
         (root / "good" / "model.onnx").write_bytes(b"broken now")
         server.reload_models()
+        # Its last good version keeps serving while its changed files fail to load.
+        assert (_health(server.port), _health(server.port, "good")) == ("SERVING", "SERVING")
+        (root / "good" / "model.onnx").unlink()
+        (root / "good" / "config.json").unlink()
+        server.reload_models()
         assert _health(server.port) == "NOT_SERVING"
     finally:
         server.stop(0).wait(10)

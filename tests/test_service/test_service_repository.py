@@ -123,7 +123,8 @@ def test_gradient_graphs_are_cached_by_content(server: MollifyServer, tmp_path: 
     assert again.ready_entry("good").info.ready
     helpers.write_model(repository_root, "good", model=helpers.linear_model(seed=5))  # new content → new graph
     again.reload()
-    assert not again.entry("good").info.ready and "cached gradient graph was rebuilt" in again.entry("good").info.error
+    info = again.entry("good").info  # the new graph was built (refused here): the old version keeps serving
+    assert info.ready and info.stale and "cached gradient graph was rebuilt" in info.candidate_error
 
 
 def test_other_tensors_are_explained_on_demand(server: MollifyServer) -> None:
@@ -309,21 +310,21 @@ def test_the_large_model_path_serves_graphs_with_external_data(
     np.testing.assert_allclose(result.gradients[0], (1 - np.tanh(x[0]) ** 2) * weights[:, 0], rtol=1e-5)
 
 
-def _if_model() -> onnx.ModelProto:
-    """``logits = Relu(x) if sum(x) > 0 else -x``; both branches read x."""
-    branch = {
-        name: helper.make_graph([helper.make_node(op, ["x"], [f"{name}_y"])], name, [],
-                                [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["batch", 4])])
-        for name, op in (("then", "Relu"), ("else", "Neg"))
-    }
+def _loop_model() -> onnx.ModelProto:
+    """``logits = x + x + x``, the sums in a Loop whose body reads x (control flow without a rule)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "x"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["batch", 4])],
+    )
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
-         helper.make_node("Greater", ["total", "zero"], ["positive"]),
-         helper.make_node("If", ["positive"], ["logits"], name="sign_branch",
-                          then_branch=branch["then"], else_branch=branch["else"])],
-        "if_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_node("Loop", ["two", "", "x"], ["logits"], name="sum_loop", body=body)],
+        "loop_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+        [helper.make_tensor("two", TensorProto.INT64, [], [2])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
@@ -368,14 +369,14 @@ def test_models_that_cannot_be_differentiated_say_where_and_what_to_do(
 ) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "good")
-    helpers.write_model(root, "control_flow", model=_if_model(), labels=["a", "b", "c", "d"])
+    helpers.write_model(root, "control_flow", model=_loop_model(), labels=["a", "b", "c", "d"])
     helpers.write_model(root, "tokens", model=_token_model())
     helpers.write_model(root, "classical", model=_ml_only_model())
     settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
                         device="cpu", intra_op_threads=1)
     server = helpers.start_server(settings)
     expected = {
-        "control_flow": ["UnsupportedOpError", "If node 'sign_branch'", "its subgraphs read 'x'", "Control flow"],
+        "control_flow": ["UnsupportedOpError", "Loop node 'sum_loop'", "its subgraphs read 'x'", "Control flow"],
         "tokens": ["'x' has element type INT64", "'embedded'", "onnx.utils.extract_model", "--input embedded"],
         "classical": ["LinearClassifier (ai.onnx.ml) node 'linear'", "surrogate", "underlying network"],
     }

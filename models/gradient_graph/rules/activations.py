@@ -1,7 +1,7 @@
 """VJP rules of activation functions and (log-)softmax.
 
 ReLU's VJP is ``Mul(g, Cast(y > 0))`` on its output ``y`` rather than ``Where``: about 40% faster
-in onnxruntime on CPU (SPEC §5). Softmax and LogSoftmax follow the opset < 13 semantics (normalise over the
+in onnxruntime on CPU. Softmax and LogSoftmax follow the opset < 13 semantics (normalise over the
 flattened axes ``[axis, rank)``, default axis 1) and the opset >= 13 ones (one axis, default -1).
 """
 

@@ -84,6 +84,14 @@ class ChannelReduction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_REDUCTION_MEAN: _ClassVar[ChannelReduction]
     CHANNEL_REDUCTION_MAX_ABS: _ClassVar[ChannelReduction]
 
+class Sampler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAMPLER_UNSPECIFIED: _ClassVar[Sampler]
+    SAMPLER_IID: _ClassVar[Sampler]
+    SAMPLER_ANTITHETIC: _ClassVar[Sampler]
+    SAMPLER_LATIN_HYPERCUBE: _ClassVar[Sampler]
+    SAMPLER_SOBOL: _ClassVar[Sampler]
+
 class RegionReduction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REGION_REDUCTION_UNSPECIFIED: _ClassVar[RegionReduction]
@@ -142,6 +150,11 @@ CHANNEL_REDUCTION_NONE: ChannelReduction
 CHANNEL_REDUCTION_SUM: ChannelReduction
 CHANNEL_REDUCTION_MEAN: ChannelReduction
 CHANNEL_REDUCTION_MAX_ABS: ChannelReduction
+SAMPLER_UNSPECIFIED: Sampler
+SAMPLER_IID: Sampler
+SAMPLER_ANTITHETIC: Sampler
+SAMPLER_LATIN_HYPERCUBE: Sampler
+SAMPLER_SOBOL: Sampler
 REGION_REDUCTION_UNSPECIFIED: RegionReduction
 REGION_REDUCTION_SUM: RegionReduction
 REGION_REDUCTION_MEAN: RegionReduction
@@ -160,7 +173,7 @@ class Tensor(_message.Message):
     def __init__(self, datatype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw_contents: _Optional[bytes] = ...) -> None: ...
 
 class Method(_message.Message):
-    __slots__ = ("base", "mode", "kernel", "scale", "alpha", "sigma", "confidence", "adaptive_rule", "samples", "weight_draws", "weight_sigma", "weight_exclude", "ig_steps", "ig_rule", "ig_baseline", "ig_baseline_tensor", "ig_smoothing", "transform", "channel_axis", "channel_reduction", "target_relative_error", "max_samples")
+    __slots__ = ("base", "mode", "kernel", "scale", "alpha", "sigma", "confidence", "adaptive_rule", "samples", "weight_draws", "weight_sigma", "weight_exclude", "ig_steps", "ig_rule", "ig_baseline", "ig_baseline_tensor", "ig_smoothing", "transform", "channel_axis", "channel_reduction", "target_relative_error", "max_samples", "sampler", "replicates")
     BASE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +196,8 @@ class Method(_message.Message):
     CHANNEL_REDUCTION_FIELD_NUMBER: _ClassVar[int]
     TARGET_RELATIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    REPLICATES_FIELD_NUMBER: _ClassVar[int]
     base: BaseMethod
     mode: SmoothingMode
     kernel: str
@@ -205,7 +220,9 @@ class Method(_message.Message):
     channel_reduction: ChannelReduction
     target_relative_error: float
     max_samples: int
-    def __init__(self, base: _Optional[_Union[BaseMethod, str]] = ..., mode: _Optional[_Union[SmoothingMode, str]] = ..., kernel: _Optional[str] = ..., scale: _Optional[_Union[ScalePolicy, str]] = ..., alpha: _Optional[float] = ..., sigma: _Optional[_Union[Tensor, _Mapping]] = ..., confidence: _Optional[float] = ..., adaptive_rule: _Optional[_Union[AdaptiveRule, str]] = ..., samples: _Optional[int] = ..., weight_draws: _Optional[int] = ..., weight_sigma: _Optional[float] = ..., weight_exclude: _Optional[_Iterable[str]] = ..., ig_steps: _Optional[int] = ..., ig_rule: _Optional[_Union[IntegrationRule, str]] = ..., ig_baseline: _Optional[_Union[Baseline, str]] = ..., ig_baseline_tensor: _Optional[_Union[Tensor, _Mapping]] = ..., ig_smoothing: _Optional[_Union[IGSmoothing, str]] = ..., transform: _Optional[_Union[Transform, str]] = ..., channel_axis: _Optional[int] = ..., channel_reduction: _Optional[_Union[ChannelReduction, str]] = ..., target_relative_error: _Optional[float] = ..., max_samples: _Optional[int] = ...) -> None: ...
+    sampler: Sampler
+    replicates: int
+    def __init__(self, base: _Optional[_Union[BaseMethod, str]] = ..., mode: _Optional[_Union[SmoothingMode, str]] = ..., kernel: _Optional[str] = ..., scale: _Optional[_Union[ScalePolicy, str]] = ..., alpha: _Optional[float] = ..., sigma: _Optional[_Union[Tensor, _Mapping]] = ..., confidence: _Optional[float] = ..., adaptive_rule: _Optional[_Union[AdaptiveRule, str]] = ..., samples: _Optional[int] = ..., weight_draws: _Optional[int] = ..., weight_sigma: _Optional[float] = ..., weight_exclude: _Optional[_Iterable[str]] = ..., ig_steps: _Optional[int] = ..., ig_rule: _Optional[_Union[IntegrationRule, str]] = ..., ig_baseline: _Optional[_Union[Baseline, str]] = ..., ig_baseline_tensor: _Optional[_Union[Tensor, _Mapping]] = ..., ig_smoothing: _Optional[_Union[IGSmoothing, str]] = ..., transform: _Optional[_Union[Transform, str]] = ..., channel_axis: _Optional[int] = ..., channel_reduction: _Optional[_Union[ChannelReduction, str]] = ..., target_relative_error: _Optional[float] = ..., max_samples: _Optional[int] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., replicates: _Optional[int] = ...) -> None: ...
 
 class PredictedClass(_message.Message):
     __slots__ = ()
@@ -398,7 +415,7 @@ class Preprocessing(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., scale: _Optional[float] = ..., invert: _Optional[bool] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size")
+    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size", "stale", "candidate_error", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +433,9 @@ class ModelInfo(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     FIXED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     ready: bool
     error: str
@@ -433,7 +453,10 @@ class ModelInfo(_message.Message):
     weights: _containers.RepeatedScalarFieldContainer[str]
     batching: str
     fixed_batch_size: int
-    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ...) -> None: ...
+    stale: bool
+    candidate_error: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ..., stale: _Optional[bool] = ..., candidate_error: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
