@@ -9,6 +9,7 @@ shifted-sum moments (:mod:`estimator.moments`). Noise depends only on ``(seed, d
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import secrets
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from .kernels import get_kernel
 from .method import Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
 from .noise import InputNoise
-from .parallel import for_each_slice
+from .parallel import for_each_slice, thread_budget
 from .paths import integration_rule, path_points, resolve_baseline
 from .plan import (
     Plan,
@@ -97,6 +98,7 @@ def explain(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     chunk_size: int | None = None,
+    threads: int | None = None,
 ) -> Explanation:
     """Explain one instance with a (smoothed) gradient method.
 
@@ -122,6 +124,9 @@ def explain(
         should_stop: polled before every model call; returning true raises :class:`CancelledError`.
         on_progress: called after every chunk with a :class:`~estimator.method.Progress`.
         chunk_size: rows per model call, overriding the memory budget (tests, benchmarks).
+        threads: threads the estimator's own numpy work (noise, moments) may use, the calling one
+            included; ``None``: the caller's :func:`~estimator.parallel.thread_budget`, else the CPUs
+            this process may run on (at most 8). Results do not depend on it.
 
     Returns:
         An :class:`~estimator.method.Explanation`; ``attribution`` and ``standard_error`` are float64 of
@@ -144,6 +149,29 @@ def explain(
         CancelledError: ``should_stop()`` returned true.
         ModelEvaluationError: the model failed or returned wrong shapes or non-finite values.
     """
+    if threads is not None:
+        threads = check_int(threads, "threads", minimum=1)
+    with thread_budget(threads):
+        return _explain(
+            model, x, method, target, lower, upper, seed, memory_budget_bytes, max_evaluations, should_stop,
+            on_progress, chunk_size,
+        )
+
+
+def _explain(
+    model: GradientModel,
+    x: Any,
+    method: Method,
+    target: Target,
+    lower: Any,
+    upper: Any,
+    seed: int | None,
+    memory_budget_bytes: int,
+    max_evaluations: int | None,
+    should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[Progress], None] | None,
+    chunk_size: int | None,
+) -> Explanation:
     request = _prepare(
         model,
         x,
@@ -480,7 +508,9 @@ class _Run:
             prefetch = None
             if len(chunks) > 1:
                 prefetch = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mollify-prefetch"))
-            upcoming = prefetch.submit(self._build, *chunks[0]) if prefetch is not None else None
+            # The builds run in the caller's context: its thread budget applies to them too.
+            context = contextvars.copy_context()
+            upcoming = prefetch.submit(self._build_in, context.copy(), *chunks[0]) if prefetch is not None else None
             try:
                 for index, (start, stop) in enumerate(chunks):
                     if upcoming is None:
@@ -489,7 +519,7 @@ class _Run:
                         points, endpoints = upcoming.result()
                         upcoming = None
                         if prefetch is not None and index + 1 < len(chunks):
-                            upcoming = prefetch.submit(self._build, *chunks[index + 1])
+                            upcoming = prefetch.submit(self._build_in, context.copy(), *chunks[index + 1])
                     overrides = self._weight_overrides(start // plan.rows_per_unit) if plan.weight_noise else None
                     assert self.cotangent is not None
                     _, gradients = self._call(points, self.cotangent, overrides)
@@ -516,6 +546,9 @@ class _Run:
                 weight_draw(self.r.model.weights, self.r.weights, float(m.weight_sigma), self.r.seed, draw),
             )
         return self._overrides[1]
+
+    def _build_in(self, context: contextvars.Context, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return context.run(self._build, start, stop)
 
     def _build(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs of rows ``[start, stop)`` and the end points ``x`` (or noisy ``x``) of their samples."""

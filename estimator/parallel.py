@@ -9,37 +9,72 @@ costs tens of microseconds. Imports numpy only.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-__all__ = ["MIN_VALUES_PER_TASK", "for_each_slice", "slices", "worker_count"]
+__all__ = [
+    "MAX_WORKERS",
+    "MIN_VALUES_PER_TASK",
+    "default_worker_count",
+    "for_each_slice",
+    "slices",
+    "thread_budget",
+    "worker_count",
+]
 
 # Below this many array values a slice is not worth a thread hand-off.
 MIN_VALUES_PER_TASK = 1 << 17
-_MAX_WORKERS = 8
+MAX_WORKERS = 8
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# The caller's thread budget (explain(threads=...), the server's setting); None: the default.
+_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("mollify_thread_budget", default=None)
 
 
 @functools.cache
-def worker_count() -> int:
-    """Threads that data-parallel work may use: the CPUs this process may run on (when first asked), at most 8."""
+def default_worker_count() -> int:
+    """The CPUs this process may run on (when first asked), at most :data:`MAX_WORKERS`."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_WORKERS, cpus))
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def worker_count() -> int:
+    """Threads data-parallel work may use now: the caller's budget (:func:`thread_budget`) if one
+    is set in this context, else :func:`default_worker_count`."""
+    budget = _budget.get()
+    return default_worker_count() if budget is None else budget
+
+
+@contextlib.contextmanager
+def thread_budget(threads: int | None) -> Iterator[None]:
+    """Within the block (and in work it hands to other threads with its context), data-parallel
+    work uses at most ``threads`` threads, the calling one included (1 to :data:`MAX_WORKERS`);
+    ``None`` leaves the current budget."""
+    if threads is None:
+        yield
+        return
+    token = _budget.set(max(1, min(MAX_WORKERS, int(threads))))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, worker_count() - 1), thread_name_prefix="mollify-numpy")
+            # Threads start only when tasks need them; budgets decide how many a call uses.
+            _pool = ThreadPoolExecutor(MAX_WORKERS - 1, thread_name_prefix="mollify-numpy")
         return _pool
 
 

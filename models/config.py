@@ -60,6 +60,25 @@ class ModelConfig:
         feature_names: tabular models: one name per input feature; empty otherwise.
         preprocessing: how raw data becomes the input tensor.
         description: one line for humans.
+        explained_input: the float tensor noise is added at and attributions are computed for:
+            ``""`` (default) is ``input_name`` itself; any float tensor of the graph upstream of
+            ``explained_tensor`` (an embedding output, token + position embeddings, a convolutional
+            feature map) explains that tensor while requests still send ``input_name`` (e.g. int64
+            token ids). The graph up to it runs once per instance on the clean inputs.
+        explained_lower: bounds of ``explained_input`` when it is an intermediate tensor, like
+            ``lower``; ``None``: per dimension, the min over the embedding table when the tensor is a
+            ``Gather`` of a weight (and ``lower``/``upper`` then describe nothing).
+        explained_upper: like ``explained_lower`` (max over the table).
+        extra_input_shapes: one instance's shape of other graph inputs whose dimensions the model
+            leaves symbolic under names ``input_name`` does not share; by name.
+        baseline_token_id: text models: the token (e.g. padding) whose embedding is the default
+            Integrated Gradients baseline instead of zero; ``None``: zero.
+        channel_axis: the axis of ``explained_input`` attributions are reduced over when a request
+            names none; ``None``: the last axis for an embedding lookup (per-token results),
+            no reduction otherwise.
+        channel_reduction: the reduction used with the default ``channel_axis`` (``sum``, ``mean``,
+            ``max_abs``); ``""``: ``sum`` (gradient × input summed over the embedding, as Captum's
+            LayerIntegratedGradients users do).
     """
 
     name: str
@@ -72,6 +91,13 @@ class ModelConfig:
     feature_names: list[str] = field(default_factory=list)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     description: str = ""
+    explained_input: str = ""
+    explained_lower: Any = None
+    explained_upper: Any = None
+    extra_input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    baseline_token_id: int | None = None
+    channel_axis: int | None = None
+    channel_reduction: str = ""
 
     def lower_array(self) -> np.ndarray:
         """``lower`` as float32, broadcast to ``input_shape``."""

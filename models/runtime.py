@@ -59,6 +59,13 @@ _FLOAT_TYPES: dict[int, np.dtype] = {
     onnx.TensorProto.DOUBLE: np.dtype(np.float64),
     onnx.TensorProto.FLOAT16: np.dtype(np.float16),
 }
+_ELEMENT_DTYPES: dict[int, np.dtype] = {
+    **_FLOAT_TYPES,
+    onnx.TensorProto.INT32: np.dtype(np.int32),
+    onnx.TensorProto.INT64: np.dtype(np.int64),
+    onnx.TensorProto.UINT8: np.dtype(np.uint8),
+    onnx.TensorProto.BOOL: np.dtype(np.bool_),
+}
 
 
 # Measured: the peak RSS of a ResNet-18 (224²) gradient run grew by 17.3 MiB per sample (slope between
@@ -427,14 +434,16 @@ def _run_in_batches(
     feed: Mapping[str, np.ndarray],
     batched: Sequence[str],
     size: int | None,
+    zero_padded: Sequence[str] | None = None,
 ) -> list[np.ndarray]:
     """Run ``session`` on ``feed``, ``size`` rows of the ``batched`` inputs per call (all at once if ``None``).
 
-    A model with a fixed batch takes exactly ``size`` rows: the last call is padded (the first of
-    ``batched``, the input, with copies of its last row, so the padding is valid data; the others,
-    the cotangent, with zeros) and the padded rows' results are dropped. Every output must have
-    the batch as its first dimension.
+    A model with a fixed batch takes exactly ``size`` rows: the last call is padded (the inputs
+    with copies of their last row, so the padding is valid data; those in ``zero_padded``, default
+    every batched input after the first (the cotangent), with zeros) and the padded rows' results
+    are dropped. Every output must have the batch as its first dimension.
     """
+    zeros = set(batched[1:] if zero_padded is None else zero_padded)
     rows = int(feed[batched[0]].shape[0])
     if size is None or rows == size:
         return [np.asarray(value) for value in session.run(list(names), dict(feed))]
@@ -447,7 +456,7 @@ def _run_in_batches(
             if stop - start < size:
                 # Padding rows: the input repeats the last real row (valid data), the cotangent is zero.
                 fill = np.repeat(block[-1:], size - (stop - start), axis=0)
-                if name != batched[0]:
+                if name in zeros:
                     fill = np.zeros_like(fill)
                 block = np.concatenate([block, fill])
             call[name] = np.ascontiguousarray(block)
@@ -552,6 +561,8 @@ class GradientSession:
             (raises :class:`DeviceUnavailableError` when CUDA does not load).
         intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
         external_data_dir: for a ``ModelProto`` referencing external data files: their folder.
+        extra_inputs: other graph inputs fed with every call (an attention mask, token ids read
+            only for their shape): one instance each, repeated for every row (see :meth:`__call__`).
 
     Raises:
         InvalidModelError: the model has no gradient metadata, needs inputs this wrapper cannot feed,
@@ -566,9 +577,11 @@ class GradientSession:
         device: Device = "auto",
         intra_op_threads: int | None = None,
         external_data_dir: str | os.PathLike[str] | None = None,
+        extra_inputs: Sequence[str] = (),
     ) -> None:
         proto, folder = _to_model(model, external_data_dir)
         self._external_data_dir = folder
+        self._extra_names = tuple(extra_inputs)
         metadata = read_gradient_metadata(proto)
         self._metadata = metadata
         self._input_name = self._choose_input(metadata, input_name)
@@ -581,6 +594,10 @@ class GradientSession:
         self._cotangent_dtype = self._float_dtype(inputs[metadata.cotangent], "cotangent")
         self._input_shape = _instance_shape(inputs[self._input_name], "input")
         self._output_shape = _instance_shape(inputs[metadata.cotangent], "cotangent")
+        self._extra_specs = {
+            name: (_ELEMENT_DTYPES.get(inputs[name].type.tensor_type.elem_type), _instance_shape(inputs[name], "input"))
+            for name in self._extra_names
+        }
         weights: dict[str, np.ndarray] = {}
         for name in metadata.weights:
             if name not in initializers:
@@ -631,7 +648,10 @@ class GradientSession:
     ) -> None:
         if metadata.cotangent not in inputs:
             raise InvalidModelError(f"the cotangent input {metadata.cotangent!r} is not a graph input")
-        fed = {self._input_name, metadata.cotangent}
+        fed = {self._input_name, metadata.cotangent, *self._extra_names}
+        unknown = [name for name in self._extra_names if name not in inputs or name in initializers]
+        if unknown:
+            raise InvalidModelError(f"extra_inputs {unknown} are not graph inputs of the gradient model")
         others = [name for name in inputs if name not in fed and name not in initializers]
         if others:
             raise InvalidModelError(
@@ -688,6 +708,8 @@ class GradientSession:
         inputs: np.ndarray,
         cotangents: np.ndarray,
         weight_overrides: Mapping[str, np.ndarray] | None = None,
+        *,
+        extras: Mapping[str, np.ndarray] | None = None,
     ) -> GradientBatch:
         """Run the model and its gradient graph on a batch.
 
@@ -696,6 +718,8 @@ class GradientSession:
             cotangents: ``(B, *output_shape)`` float array; row b weights the explained tensor of sample b.
             weight_overrides: replacement values for some of :attr:`weights` (same shapes, float), for this
                 call only; ``None`` runs with the clean weights.
+            extras: one instance (no batch dimension) of each of the session's ``extra_inputs``,
+                repeated for all ``B`` rows; required when it has any.
 
         Returns:
             ``GradientBatch(outputs (B, *output_shape), gradients (B, *input_shape))``, float32.
@@ -711,6 +735,7 @@ class GradientSession:
                 f"cotangents must have the batch size of inputs ({x.shape[0]}), got {w.shape[0]}"
             )
         feed: dict[str, np.ndarray] = {self._input_name: x, self._metadata.cotangent: w}
+        feed.update(self._tiled_extras(extras, x.shape[0]))
         overrides = self._checked_overrides(weight_overrides)
         session = self._session
         if overrides:
@@ -727,9 +752,15 @@ class GradientSession:
                 feed.update(used)
                 session = self._override_session
         wanted = [self._metadata.explained, self._gradient_name]
+        # Pruning may have dropped an extra input the explained tensor does not need.
+        if self._extra_names:
+            accepted = {value.name for value in session.get_inputs()}
+            feed = {name: value for name, value in feed.items() if name not in self._extra_names or name in accepted}
+        extras_fed = [name for name in self._extra_names if name in feed]
         try:
             outputs, gradients = _run_in_batches(
-                session, wanted, feed, [self._input_name, self._metadata.cotangent], self._metadata.batch_size
+                session, wanted, feed, [self._input_name, self._metadata.cotangent, *extras_fed],
+                self._metadata.batch_size, zero_padded=[self._metadata.cotangent],
             )
         except Exception as err:
             raise ModelEvaluationError(f"onnxruntime failed to run the gradient graph: {err}") from err
@@ -818,6 +849,29 @@ class GradientSession:
         if array.shape[0] < 1:
             raise InvalidArgumentError(f"{field} must hold at least one sample, got batch size 0")
         return np.ascontiguousarray(array, dtype=dtype)
+
+    def _tiled_extras(self, extras: Mapping[str, np.ndarray] | None, rows: int) -> dict[str, np.ndarray]:
+        """The extra inputs, one instance each, repeated for ``rows`` rows in the graph's dtypes."""
+        given = dict(extras or {})
+        missing = [name for name in self._extra_names if name not in given]
+        unknown = sorted(set(given) - set(self._extra_names))
+        if missing or unknown:
+            raise InvalidArgumentError(
+                f"extras must hold exactly the inputs {list(self._extra_names)}; missing {missing}, unknown {unknown}"
+            )
+        tiled: dict[str, np.ndarray] = {}
+        for name, (dtype, shape) in self._extra_specs.items():
+            value = np.asarray(given[name])
+            if tuple(value.shape) != shape:
+                raise InvalidArgumentError(f"extras[{name!r}] must have shape {shape}, got {value.shape}")
+            value = value.astype(dtype, copy=False) if dtype is not None else value
+            tiled[name] = np.ascontiguousarray(np.broadcast_to(value[None], (rows, *shape)))
+        return tiled
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """The graph inputs besides the differentiated one fed with every call."""
+        return self._extra_names
 
     def _checked_overrides(self, overrides: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         if not overrides:

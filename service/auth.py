@@ -15,9 +15,16 @@ from typing import Any
 
 import grpc
 
-__all__ = ["HEALTH_PREFIX", "BearerTokenInterceptor"]
+__all__ = ["HEALTH_PREFIX", "UNAUTHENTICATED_MESSAGE", "BearerTokenInterceptor", "bearer_token_matches"]
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def bearer_token_matches(token: bytes, authorization: str) -> bool:
+    """Whether an ``authorization`` value (header or metadata) is ``Bearer <token>``, compared in
+    constant time; the scheme is case-insensitive. Shared by the gRPC and HTTP front ends."""
+    scheme, _, credential = str(authorization).partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), token)
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -42,10 +49,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
     def _authorized(self, metadata: Any) -> bool:
         for key, value in metadata or ():
-            if key.lower() != "authorization":
-                continue
-            scheme, _, credential = str(value).partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token):
+            if key.lower() == "authorization" and bearer_token_matches(self._token, value):
                 return True
         return False
 
@@ -65,7 +69,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return _rejecting(handler)
 
 
-_MESSAGE = "this server needs 'authorization: Bearer <token>' metadata with the right token"
+UNAUTHENTICATED_MESSAGE = "this server needs 'authorization: Bearer <token>' metadata with the right token"
+_MESSAGE = UNAUTHENTICATED_MESSAGE
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -10,7 +10,7 @@ gRPC status name such as ``"INVALID_ARGUMENT"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from estimator.method import (
 from estimator.targets import parse_region
 from protos.mollify.v1 import explainer_pb2 as pb
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
-from service import codec
+from service import client_chunks, codec
 from service.errors import InvalidRequestError
 from service.vocabulary import (
     ExplainProgress,
@@ -187,6 +187,10 @@ class ExplainerClient:
         )
         self.address = address
         self.timeout = timeout
+        # Per model: whether its request input is integer (token ids); asked once, on first integer input.
+        self._integer_input: dict[str, bool] = {}
+        # The server's max-instances, once a refusal named it (service/client_chunks.py).
+        self._chunks = client_chunks.ChunkPlan()
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -247,12 +251,15 @@ class ExplainerClient:
         lower: float | np.ndarray | None = None,
         upper: float | np.ndarray | None = None,
         timeout: float | None = None,
+        extra_inputs: Mapping[str, np.ndarray] | None = None,
     ) -> list[InstanceExplanation]:
         """Explain a batch of instances.
 
         Args:
             model: the model's name.
-            inputs: ``(batch, *input_shape)`` floats, or a sequence of instances of ``input_shape``.
+            inputs: ``(batch, *input_shape)`` floats, or a sequence of instances of ``input_shape``;
+                integer arrays (token ids) travel as integers (INT64 or INT32), for models whose
+                explained input is computed from them (``ModelInfo.request_inputs[0]``).
             method: the method; ``None`` is ``Method()`` (SmoothGrad, α = 0.2, N = 50).
             target: see :func:`as_target`.
             seed: seed of every random draw (each instance uses it); ``None`` lets the server choose
@@ -260,14 +267,24 @@ class ExplainerClient:
             lower: input-domain lower bound overriding the model's (scalar or broadcastable to one instance).
             upper: like ``lower``.
             timeout: this call's deadline in seconds (default: the client's).
+            extra_inputs: the model's other graph inputs by name (e.g. ``{"attention_mask": mask}``),
+                ``(batch, *shape)`` or one instance's shape shared by all, any supported dtype;
+                fed unchanged to every noisy sample.
 
         Returns:
             One explanation per instance in batch order; with a top-k target, k per instance
             (ranks in order within an instance).
         """
-        request = self._explain_request(model, inputs, method, target, seed, lower, upper)
-        response = self._call(self._stub.Explain, request, timeout)
-        return [codec.explanation_from_proto(e) for e in response.explanations]
+        def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None) -> list[InstanceExplanation]:
+            request = self._explain_request(model, part, method, target, part_seed, lower, upper, extra)
+            response = self._call(self._stub.Explain, request, timeout)
+            return [codec.explanation_from_proto(e) for e in response.explanations]
+
+        sent = self._as_sent(model, inputs, timeout)
+        if not isinstance(sent, np.ndarray):
+            return call(sent, seed, extra_inputs)
+        # Larger than the server's max-instances: several requests, one seed (service/client_chunks.py).
+        return client_chunks.explain_in_chunks(call, sent, seed, extra_inputs, self._chunk_plan(model, timeout))
 
     def explain_stream(
         self,
@@ -280,19 +297,36 @@ class ExplainerClient:
         lower: float | np.ndarray | None = None,
         upper: float | np.ndarray | None = None,
         timeout: float | None = None,
+        extra_inputs: Mapping[str, np.ndarray] | None = None,
     ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
         """Like :meth:`explain`, yielding :class:`ExplainProgress` events, then the list of results last.
 
         Closing the iterator early cancels the request on the server.
         """
-        request = pb.ExplainStreamRequest(
-            request=self._explain_request(model, inputs, method, target, seed, lower, upper)
-        )
-        try:
-            call = self._stub.ExplainStream(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise _to_error(err) from None
-        return self._iterate_stream(call)
+        def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None,
+                 ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
+            request = pb.ExplainStreamRequest(
+                request=self._explain_request(model, part, method, target, part_seed, lower, upper, extra)
+            )
+            try:
+                stream = self._stub.ExplainStream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+            except grpc.RpcError as err:
+                raise _to_error(err) from None
+            return self._iterate_stream(stream)
+
+        sent = self._as_sent(model, inputs, timeout)
+        if not isinstance(sent, np.ndarray):
+            return call(sent, seed, extra_inputs)
+        return client_chunks.stream_in_chunks(call, sent, seed, extra_inputs, self._chunk_plan(model, timeout))
+
+    def _chunk_plan(self, model: str, timeout: float | None) -> client_chunks.ChunkPlan:
+        """The server's learned max-instances, and how to find which extra inputs have a batch axis."""
+        def ranks() -> dict[str, int]:
+            return {t.name: len(t.shape) for t in self.get_model(model, timeout=timeout).graph_inputs}
+
+        # The limit learned here is kept for the client's later calls; the ranks are this model's.
+        self._chunks.ranks = ranks
+        return self._chunks
 
     @staticmethod
     def _iterate_stream(call: Any) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
@@ -308,6 +342,24 @@ class ExplainerClient:
             # A consumer that stops early must not leave the server computing.
             call.cancel()
 
+    def _as_sent(
+        self, model: str, inputs: np.ndarray | Sequence[np.ndarray], timeout: float | None
+    ) -> np.ndarray | Sequence[np.ndarray]:
+        """Integer ``inputs`` stay integers for a model whose request input is integer (token ids);
+        for any other model they travel as float32 (8-bit pixels mean their values)."""
+        if not isinstance(inputs, np.ndarray):
+            try:
+                inputs = np.stack([np.asarray(item) for item in inputs])
+            except ValueError:
+                return inputs
+        if inputs.dtype.kind not in "iu":
+            return inputs
+        if model not in self._integer_input:
+            info = self.get_model(model, timeout=timeout)
+            sent = info.request_inputs[0].dtype if info.request_inputs else "float32"
+            self._integer_input[model] = sent.startswith(("int", "uint"))
+        return inputs if self._integer_input[model] else inputs.astype(np.float32)
+
     @staticmethod
     def _explain_request(
         model: str,
@@ -317,6 +369,7 @@ class ExplainerClient:
         seed: int | None,
         lower: float | np.ndarray | None,
         upper: float | np.ndarray | None,
+        extra_inputs: Mapping[str, np.ndarray] | None = None,
     ) -> pb.ExplainRequest:
         try:
             batch = np.asarray(inputs if isinstance(inputs, np.ndarray) else np.stack(list(inputs)))
@@ -324,10 +377,13 @@ class ExplainerClient:
                 raise MollifyError("INVALID_ARGUMENT", f"inputs must hold numbers, got dtype {batch.dtype}")
             request = pb.ExplainRequest(
                 model_name=model,
-                inputs=codec.array_to_tensor(batch.astype(np.float32, copy=False)),
+                # Integer inputs (token ids) keep their type: the server checks them against the model's.
+                inputs=codec.array_to_tensor(batch if batch.dtype.kind in "iu" else batch.astype(np.float32, copy=False)),
                 target=codec.target_to_proto(as_target(target)),
                 method=codec.method_to_proto(method if method is not None else Method()),
             )
+            for name, value in (extra_inputs or {}).items():
+                request.extra_inputs[name].CopyFrom(codec.array_to_tensor(np.asarray(value)))
             if seed is not None:
                 if not 0 <= seed < 2**64:
                     raise MollifyError("INVALID_ARGUMENT", f"seed must be in [0, 2**64), got {seed}")

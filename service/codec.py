@@ -172,6 +172,39 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
     return rounded
 
 
+def tensor_to_any_array(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """Decode a ``Tensor`` of any supported datatype: floats as :func:`tensor_to_array` does, other
+    datatypes (integer token ids, boolean masks) in their own dtype.
+
+    Raises:
+        InvalidRequestError: as :func:`tensor_to_array`, or an unknown datatype.
+    """
+    if tensor.datatype in _FLOAT_TYPES:
+        return tensor_to_array(tensor, field)
+    if tensor.datatype not in _NUMPY_DTYPES:
+        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        known = [pb.DataType.Name(number) for number in _NUMPY_DTYPES]
+        raise InvalidRequestError(f"{field}.datatype must be one of {known}, got {actual}")
+    if len(tensor.shape) > MAX_DIMENSIONS:
+        raise InvalidRequestError(
+            f"{field}.shape has {len(tensor.shape)} dimensions; at most {MAX_DIMENSIONS} are supported"
+        )
+    shape = tuple(tensor.shape)
+    if shape and min(shape) < 0:
+        raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
+    if math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS:
+        raise InvalidRequestError(f"{field}.shape {list(shape)} describes more than 2**31 - 1 elements")
+    wire = _NUMPY_DTYPES[tensor.datatype]
+    raw = tensor.raw_contents
+    expected = math.prod(shape) * wire.itemsize
+    if len(raw) != expected:
+        raise InvalidRequestError(
+            f"{field}.raw_contents holds {len(raw)} bytes; shape {list(shape)} of "
+            f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=wire).reshape(shape).astype(wire.newbyteorder("="))
+
+
 def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:
     array = tensor_to_array(tensor, field, keep_float64=True)
     return float(array) if array.ndim == 0 else array
@@ -507,7 +540,12 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         name=info.name,
         ready=info.ready,
         error=info.error,
-        input=pb.TensorInfo(name=info.input_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.input_shape)),
+        input=pb.TensorInfo(
+            name=info.input_name,
+            datatype=_DTYPE_NAMES.get(info.request_inputs[0].dtype if info.request_inputs else "float32",
+                                      pb.DATA_TYPE_UNSPECIFIED),
+            shape=list(info.input_shape),
+        ),
         output=pb.TensorInfo(name=info.output_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.output_shape)),
         graph_inputs=[_tensor_info_to_proto(t) for t in info.graph_inputs],
         graph_outputs=[_tensor_info_to_proto(t) for t in info.graph_outputs],
@@ -532,6 +570,10 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         stale=info.stale,
         candidate_error=info.candidate_error,
         version=info.version,
+        config_source=info.config_source,
+        layout=info.layout,
+        request_inputs=[_tensor_info_to_proto(t) for t in info.request_inputs],
+        explained_input=_tensor_info_to_proto(info.explained_input) if info.explained_input else None,
     )
 
 
@@ -573,6 +615,10 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         stale=message.stale,
         candidate_error=message.candidate_error,
         version=message.version,
+        config_source=message.config_source,
+        layout=message.layout,
+        request_inputs=tuple(_tensor_info_from_proto(t) for t in message.request_inputs),
+        explained_input=_tensor_info_from_proto(message.explained_input) if message.HasField("explained_input") else None,
     )
 
 

@@ -8,10 +8,11 @@ beyond checking shapes and picking the top-k classes from the estimator's clean 
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from estimator import explain, planned_evaluations
 from estimator.errors import CancelledError, LimitExceededError
 from estimator.explain import ESTIMATOR_BYTES_PER_FEATURE
+from estimator.gradient_model import GradientModel
 from estimator.method import (
     ClassTarget,
     CotangentTarget,
@@ -31,9 +33,11 @@ from estimator.method import (
     Target,
 )
 from estimator.targets import check_target
+from models.instance_session import InstanceSession
 from service.errors import InvalidRequestError, RequestLimitError
 from service.memory import format_size
 from service.repository import ModelEntry, ModelRepository, ServedModel
+from service.request_inputs import checked_extra_inputs, checked_sent_inputs
 from service.scheduler import Cancellation, Scheduler
 from service.vocabulary import ExplainProgress, ExplainTarget, InstanceExplanation, TopKTarget
 
@@ -46,12 +50,15 @@ class ExplainQuery:
 
     Attributes:
         model: the model's name.
-        inputs: ``(batch, *input_shape)`` float32.
+        inputs: ``(batch, *input_shape)``: float32, or the model's own dtype for a model whose
+            explained input is computed from it (token ids).
         target: what to explain.
         method: how.
         seed: seed of every random draw, shared by all instances; ``None``: the server draws one.
         lower: bound override, broadcastable to one instance; ``None``: the model's.
         upper: like ``lower``.
+        extra_inputs: the model's other graph inputs by name, ``(batch, *shape)`` or one instance's
+            shape shared by all instances.
     """
 
     model: str
@@ -61,6 +68,7 @@ class ExplainQuery:
     seed: int | None = None
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
+    extra_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class _Run:
     queued_s: float
     cancellation: Cancellation
     on_progress: Callable[[ExplainProgress], None] | None
+    extras: list[dict[str, np.ndarray]]
 
 
 class Explainer:
@@ -105,6 +114,8 @@ class Explainer:
         scheduler: admission control (computing slots and queue).
         limits: per-request limits.
         memory_budget_bytes: memory one chunk of samples may use (the estimator sizes chunks by it).
+        threads: threads each explanation's own numpy work may use (the estimator's thread budget);
+            ``None``: the CPUs the process may run on.
         observer: told what each explanation cost; ``None`` for no one.
     """
 
@@ -115,12 +126,14 @@ class Explainer:
         limits: Limits,
         *,
         memory_budget_bytes: int,
+        threads: int | None = None,
         observer: WorkObserver | None = None,
     ) -> None:
         self.repository = repository
         self.scheduler = scheduler
         self.limits = limits
         self.memory_budget_bytes = memory_budget_bytes
+        self.threads = threads
         self._observer = observer
 
     def explain(
@@ -140,7 +153,23 @@ class Explainer:
         """
         entry = self.repository.ready_entry(query.model)
         session = self.repository.session_for(entry, query.target.output)
-        inputs = self._checked_inputs(query.inputs, session.input_shape)
+        if isinstance(session, InstanceSession):
+            inputs = checked_sent_inputs(query.inputs, session.sent_input, session.index_limit)
+            inputs = self._checked_inputs(inputs, session.sent_input.shape, keep_dtype=True)
+            extras = checked_extra_inputs(query.extra_inputs, session.extra_inputs, len(inputs), entry.name)
+        else:
+            if query.extra_inputs:
+                raise InvalidRequestError(
+                    f"extra_inputs: model {entry.name!r} has the one input {entry.info.input_name!r}; got "
+                    f"{sorted(query.extra_inputs)}"
+                )
+            if query.inputs.dtype.kind != "f":
+                raise InvalidRequestError(
+                    f"inputs.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64 for model {entry.name!r}, got "
+                    f"{query.inputs.dtype}"
+                )
+            inputs = self._checked_inputs(query.inputs, session.input_shape)
+            extras = [{} for _ in range(len(inputs))]
         lower = self._bound(query.lower, entry.lower, session.input_shape, "lower")
         upper = self._bound(query.upper, entry.upper, session.input_shape, "upper")
         _check_request_magnitudes(query)
@@ -168,6 +197,7 @@ class Explainer:
                 # One seed for the whole request: instance i's result equals a one-instance request.
                 seed=query.seed if query.seed is not None else secrets.randbits(63),
                 lower=lower, upper=upper, queued_s=queued_s, cancellation=cancellation, on_progress=on_progress,
+                extras=extras,
             )
             return [result for index, x in enumerate(inputs) for result in self._explain_instance(run, index, x)]
 
@@ -177,6 +207,12 @@ class Explainer:
         targets: list[Target] = [PredictedClassTarget() if isinstance(selection, TopKTarget) else selection]
         results: list[InstanceExplanation] = []
         total = len(run.query.inputs) * run.ranks
+        model: GradientModel = run.session
+        method = run.query.method
+        if isinstance(run.session, InstanceSession):
+            bound = run.session.bind(x, run.extras[index])
+            model, method = bound, _instance_method(method, run.session, x, run.extras[index])
+            x = bound.value
         rank = 0
         while rank < len(targets):
             def report(progress: Progress, rank: int = rank) -> None:
@@ -187,13 +223,14 @@ class Explainer:
             started = time.perf_counter()
             try:
                 explanation = explain(
-                    run.session, x, run.query.method, targets[rank],
+                    model, x, method, targets[rank],
                     lower=run.lower, upper=run.upper, seed=run.seed,
                     memory_budget_bytes=self.memory_budget_bytes,
                     max_evaluations=self.limits.max_evaluations,
                     should_stop=run.cancellation.should_stop,
                     # Progress costs a norm per chunk (and wakes numpy's BLAS threads): only when listened to.
                     on_progress=report if run.on_progress is not None else None,
+                    threads=self.threads,
                 )
             except CancelledError:
                 raise run.cancellation.error("computing") from None
@@ -238,7 +275,9 @@ class Explainer:
 
     # ------------------------------------------------------------------------ checks
 
-    def _checked_inputs(self, inputs: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    def _checked_inputs(
+        self, inputs: np.ndarray, input_shape: tuple[int, ...], *, keep_dtype: bool = False
+    ) -> np.ndarray:
         expected = (-1, *input_shape)
         if inputs.ndim != len(expected) or tuple(inputs.shape[1:]) != tuple(input_shape):
             raise InvalidRequestError(
@@ -256,6 +295,8 @@ class Explainer:
                 f"inputs holds {inputs.size} elements; the limit is {self.limits.max_input_elements} "
                 f"(setting --max-input-elements / MOLLIFY_MAX_INPUT_ELEMENTS)"
             )
+        if keep_dtype and inputs.dtype.kind != "f":
+            return inputs
         finite = np.isfinite(inputs)
         if not finite.all():
             where = tuple(int(i) for i in np.argwhere(~finite)[0])
@@ -269,7 +310,7 @@ class Explainer:
                 f"inputs must be at most {MAX_MAGNITUDE:g} in magnitude{_MAGNITUDE_WHY}; instance {where[0]} "
                 f"holds {float(inputs[where]):g} at feature {where[1:]}: rescale the data"
             )
-        return np.asarray(inputs, dtype=np.float32)
+        return inputs if keep_dtype else np.asarray(inputs, dtype=np.float32)
 
     @staticmethod
     def _bound(
@@ -361,6 +402,19 @@ def _check_request_magnitudes(query: ExplainQuery) -> None:
     selection = query.target.selection
     if isinstance(selection, CotangentTarget):
         _check_magnitude(selection.cotangent, "target.cotangent")
+
+
+def _instance_method(method: Method, session: InstanceSession, x: np.ndarray, extras: Mapping[str, np.ndarray]) -> Method:
+    """``method`` with the model's defaults where the request left them unset: the channel
+    reduction of an embedding (per-token sums), and the padding-token IG baseline."""
+    if method.channel_axis is None and method.channel_reduction == "none" and session.channel_axis is not None:
+        method = dataclasses.replace(method, channel_axis=session.channel_axis,
+                                     channel_reduction=session.channel_reduction)  # type: ignore[arg-type]
+    if method.base == "integrated_gradients" and isinstance(method.ig_baseline, str) and method.ig_baseline == "zero":
+        baseline = session.default_baseline(x, extras)
+        if baseline is not None:
+            method = dataclasses.replace(method, ig_baseline=baseline)
+    return method
 
 
 def _runner_up_classes(outputs: np.ndarray, first: int | None, k: int) -> list[int]:

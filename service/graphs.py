@@ -25,6 +25,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -92,6 +93,7 @@ def graph_key(
     explained: str,
     *,
     model: onnx.ModelProto | None = None,
+    extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> str:
     """The cache key: sha256 over the model, what is differentiated and the builder source.
 
@@ -107,7 +109,10 @@ def graph_key(
     digest = hashlib.sha256()
     digest.update(CACHE_FORMAT.encode())
     digest.update(_builder_fingerprint().encode())
-    header = json.dumps({"input": input_name, "shape": list(input_shape), "explained": explained}, sort_keys=True)
+    fields: dict[str, Any] = {"input": input_name, "shape": list(input_shape), "explained": explained}
+    if extra_shapes:
+        fields["extra_shapes"] = {name: list(dims) for name, dims in sorted(extra_shapes.items())}
+    header = json.dumps(fields, sort_keys=True)
     digest.update(header.encode())
     if isinstance(model_source, bytes | bytearray):
         digest.update(model_source)
@@ -213,6 +218,7 @@ def gradient_graph_for(
     *,
     model: onnx.ModelProto | None = None,
     rebuild: bool = False,
+    extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> GradientGraph:
     """The gradient graph of ``explained`` with respect to ``input_name``: the verified cache entry,
     else built and cached, else (the cache cannot be written) built and kept in memory.
@@ -227,6 +233,7 @@ def gradient_graph_for(
         model: the already parsed model (from a path: loaded with ``external_data=False``), to
             skip parsing again.
         rebuild: build and replace the cached graph even if its entry verifies.
+        extra_shapes: one instance's shape of other graph inputs to pin (fed, not differentiated).
 
     Returns:
         The graph; from the cache, ``<cache_dir>/<key>.onnx`` (data files ``<key>.onnx.data`` or
@@ -239,7 +246,8 @@ def gradient_graph_for(
     folder = None if isinstance(model_source, bytes | bytearray) else Path(model_source).parent
     if model is None:
         model = load_model(model_source) if folder is None else load_model(model_source, external_data=False)
-    key = graph_key(model_source, input_name, input_shape, explained, model=model)
+    key = graph_key(model_source, input_name, input_shape, explained, model=model, extra_shapes=extra_shapes)
+    pins = {input_name: list(input_shape), **{name: list(dims) for name, dims in (extra_shapes or {}).items()}}
     path = Path(cache_dir) / f"{key}.onnx"
     header = _entry_header(key, input_name, input_shape, explained)
     reason = "a rebuild was asked for" if rebuild else verify_cache_entry(path, header)
@@ -252,7 +260,7 @@ def gradient_graph_for(
         model,
         inputs=[input_name],
         explained=explained,
-        input_shapes={input_name: list(input_shape)},
+        input_shapes=pins,
         external_data_dir=folder,
     )
     references_files = has_external_data(built)
@@ -267,7 +275,7 @@ def gradient_graph_for(
         if has_external_data(built) and not references_files:
             # A graph too large to stay inline was moved to a data file of the failed write: build again.
             built = build_gradient_model(model, inputs=[input_name], explained=explained,
-                                         input_shapes={input_name: list(input_shape)}, external_data_dir=folder)
+                                         input_shapes=pins, external_data_dir=folder)
         return GradientGraph(model=built, external_data_dir=folder if references_files else None)
     return GradientGraph(path=path)
 

@@ -40,8 +40,12 @@ from estimator.gradient_model import GradientModel
 from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, ModelConfig
 from models.gradient_graph import GradientGraphError, InvalidModelError, load_model
 from models.gradient_graph.external_data import data_locations, resolve_data_file
+from models.instance_session import InstanceSession
 from service.errors import InvalidRequestError, ModelNotReadyError, UnknownModelError
 from service.graphs import GradientGraph, gradient_graph_for
+from service.instance_models import needs_instance_session, open_instance_session
+from service.layouts import load_config
+from service.layouts import scan as scan_layouts
 from service.reloads import ReloadGate
 from service.vocabulary import ModelInfo, ReloadResult, TensorDescription
 
@@ -173,6 +177,8 @@ class ModelRepository:
             ``config.json``) that resolve outside ``root``; by default such a model is refused.
         reload_min_interval_s: least seconds between the starts of two reloads (see
             :class:`service.reloads.ReloadGate`).
+        model_name: the name of the model when ``root`` is a single model's folder (KServe).
+        inferred_bounds: input bounds of models whose config is inferred from the graph.
     """
 
     def __init__(
@@ -187,8 +193,13 @@ class ModelRepository:
         on_change: Callable[[list[ModelInfo]], None] | None = None,
         allow_symlinks_outside: bool = False,
         reload_min_interval_s: float = 0.0,
+        model_name: str | None = None,
+        inferred_bounds: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         self.root = Path(root).resolve()
+        self._model_name = model_name
+        self._inferred_bounds = inferred_bounds
+        self._layouts: dict[str, str] = {}
         self.cache_dir = Path(cache_dir)
         self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads)
         self._max_output_graphs = max_output_graphs
@@ -383,17 +394,9 @@ class ModelRepository:
         if not self.root.is_dir():
             _log.error("model repository is not a folder", extra={"path": str(self.root)})
             return {}
-        found = {}
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or folder.name.startswith("."):
-                continue
-            if not ((folder / MODEL_FILE_NAME).exists() or (folder / CONFIG_FILE_NAME).exists()):
-                continue
-            if not _NAME.fullmatch(folder.name):
-                _log.warning("skipping a folder whose name is not a valid model name", extra={"path": str(folder)})
-                continue
-            found[folder.name] = folder
-        return found
+        sources = scan_layouts(self.root, self._model_name)
+        self._layouts = {name: source.layout for name, source in sources.items()}
+        return {name: source.folder for name, source in sources.items()}
 
     def _load(
         self, name: str, folder: Path, fingerprint: str, refusal: str | None = None, *, serving: bool = False
@@ -406,8 +409,10 @@ class ModelRepository:
             if refusal is not None:
                 raise InvalidRequestError(refusal)
             resolved = folder.resolve()
-            config = ModelConfig.load(resolved)
+            config, config_source = load_config(resolved, name, *self._inferred_bounds)
             entry = self._load_ready(name, folder, resolved, fingerprint, config)
+            entry.info = dataclasses.replace(entry.info, config_source=config_source,
+                                             layout=self._layouts.get(name, ""))
         except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
             error = f"{type(err).__name__}: {err}"
             if serving:
@@ -429,7 +434,19 @@ class ModelRepository:
         model_path = resolved / MODEL_FILE_NAME
         model = load_model(model_path, external_data=False)
         session = self._factory(model_path, model, config)
-        if tuple(session.input_shape) != tuple(config.input_shape):
+        request_inputs: tuple[TensorDescription, ...] = (
+            TensorDescription(config.input_name, tuple(config.input_shape)),
+        )
+        explained_input = TensorDescription(config.input_name, tuple(session.input_shape))
+        if isinstance(session, InstanceSession):
+            # Bounds, request inputs and the explained tensor come from the graph (models.cut).
+            lower, upper = session.lower, session.upper
+            request_inputs = tuple(
+                TensorDescription(spec.name, spec.shape, spec.dtype.name)
+                for spec in (session.sent_input, *session.extra_inputs)
+            )
+            explained_input = TensorDescription(session.explained_input, tuple(session.input_shape))
+        elif tuple(session.input_shape) != tuple(config.input_shape):
             raise InvalidRequestError(
                 f"the gradient graph of {name!r} takes instances of shape {session.input_shape}, but "
                 f"{CONFIG_FILE_NAME} says input_shape {config.input_shape}"
@@ -457,6 +474,8 @@ class ModelRepository:
             batching=str(getattr(session, "batching", "dynamic")),
             fixed_batch_size=int(getattr(session, "fixed_batch_size", None) or 0),
             version=fingerprint[:16],
+            request_inputs=request_inputs,
+            explained_input=explained_input,
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
@@ -505,6 +524,10 @@ def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None)
     def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
+
+        if needs_instance_session(model, config):
+            return open_instance_session(model_path, model, config, cache_dir, device=device,
+                                         intra_op_threads=intra_op_threads)
 
         def graph(rebuild: bool) -> GradientGraph:
             return gradient_graph_for(

@@ -5,9 +5,12 @@
     ...
     server.stop(grace=5, drain_s=2).wait()
 
-Wires the model repository, scheduler and explainer (the domain), the servicer, the standard
-``grpc.health.v1`` service (overall ``""``, ``mollify.v1.ExplainerService`` and one entry per
-model name), server reflection, bearer-token auth, TLS and Prometheus metrics.
+Builds the transport-free core (``service/core.py``: repository, scheduler, explainer, metrics,
+health) once and puts the front ends over it: gRPC (the servicer, the standard ``grpc.health.v1``
+service with overall ``""``, ``mollify.v1.ExplainerService`` and one entry per model name, server
+reflection, bearer-token auth, TLS) and, with ``settings.http_address``, HTTP (KServe v1 and the
+Open Inference Protocol, ``service/http_app.py``, with the same auth, TLS and limits, and
+``/metrics``); Prometheus metrics also on their own port when ``metrics_port`` is set.
 
 Health: overall and service-wide SERVING while started and at least one model is ready
 (NOT_SERVING when every load failed); one entry per model, SERVING when that model is ready
@@ -31,14 +34,13 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.mollify.v1 import explainer_pb2 as pb
 from service.auth import BearerTokenInterceptor
-from service.explainer import Explainer, Limits
+from service.core import HealthState, MollifyCore
+from service.http_server import HttpFrontEnd
 from service.memory import format_size
-from service.metrics import Metrics
-from service.repository import ModelRepository, SessionFactory
-from service.scheduler import Scheduler
+from service.repository import SessionFactory
 from service.servicer import ExplainerServicer, add_servicer_to_server
 from service.settings import Settings
-from service.vocabulary import ModelInfo, ReloadResult
+from service.vocabulary import ReloadResult
 
 __all__ = ["SERVICE_NAME", "MollifyServer", "create_server"]
 
@@ -57,12 +59,6 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
-def _default_repository() -> Path:
-    from models.demo import repository_path
-
-    return repository_path()
-
-
 class MollifyServer:
     """A configured gRPC server; mirrors ``grpc.Server`` (``start``, ``stop``, ``wait_for_termination``).
 
@@ -75,43 +71,17 @@ class MollifyServer:
 
     def __init__(self, settings: Settings, *, session_factory: SessionFactory | None = None) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.core = MollifyCore(settings, session_factory=session_factory)
+        self.metrics = self.core.metrics
+        self.repository = self.core.repository
+        self.scheduler = self.core.scheduler
+        self.explainer = self.core.explainer
         self.health = health.HealthServicer(experimental_non_blocking=True)
-        self._model_names: set[str] = set()
-        self._started = False
-        self._any_ready = False
-        self._health_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._grpc_health_names: set[str] = set()
         self._hurry = threading.Event()  # a second stop(): no more draining or grace
-        self._cut_off = threading.Event()  # the grace period is over: in-flight work ends UNAVAILABLE
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopper: threading.Thread | None = None
-        self.repository = ModelRepository(
-            settings.model_repository or _default_repository(),
-            settings.resolved_cache_dir(),
-            device=settings.device,
-            intra_op_threads=settings.session_threads(),
-            session_factory=session_factory,
-            max_output_graphs=settings.max_output_graphs,
-            on_change=self._models_changed,
-            allow_symlinks_outside=settings.allow_symlinks_outside,
-            reload_min_interval_s=settings.reload_min_interval_s,
-        )
-        self.scheduler = Scheduler(
-            settings.max_concurrent_requests, settings.max_queued_requests, on_change=self.metrics.scheduler_changed
-        )
-        self.explainer = Explainer(
-            self.repository,
-            self.scheduler,
-            Limits(
-                max_instances=settings.max_instances,
-                max_input_elements=settings.max_input_elements,
-                max_evaluations=settings.max_evaluations,
-            ),
-            memory_budget_bytes=settings.memory_budget_bytes,
-            observer=self.metrics,
-        )
         rpc_limit = settings.max_concurrent_requests + settings.max_queued_requests + _SPARE_THREADS
         interceptors = []
         if settings.token is not None:
@@ -130,7 +100,7 @@ class MollifyServer:
             maximum_concurrent_rpcs=rpc_limit,
         )
         add_servicer_to_server(
-            ExplainerServicer(self.explainer, self.repository, self.metrics, cut_off=self._cut_off), self._server
+            ExplainerServicer(self.explainer, self.repository, self.metrics, cut_off=self.core.cut_off), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.reflection:
@@ -138,11 +108,16 @@ class MollifyServer:
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
             )
         self.port = self._bind(settings)
+        self.http: HttpFrontEnd | None = None
+        self.http_port: int | None = None
+        if settings.http_address is not None:
+            self.http = HttpFrontEnd(self.core, settings.http_address, tls_cert=settings.tls_cert,
+                                     tls_key=settings.tls_key, grace_s=settings.grace_period_s + _CUT_OFF_S)
+            self.http_port = self.http.port
         self.metrics_port: int | None = None
         # Health stays NOT_SERVING until start(); the models load now so start() serves at once.
-        self.health.set("", _NOT_SERVING)
-        self.health.set(SERVICE_NAME, _NOT_SERVING)
-        self.repository.reload(may_refuse=False)
+        self.core.add_health_listener(self._grpc_health)
+        self.core.load()
 
     def _bind(self, settings: Settings) -> int:
         _check_bindable(settings.host, settings.port)
@@ -164,15 +139,16 @@ class MollifyServer:
 
     def start(self) -> None:
         self._server.start()
+        if self.http is not None:
+            self.http.start()
         if self.settings.metrics_port:
             self.metrics_port = self.metrics.serve(self.settings.metrics_address, self.settings.metrics_port)
-        with self._health_lock:
-            self._started = True
-            self._set_overall_health()
+        self.core.mark_started()
         settings = self.settings
         _log.info(
             "serving",
-            extra={"port": self.port, "tls": settings.tls_cert is not None, "auth": settings.token is not None,
+            extra={"port": self.port, "http_port": self.http_port, "tls": settings.tls_cert is not None,
+                   "auth": settings.token is not None,
                    "metrics_port": self.metrics_port, "repository": str(self.repository.root),
                    "memory_budget_bytes": settings.memory_budget_bytes,
                    "memory_budget": f"{format_size(settings.memory_budget_bytes)} per explanation "
@@ -197,7 +173,7 @@ class MollifyServer:
             if self._stopper is not None:
                 self._hurry.set()
                 return self._stopped
-            self._stopping.set()
+            self.core.mark_stopping()
             self.health.enter_graceful_shutdown()
             self._stopper = threading.Thread(
                 target=self._shut_down, args=(grace or 0.0, drain_s), name="mollify-shutdown", daemon=True
@@ -229,45 +205,46 @@ class MollifyServer:
             self._hurry.wait(drain_s)
         self.scheduler.close()
         done = self._server.stop(grace + _CUT_OFF_S)
+        http_stopped = threading.Thread(target=self.http.stop, name="mollify-http-stop", daemon=True) if self.http else None
+        if http_stopped is not None:
+            http_stopped.start()
         _log.info("listener closed", extra={"in_flight": self.scheduler.computing + self.scheduler.queued,
                                             "grace_period_s": grace})
         deadline = time.monotonic() + grace
         while not done.is_set() and not self._hurry.is_set() and time.monotonic() < deadline:
             done.wait(_POLL_S)
-        self._cut_off.set()
+        self.core.cut_off.set()
         if self._hurry.is_set():
             self._server.stop(_CUT_OFF_S)
+            if self.http is not None:
+                self.http.hurry()
         done.wait(4 * _CUT_OFF_S)  # gRPC cancels every call _CUT_OFF_S after the cut-off
+        if http_stopped is not None:
+            http_stopped.join(4 * _CUT_OFF_S)
         # gRPC has closed every call; explanations notice at their next chunk. Wait for them so that
         # the process does not exit under work still using its thread pools.
         deadline = time.monotonic() + _CUT_OFF_S
         while self.scheduler.computing + self.scheduler.queued and time.monotonic() < deadline:
             time.sleep(_POLL_S)
         self.metrics.stop()
+        self.core.mark_stopped()
         _log.info("stopped")
         self._stopped.set()
 
-    def _set_overall_health(self) -> None:
-        """Overall and service-wide health: SERVING once started and while a model is ready."""
-        if self._stopping.is_set():
+    def _grpc_health(self, state: HealthState) -> None:
+        """Mirror the core's health in grpc.health.v1: overall and service-wide, one entry per
+        model, SERVICE_UNKNOWN for a removed model. While stopping, ``enter_graceful_shutdown`` has
+        already set everything NOT_SERVING and ignores further changes."""
+        if state.stopping:
             return
-        status = _SERVING if self._started and self._any_ready else _NOT_SERVING
-        self.health.set("", status)
-        self.health.set(SERVICE_NAME, status)
-
-    def _models_changed(self, models: list[ModelInfo]) -> None:
-        self.metrics.models_changed(models)
-        with self._health_lock:
-            if self._stopping.is_set():
-                return
-            names = {m.name for m in models}
-            for info in models:
-                self.health.set(info.name, _SERVING if info.ready else _NOT_SERVING)
-            for gone in self._model_names - names:
-                self.health.set(gone, _UNKNOWN)
-            self._model_names = names
-            self._any_ready = any(m.ready for m in models)
-            self._set_overall_health()
+        overall = _SERVING if state.ready else _NOT_SERVING
+        self.health.set("", overall)
+        self.health.set(SERVICE_NAME, overall)
+        for name, ready in state.models.items():
+            self.health.set(name, _SERVING if ready else _NOT_SERVING)
+        for gone in (self._grpc_health_names - set(state.models)):
+            self.health.set(gone, _UNKNOWN)
+        self._grpc_health_names = set(state.models)
 
     def _rejected(self, method: str) -> None:
         self.metrics.request_done(method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED.name, 0.0)

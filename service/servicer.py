@@ -1,8 +1,9 @@
 """The ``mollify.v1.ExplainerService`` servicer: decode → domain call → encode, nothing else.
 
-Every RPC runs inside :class:`_Call`, which gives it a request id (the client's ``x-request-id``
-metadata when well formed, else a fresh one; echoed as trailing metadata), maps exceptions to
-status codes through ``service/status.py``, logs one line per call and records metrics.
+Every RPC runs inside :class:`_Call`, over the core's :class:`service.core.Call`, which gives it a
+request id (the client's ``x-request-id`` metadata when well formed, else a fresh one; echoed as
+trailing metadata), maps exceptions to status codes through ``service/status.py``, logs one line
+per call and records metrics.
 
 :func:`add_servicer_to_server` registers it with request decoding that cannot fail inside gRPC:
 bytes that do not parse as the request message reach the handler, which answers
@@ -11,12 +12,9 @@ INVALID_ARGUMENT with a request id and logs it like any other call.
 
 from __future__ import annotations
 
-import logging
 import queue
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -26,38 +24,34 @@ from google.protobuf.message import DecodeError, Message
 from protos.mollify.v1 import explainer_pb2 as pb
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
 from service import codec
-from service.echo import ECHO_LIMIT, echo
+from service.core import Call
 from service.errors import InvalidRequestError
 from service.explainer import Explainer, ExplainQuery
 from service.metrics import Metrics
+from service.queries import query_from_proto, query_summary
 from service.repository import ModelRepository, validate_model_name
 from service.scheduler import Cancellation
-from service.status import status_for
 from service.vocabulary import ExplainProgress, InstanceExplanation
 
 __all__ = ["ExplainerServicer", "add_servicer_to_server"]
 
-_log = logging.getLogger("mollify.service.rpc")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # How often a streaming handler wakes to notice a client that went away.
 _STREAM_POLL_S = 0.05
 
 
 class _Call:
-    """One RPC's bookkeeping: request id, timing, status mapping, the log line and metrics."""
+    """One RPC: the core's :class:`~service.core.Call` plus what only gRPC has (metadata, deadline,
+    abort, the callback when the RPC ends)."""
 
     def __init__(
         self, method: str, context: grpc.ServicerContext, metrics: Metrics, cut_off: threading.Event | None = None
     ) -> None:
-        self.method = method
         self.context = context
-        self.metrics = metrics
         self._cut_off = cut_off
-        self.started = time.perf_counter()
-        given = dict(context.invocation_metadata() or ()).get("x-request-id")
-        self.id = str(given) if given and _REQUEST_ID.fullmatch(str(given)) else uuid.uuid4().hex[:16]
+        self.record = Call(method, metrics, dict(context.invocation_metadata() or ()).get("x-request-id"))
+        self.id = self.record.id
+        self.fields = self.record.fields
         context.set_trailing_metadata((("x-request-id", self.id),))
-        self.fields: dict[str, Any] = {}
 
     def cancellation(self) -> Cancellation:
         remaining = self.context.time_remaining()
@@ -68,25 +62,15 @@ class _Call:
         return cancellation
 
     def succeeded(self) -> None:
-        self._record("OK", logging.INFO)
+        self.record.succeeded()
 
     def abandoned(self) -> None:
-        self._record(grpc.StatusCode.CANCELLED.name, logging.INFO, error="the client stopped reading the stream")
+        self.record.abandoned()
 
     def failed(self, error: BaseException) -> NoReturn:
-        code, message, unexpected = status_for(error, self.id)
-        if unexpected:
-            _log.error("unexpected error", exc_info=error, extra={"request_id": self.id, "method": self.method})
-        level = logging.WARNING if code is grpc.StatusCode.INTERNAL else logging.INFO
-        self._record(code.name, level, error=message if code is not grpc.StatusCode.INTERNAL else str(error))
-        self.context.abort(code, message)
+        failure = self.record.failed(error)
+        self.context.abort(failure.code, failure.message)
         raise AssertionError("context.abort returned")  # abort always raises; keeps type checkers honest
-
-    def _record(self, code: str, level: int, **extra: Any) -> None:
-        seconds = time.perf_counter() - self.started
-        self.metrics.request_done(self.method, code, seconds)
-        _log.log(level, "rpc", extra={"request_id": self.id, "method": self.method, "code": code,
-                                      "ms": round(seconds * 1000, 3), **self.fields, **extra})
 
 
 class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
@@ -123,8 +107,8 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
         call = self._call("Explain", context)
         try:
-            query = _decode(request)
-            call.fields.update(_summary(query))
+            query = query_from_proto(request)
+            call.fields.update(query_summary(query))
             results = self._explainer.explain(query, call.cancellation())
             response = _encode(query.model, results, call.id)
         except Exception as err:  # noqa: BLE001 - the boundary maps every error to a status
@@ -138,8 +122,8 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         call = self._call("ExplainStream", context)
         cancellation: Cancellation | None = None
         try:
-            query = _decode(request.request)
-            call.fields.update(_summary(query))
+            query = query_from_proto(request.request)
+            call.fields.update(query_summary(query))
             cancellation = call.cancellation()
             for event in self._run_streaming(query, cancellation):
                 if isinstance(event, ExplainProgress):
@@ -220,24 +204,6 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             call.failed(err)
         call.succeeded()
         return response
-
-
-def _decode(request: pb.ExplainRequest) -> ExplainQuery:
-    return ExplainQuery(
-        model=validate_model_name(request.model_name),
-        inputs=codec.tensor_to_array(request.inputs, "inputs"),
-        target=codec.target_from_proto(request.target),
-        method=codec.method_from_proto(request.method),
-        seed=int(request.seed) if request.HasField("seed") else None,
-        lower=codec.tensor_to_array(request.lower, "lower") if request.HasField("lower") else None,
-        upper=codec.tensor_to_array(request.upper, "upper") if request.HasField("upper") else None,
-    )
-
-
-def _summary(query: ExplainQuery) -> dict[str, Any]:
-    """What the log line of a request says about it (before the inputs are validated)."""
-    model = query.model if len(query.model) <= ECHO_LIMIT else echo(query.model)
-    return {"model": model, "instances": int(query.inputs.shape[0]) if query.inputs.ndim else 0}
 
 
 def _encode(model: str, results: list[InstanceExplanation], request_id: str) -> pb.ExplainResponse:

@@ -115,8 +115,17 @@ class Settings:
     """Every tunable of the server. Sizes in bytes, durations in seconds.
 
     Attributes:
-        address: ``host:port`` to listen on; port 0 picks a free port. Loopback by default.
-        model_repository: folder of model folders; ``None`` serves the bundled demo models.
+        address: ``host:port`` to listen on; port 0 picks a free port. Loopback by default (in a
+            pod, ``0.0.0.0:PORT``, so that probes and other pods reach it).
+        http_address: ``host:port`` of the HTTP front end (KServe v1, Open Inference Protocol and
+            ``/metrics``); ``None``: no HTTP.
+        model_repository: folder of model folders (Mollify's layout, or Triton's
+            ``name/config.pbtxt`` + ``name/<version>/model.onnx``), or one model's folder (KServe's
+            ``--model_dir``: ``model.onnx`` directly inside); ``None`` serves the bundled demo models.
+        model_name: the name the model of a single-model folder is served under (KServe's
+            ``--model_name``); ``None``: the folder's name.
+        inferred_lower: input lower bound of a model whose config is inferred from its graph.
+        inferred_upper: input upper bound of a model whose config is inferred from its graph.
         cache_dir: where built gradient graphs are cached by content hash; ``None`` is
             :func:`default_cache_dir`.
         device: ``auto`` (CUDA when it really loads, else CPU), ``cpu`` or ``cuda``.
@@ -155,7 +164,11 @@ class Settings:
     """
 
     address: str = "127.0.0.1:50051"
+    http_address: str | None = None
     model_repository: Path | None = None
+    model_name: str | None = None
+    inferred_lower: float = 0.0
+    inferred_upper: float = 1.0
     cache_dir: Path | None = None
     device: str = "auto"
     intra_op_threads: int | None = None
@@ -236,6 +249,10 @@ class Settings:
                     values[spec.name] = spec.parse(environ[spec.env])
                 except ValueError as err:
                     raise SettingsError(f"{spec.env} (or {spec.flag}): {err}") from None
+        for port_flag, name in (("grpc_port", "address"), ("http_port", "http_address")):
+            # KServe's --grpc_port / --http_port: every interface, as KServe's model servers bind.
+            if given.get(port_flag) is not None and given.get(name) is None:
+                values[name] = f"0.0.0.0:{given[port_flag]}"
         token_file = given.get("token_file") or environ.get("MOLLIFY_TOKEN_FILE")
         if token_file and values.get("token") is None:
             try:
@@ -265,9 +282,17 @@ class _Spec:
 
 
 SETTINGS: tuple[_Spec, ...] = (
-    _Spec("address", str, "host:port to listen on (port 0: any free port)", "HOST:PORT"),
-    _Spec("model_repository", Path, "folder with one <model>/model.onnx + config.json per model "
+    _Spec("address", str, "host:port of the gRPC port (port 0: any free port; in a pod 0.0.0.0:PORT)", "HOST:PORT"),
+    _Spec("http_address", _optional(str), "host:port of the HTTP front end: KServe v1 and Open Inference "
+          "Protocol explain, health and metadata, /metrics (default: no HTTP)", "HOST:PORT"),
+    _Spec("model_repository", Path, "folder with one <model>/model.onnx (+ config.json) per model, a Triton "
+          "repository (<model>/config.pbtxt, <model>/<version>/model.onnx), or one model's folder "
           "(default: the bundled demo models)", "DIR"),
+    _Spec("model_name", _optional(str), "name of the model of a single-model folder (default: the folder's name)",
+          "NAME"),
+    _Spec("inferred_lower", float, "input lower bound of models without config.json (config inferred from "
+          "the graph)", "X"),
+    _Spec("inferred_upper", float, "input upper bound of models without config.json", "X"),
     _Spec("cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"),
     _Spec("device", str, "auto, cpu or cuda"),
     _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
@@ -322,6 +347,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 metavar=spec.metavar, help=help_text)
     parser.add_argument("--token-file", dest="token_file", type=Path, default=None, metavar="FILE",
                         help="file holding the bearer token [env MOLLIFY_TOKEN_FILE]")
+    kserve = parser.add_argument_group(
+        "KServe spellings", "the flags KServe passes to a model server or explainer container")
+    kserve.add_argument("--model_dir", dest="model_repository", type=Path, default=None, metavar="DIR",
+                        help="same as --model-repository (where KServe's storage initializer puts the model)")
+    kserve.add_argument("--model_name", dest="model_name", default=None, metavar="NAME", help="same as --model-name")
+    kserve.add_argument("--http_port", dest="http_port", type=int, default=None, metavar="PORT",
+                        help="same as --http-address 0.0.0.0:PORT")
+    kserve.add_argument("--grpc_port", dest="grpc_port", type=int, default=None, metavar="PORT",
+                        help="same as --address 0.0.0.0:PORT")
+    kserve.add_argument("--predictor_host", dest="predictor_host", default=None, metavar="HOST",
+                        help="accepted and ignored: Mollify runs the model itself")
 
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -336,9 +372,17 @@ def _validate(settings: Settings) -> None:
             f"{spec.flag} / {spec.env} must be {expected}, got {getattr(settings, name)!r}"
         )
 
-    host, sep, port = settings.address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        fail("address", "host:port with a port in 0..65535")
+    for name in ("address", "http_address"):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            fail(name, "host:port with a port in 0..65535")
+    if not settings.inferred_lower < settings.inferred_upper:
+        fail("inferred_lower", f"below --inferred-upper ({settings.inferred_upper})")
+    if settings.model_name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.model_name):
+        fail("model_name", "a model name matching [A-Za-z0-9_.-]+")
     if settings.device not in _DEVICES:
         fail("device", f"one of {list(_DEVICES)}")
     if settings.intra_op_threads is not None and settings.intra_op_threads < 1:

@@ -156,6 +156,14 @@ class ModelInfo:
         candidate_error: the load error of those newer files, ``""`` when there are none.
         version: content hash (16 hex digits) of the files the served version was loaded from;
             ``""`` when not ready.
+        config_source: ``"config.json"``, or what was inferred from the graph (no config.json).
+        layout: how the repository holds it: ``"mollify"``, ``"kserve"`` (a single-model folder)
+            or ``"triton version 3 of [1, 3]"``.
+        request_inputs: what a request sends: the first in ``inputs`` (in its dtype, e.g. int64
+            token ids), the others by name in ``extra_inputs``; one instance's shapes.
+        explained_input: the tensor noise is added at (``input_name`` itself, or an intermediate
+            tensor such as an embedding output); attributions have its shape before any channel
+            reduction, and ``lower``/``upper`` are its bounds. ``None`` when not ready.
     """
 
     name: str
@@ -180,6 +188,10 @@ class ModelInfo:
     stale: bool = False
     candidate_error: str = ""
     version: str = ""
+    config_source: str = ""
+    layout: str = ""
+    request_inputs: tuple[TensorDescription, ...] = ()
+    explained_input: TensorDescription | None = None
 
 
 @dataclass(frozen=True)

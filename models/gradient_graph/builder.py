@@ -17,7 +17,7 @@ from onnx import helper
 
 from models.gradient_graph.advice import ML_DOMAIN, ml_ops_hint
 from models.gradient_graph.batching import decide_batch
-from models.gradient_graph.context import PIN_HINT, VjpContext, get_attr
+from models.gradient_graph.context import PIN_HINT, SubgraphDifferentiator, VjpContext, get_attr
 from models.gradient_graph.errors import (
     GradientGraphError,
     InvalidModelError,
@@ -29,7 +29,15 @@ from models.gradient_graph.metadata import GradientMetadata, write_gradient_meta
 from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
 from models.gradient_graph.prepare import PreparedModel, prepare_model
 from models.gradient_graph.rules import get_rule
-from models.gradient_graph.shapes import BATCH_PROBE, FLOAT_TYPES, Dim, ShapeTable, infer_shape_table
+from models.gradient_graph.shapes import (
+    BATCH_PROBE,
+    FLOAT_TYPES,
+    Dim,
+    ShapeTable,
+    infer_shape_table,
+    infer_subgraph_shapes,
+)
+from models.gradient_graph.subgraphs import differentiable_reads, node_subgraphs, outer_reads
 from models.gradient_graph.weights import LazyConstants, exposed_weights
 
 __all__ = ["OUTPUT_IR_VERSION", "build_gradient_model"]
@@ -38,21 +46,8 @@ __all__ = ["OUTPUT_IR_VERSION", "build_gradient_model"]
 OUTPUT_IR_VERSION = 10
 
 
-def _outer_reads(node: onnx.NodeProto) -> set[str]:
-    """Tensors of the enclosing graph that ``node``'s subgraphs (If branches, Loop/Scan bodies) read."""
-    reads: set[str] = set()
-    for attribute in node.attribute:
-        subgraphs = [*attribute.graphs, *([attribute.g] if attribute.HasField("g") else [])]
-        for graph in subgraphs:
-            local = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-            for inner in graph.node:
-                reads.update(name for name in [*inner.input, *_outer_reads(inner)] if name and name not in local)
-                local.update(out for out in inner.output if out)
-    return reads
-
-
 def _node_reads(node: onnx.NodeProto) -> list[str]:
-    return [name for name in node.input if name] + sorted(_outer_reads(node))
+    return [name for name in differentiable_reads(node) if name]
 
 
 def _forward_dependent(graph: onnx.GraphProto, sources: Sequence[str], shapes: ShapeTable) -> set[str]:
@@ -63,8 +58,8 @@ def _forward_dependent(graph: onnx.GraphProto, sources: Sequence[str], shapes: S
     return reached
 
 
-def _backward_reachable(graph: onnx.GraphProto, target: str) -> set[str]:
-    reached = {target}
+def _backward_reachable(graph: onnx.GraphProto, targets: Sequence[str]) -> set[str]:
+    reached = set(targets)
     for node in reversed(graph.node):
         if any(out in reached for out in node.output if out):
             reached.update(_node_reads(node))
@@ -76,9 +71,9 @@ _RULE_HINT = (
     "or ask for the op to be added (models.gradient_graph.supported_ops() lists the supported ones)"
 )
 _CONTROL_FLOW_HINT = (
-    "Control flow is not differentiated yet: export the model with the branch or loop resolved (e.g. "
-    "trace it for the case you explain, or replace a data-dependent branch by a Where of both results), "
-    "or explain a tensor computed before the node"
+    "Control flow in Loop and Scan bodies is not differentiated (If is): export the model with the loop "
+    "unrolled (e.g. trace it with a fixed sequence length or trip count, or write recurrences with "
+    "torch.nn.LSTM/GRU/RNN, which export as LSTM/GRU/RNN ops), or explain a tensor computed before the node"
 )
 
 
@@ -87,19 +82,28 @@ def _check_rules(
     forward: set[str],
     file_opsets: Mapping[str, int],
     opsets: Mapping[str, int],
+    where: str = "",
 ) -> None:
+    """Raise the UnsupportedOpError of the first active node without a rule (``where``: the
+    subgraph it is in, e.g. ``" (in then_branch of If node 'x')"``)."""
     missing = [(i, n) for i, n in active if get_rule(n.op_type, n.domain) is None]
     if not missing:
         return
     index, node = missing[0]
     others = sorted({n.op_type for _, n in missing[1:]} - {node.op_type})
     also = f" (also without a rule on the path: {', '.join(others)})" if others else ""
-    subgraph_reads = sorted(_outer_reads(node) & forward)
+    subgraph_reads = sorted(outer_reads(node) & forward)
     if subgraph_reads:
         shown = ", ".join(repr(name) for name in subgraph_reads[:4])
         reason = (
             f"its subgraphs read {shown}, computed from the differentiated inputs, and control flow "
             f"has no gradient rule{also}"
+        )
+        hint = _CONTROL_FLOW_HINT
+    elif node_subgraphs(node):
+        reason = (
+            "control flow has no gradient rule, and it lies on the path from the differentiated inputs to the "
+            f"explained tensor{also}"
         )
         hint = _CONTROL_FLOW_HINT
     else:
@@ -109,7 +113,7 @@ def _check_rules(
         )
         ml_ops = [n.op_type for _, n in missing if n.domain == ML_DOMAIN]
         hint = ml_ops_hint(ml_ops) if node.domain == ML_DOMAIN else _RULE_HINT
-    raise unsupported_op(node, describe_node(node, index), file_opsets, opsets, reason, hint)
+    raise unsupported_op(node, describe_node(node, index), file_opsets, opsets, reason + where, hint)
 
 
 def _onnx_dims(dims: Sequence[Dim]) -> list[int | str | None]:
@@ -166,11 +170,45 @@ def _differentiated_path(prep: PreparedModel, shapes: ShapeTable) -> set[str]:
             f"explained: {prep.explained!r} does not depend on the differentiated inputs {prep.inputs} "
             "through float tensors, so its gradient is identically zero"
         )
-    path = forward & _backward_reachable(graph, prep.explained)
+    path = forward & _backward_reachable(graph, [prep.explained])
     active = [(i, n) for i, n in enumerate(graph.node) if any(o in path for o in n.output if o)]
     opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in prep.model.opset_import}
     _check_rules(active, forward, prep.original_opsets or opsets, opsets)
     return path
+
+
+def _backprop(
+    ctx: VjpContext,
+    nodes: Sequence[onnx.NodeProto],
+    active_tensors: set[str],
+    seeds: Sequence[tuple[str, str]],
+    targets: Sequence[str],
+) -> dict[str, str | None]:
+    """Run the rules of ``nodes`` (a graph's active nodes, in order) in reverse.
+
+    Args:
+        seeds: ``(tensor, gradient)`` pairs to start from (the cotangent of the explained tensor).
+        targets: the tensors whose total gradient is returned (``None`` where none flows).
+    """
+    grads = _Accumulator(ctx)
+    for seeded, seed in seeds:
+        grads.add(seeded, seed)
+    for node in reversed(nodes):
+        out_grads = [grads.total(o) if o and o in active_tensors else None for o in node.output]
+        if all(g is None for g in out_grads):
+            continue
+        # Subgraph-carrying nodes (If) take gradients for what their subgraphs read, after their inputs.
+        reads = differentiable_reads(node)
+        wrt = [bool(name) and name in active_tensors for name in reads]
+        rule = get_rule(node.op_type, node.domain)
+        assert rule is not None  # _check_rules guarantees it; not user input
+        results = list(rule(ctx, node, out_grads, wrt))
+        if len(results) < len(reads):
+            results += [None] * (len(reads) - len(results))
+        for name, needed, grad in zip(reads, wrt, results, strict=False):
+            if needed and grad is not None:
+                grads.add(name, grad)
+    return {name: grads.total(name) for name in targets}
 
 
 def _differentiate(
@@ -181,27 +219,30 @@ def _differentiate(
 
     ctx.identity_relus, ctx.masking_pools = _pooled_relu_masks(graph, active, active_tensors, prep.explained)
     ctx.forward_producers = {name: node for node in graph.node for name in node.output if name}
-    grads = _Accumulator(ctx)
-    grads.add(prep.explained, cotangent)
-    for _, node in reversed(active):
-        out_grads = [grads.total(o) if o and o in active_tensors else None for o in node.output]
-        if all(g is None for g in out_grads):
-            continue
-        wrt = [bool(name) and name in active_tensors for name in node.input]
-        rule = get_rule(node.op_type, node.domain)
-        assert rule is not None  # _check_rules guarantees it; not user input
-        results = list(rule(ctx, node, out_grads, wrt))
-        if len(results) < len(node.input):
-            results += [None] * (len(node.input) - len(results))
-        for name, needed, grad in zip(node.input, wrt, results, strict=False):
-            if needed and grad is not None:
-                grads.add(name, grad)
-
+    ctx.differentiate_subgraph = _subgraph_differentiator(prep)
+    totals = _backprop(ctx, [n for _, n in active], active_tensors, [(prep.explained, cotangent)], prep.inputs)
     finals: dict[str, str] = {}
     for name in prep.inputs:
-        total = grads.total(name)
+        total = totals[name]
         finals[name] = total if total is not None else ctx.zeros_like(name)
     return finals
+
+
+def _subgraph_differentiator(prep: PreparedModel) -> SubgraphDifferentiator:
+    """The function rules call to differentiate a subgraph (an If branch) of the model ``prep``."""
+
+    def differentiate(
+        ctx: VjpContext, graph: onnx.GraphProto, seeds: Sequence[tuple[str, str]], targets: Sequence[str], where: str
+    ) -> dict[str, str | None]:
+        for name, info in infer_subgraph_shapes(graph, ctx.shapes, prep.model).items():
+            ctx.shapes.set(name, info)
+        forward = _forward_dependent(graph, targets, ctx.shapes)
+        path = forward & _backward_reachable(graph, [name for name, _ in seeds])
+        active = [(i, n) for i, n in enumerate(graph.node) if any(o in path for o in n.output if o)]
+        _check_rules(active, forward, ctx.file_opsets, ctx.opsets, where)
+        return _backprop(ctx, [n for _, n in active], path, seeds, targets)
+
+    return differentiate
 
 
 def _pooled_relu_masks(
@@ -219,7 +260,7 @@ def _pooled_relu_masks(
     """
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for _, node in active:
-        for name in node.input:
+        for name in _node_reads(node):
             if name in active_tensors:
                 consumers.setdefault(name, []).append(node)
     outputs = {value.name for value in graph.output}

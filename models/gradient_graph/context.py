@@ -9,7 +9,7 @@ Imports onnx and numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from models.gradient_graph.errors import GradientGraphError, UnsupportedOpError, describe_node, unsupported_op
 from models.gradient_graph.shapes import Dim, ShapeTable, TensorInfo
 
-__all__ = ["VjpContext", "get_attr"]
+__all__ = ["SubgraphDifferentiator", "VjpContext", "get_attr"]
 
 _PREFIX = "mollify_vjp/"
 
@@ -41,6 +41,13 @@ def get_attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
             return value.decode() if isinstance(value, bytes) else value
     return default
 
+
+#: ``(ctx, graph, seeds, targets, where) -> gradients``: differentiates a subgraph (an If branch)
+#: into ``ctx`` from ``(tensor, gradient)`` seeds, returning the gradient of each target (an outer
+#: tensor the subgraph reads, ``None`` where none flows); ``where`` names the subgraph in errors.
+SubgraphDifferentiator = Callable[
+    ["VjpContext", onnx.GraphProto, Sequence[tuple[str, str]], Sequence[str], str], dict[str, "str | None"]
+]
 
 _INT64_OUTPUTS = frozenset({"Shape", "Size", "NonZero", "ArgMax", "ArgMin"})
 _BOOL_OUTPUTS = frozenset({"Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Not", "Xor", "IsNaN", "IsInf"})
@@ -76,7 +83,7 @@ class VjpContext:
         self.file_opsets = dict(file_opsets) if file_opsets is not None else dict(opsets)
         self._taken = taken_names
         self._node_index = node_index or {}
-        self._counter = 0
+        self._counter = [0]  # a list, so child contexts count on from the same number
         self.nodes: list[onnx.NodeProto] = []
         # (forward anchor, node) pairs placed right after their anchor (see early_op_multi).
         self.early_nodes: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
@@ -93,13 +100,32 @@ class VjpContext:
         # then the identity, and of the MaxPool nodes that mask their output gradient.
         self.identity_relus: set[int] = set()
         self.masking_pools: set[int] = set()
+        # Set by the builder: how rules of subgraph-carrying ops (If) differentiate a subgraph.
+        self.differentiate_subgraph: SubgraphDifferentiator | None = None
+
+    def child(self) -> VjpContext:
+        """A context for the nodes of a subgraph (an If branch of the backward graph).
+
+        Names, constants, element types and shapes are shared with this context; the child has its
+        own node list, and its shape probes are emitted in the subgraph (they may read the
+        subgraph's own tensors), reusing those this context emitted so far.
+        """
+        sub = VjpContext.__new__(VjpContext)
+        sub.__dict__.update(self.__dict__)
+        sub.nodes = []
+        sub.early_nodes = []
+        sub.forward_producers = {}
+        sub._shape_cache = dict(self._shape_cache)
+        sub._producer = {}
+        sub._consumers = {}
+        return sub
 
     # ----------------------------------------------------------------- names and errors
     def fresh(self, hint: str = "t") -> str:
         """A tensor or node name not used anywhere in the model."""
         while True:
-            self._counter += 1
-            name = f"{_PREFIX}{hint}_{self._counter}"
+            self._counter[0] += 1
+            name = f"{_PREFIX}{hint}_{self._counter[0]}"
             if name not in self._taken:
                 self._taken.add(name)
                 return name
@@ -188,7 +214,8 @@ class VjpContext:
     def const(self, value: np.ndarray | float | int, dtype: Any = None) -> str:
         """A constant tensor (an initializer the model cannot override), deduplicated by value."""
         array = np.asarray(value, dtype=dtype)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array))
+        # ascontiguousarray returns at least 1-D: reshape keeps a rank-0 value a scalar.
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array).reshape(array.shape))
         key = (tensor.data_type, tuple(array.shape), array.tobytes())
         cached = self._const_cache.get(key)
         if cached is not None:

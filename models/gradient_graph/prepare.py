@@ -9,6 +9,8 @@ Steps, on a private copy of the model:
    some TensorFlow exports) are exposed and treated like any initializer;
 4. fold integer/boolean computations on constants (``Mod``, ``Cast``, ``Reshape`` of shape
    constants in legacy PyTorch exports) into initializers, so shape inference sees their values;
+   Constant nodes of If branches become initializers too, and an If with a constant condition
+   is replaced by its taken branch (:mod:`.branches`);
 5. resolve and validate the differentiated inputs, the explained tensor and the pinned shapes.
 
 Imports onnx and numpy only.
@@ -27,6 +29,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from models.gradient_graph.advice import integer_input_advice, no_default_domain_advice
+from models.gradient_graph.branches import fold_constant_ifs, hoist_branch_constants
 from models.gradient_graph.errors import InvalidModelError
 from models.gradient_graph.external_data import check_model, inline_small_tensors, uses_external_data
 from models.gradient_graph.names import BATCH_DIM
@@ -376,7 +379,12 @@ def prepare_model(
         work = inliner.inline_local_functions(work)
     work = _upgrade(work, original)
     _constants_to_initializers(work.graph)
+    hoist_branch_constants(work.graph, _constant_tensor)
     _fold_constants(work)
+    while fold_constant_ifs(work.graph):  # an inlined branch may hold Ifs and constants of its own
+        _constants_to_initializers(work.graph)
+        hoist_branch_constants(work.graph, _constant_tensor)
+        _fold_constants(work)
     del work.graph.value_info[:]
     graph = work.graph
     chosen = _resolve_inputs(work, inputs, explained if isinstance(explained, str) else None)

@@ -15,6 +15,7 @@ import onnx
 
 from models.gradient_graph.external_data import read_tensor
 from models.gradient_graph.shapes import FLOAT_TYPES
+from models.gradient_graph.subgraphs import node_subgraphs
 
 __all__ = ["LazyConstants", "exposed_weights"]
 
@@ -59,7 +60,7 @@ class LazyConstants(Mapping[str, np.ndarray]):
 def exposed_weights(graph: onnx.GraphProto) -> list[str]:
     """Names of the float initializers to expose, in graph order."""
     static_use: set[str] = set()
-    for node in graph.node:
+    for node in _all_nodes(graph):
         slots = _STATIC_SLOTS.get(node.op_type, frozenset())
         static_use.update(name for i, name in enumerate(node.input) if i in slots and name)
     # Single numbers are constants of the formula (scales, epsilons, exponents), not weights.
@@ -68,3 +69,11 @@ def exposed_weights(graph: onnx.GraphProto) -> list[str]:
         for t in graph.initializer
         if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) >= 2 and t.name not in static_use
     ]
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``graph`` and of the subgraphs (If branches) nested in it."""
+    for node in graph.node:
+        yield node
+        for sub in node_subgraphs(node):
+            yield from _all_nodes(sub)

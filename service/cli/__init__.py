@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "service.cli.health_command",
     "service.cli.explain_command",
     "service.cli.compare_command",
+    "service.cli.batch_command",
 )
 
 

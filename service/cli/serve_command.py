@@ -4,7 +4,8 @@
 
 With no arguments it serves the bundled demo models on 127.0.0.1:50051. Every setting is a flag
 and a ``MOLLIFY_*`` environment variable (the flag wins); ``mollify serve --help`` lists them.
-Once listening it prints ``listening on HOST:PORT`` on stdout (the real port when port 0 was asked).
+Once listening it prints ``listening on HOST:PORT`` on stdout (the real port when port 0 was asked),
+followed by ``(http HOST:PORT)`` when the HTTP front end is on (``--http-address``).
 
 Signals: SIGTERM or SIGINT set health to NOT_SERVING and keep serving for ``--drain-delay-s``
 seconds (load balancers stop routing here), then close the listener and give in-flight calls
@@ -40,7 +41,8 @@ EXIT_INTERRUPTED = 130
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the gRPC explanation server (default: the demo models on 127.0.0.1:50051)",
+        help="run the explanation server: gRPC, and HTTP with --http-address (default: the demo models on "
+             "127.0.0.1:50051)",
         description=(
             "Serve smoothed-gradient explanations of the ONNX models of a repository folder over gRPC "
             "(mollify.v1.ExplainerService, grpc.health.v1, reflection). Every flag can also be given as "
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     _install_signal_handlers(server)
     ready = [m.name for m in server.repository.list_models() if m.ready]
-    print(f"listening on {settings.host}:{port} ({len(ready)} models ready: {', '.join(ready)})", flush=True)
+    http = f" (http {settings.http_address.rsplit(':', 1)[0]}:{server.http_port})" if settings.http_address else ""
+    print(f"listening on {settings.host}:{port}{http} ({len(ready)} models ready: {', '.join(ready)})", flush=True)
     server.wait_for_termination()
     return EXIT_OK
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import estimator.parallel as parallel
-from estimator import ClassTarget, Method, explain
+from estimator import ClassTarget, InvalidArgumentError, Method, explain
 from estimator.kernels import KERNEL_NAMES
-from estimator.parallel import MIN_VALUES_PER_TASK, slices
+from estimator.parallel import MIN_VALUES_PER_TASK, slices, thread_budget
 from estimator.testing import ReluShiftModel, TinyMLP
 
 FEATURES = 6000
@@ -39,14 +39,49 @@ def _instance() -> np.ndarray:
 
 
 def _explain(model, method: Method, workers: int, monkeypatch: pytest.MonkeyPatch, chunk: int | None = None):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(parallel, "worker_count", lambda: workers)
-    return explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11, chunk_size=chunk)
+    return explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11, chunk_size=chunk,
+                   threads=workers)
 
 
-def test_the_parallel_path_is_taken_for_this_instance_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel, "worker_count", lambda: 4)
+def test_the_parallel_path_is_taken_for_this_instance_size() -> None:
     assert SAMPLES * FEATURES >= 2 * MIN_VALUES_PER_TASK
-    assert len(slices(SAMPLES, FEATURES)) > 1
+    with thread_budget(4):
+        assert len(slices(SAMPLES, FEATURES)) > 1
+    with thread_budget(1):
+        assert len(slices(SAMPLES, FEATURES)) == 1
+
+
+def test_the_thread_budget_is_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two chunks of 25 rows × 12 000 features: large enough to split, and the second chunk is built in
+    # the prefetch thread, which must honour the caller's budget too.
+    features = 2 * FEATURES
+    x = np.linspace(0.0, 1.0, features).astype(np.float32)
+    model = ReluShiftModel(0.4, (features,))
+    method = Method(scale="adaptive", samples=SAMPLES)
+
+    def run(threads: int):  # type: ignore[no-untyped-def]
+        return explain(model, x, method, ClassTarget(0), lower=0.0, upper=1.0, seed=3, chunk_size=25, threads=threads)
+
+    def no_pool() -> None:
+        raise AssertionError("the pool was used under a budget of one thread")
+
+    monkeypatch.setattr(parallel, "_executor", no_pool)
+    single = run(1)
+    monkeypatch.undo()
+    used: list[int] = []
+    original = parallel._executor
+
+    def counting():  # type: ignore[no-untyped-def]
+        used.append(1)
+        return original()
+
+    monkeypatch.setattr(parallel, "_executor", counting)
+    several = run(3)
+    assert used, "a budget of three threads used no other thread"
+    np.testing.assert_array_equal(single.attribution, several.attribution)
+    np.testing.assert_array_equal(single.standard_error, several.standard_error)
+    with pytest.raises(InvalidArgumentError, match="threads"):
+        explain(model, x, method, ClassTarget(0), lower=0.0, upper=1.0, threads=0)
 
 
 @pytest.mark.parametrize(("policy", "kernel"), list(itertools.product(POLICIES, KERNEL_NAMES)))

@@ -1,6 +1,6 @@
 """Errors for real models the builder cannot differentiate: what fails, where, and what to do instead.
 
-Control flow reading the differentiated input, converted classical models (``ai.onnx.ml``),
+Loop and Scan reading the differentiated input, converted classical models (``ai.onnx.ml``),
 integer inputs (token or byte classifiers), and opsets quoted as they are in the file.
 """
 
@@ -57,13 +57,59 @@ def _if_model() -> onnx.ModelProto:
     return _model(graph)
 
 
-def test_if_reading_the_input_is_an_unsupported_op_naming_the_node() -> None:
+def _loop_model() -> onnx.ModelProto:
+    """``y = x + x + x``: a Loop whose body reads x from the enclosing graph."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "x"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 4])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["two", "", "x"], ["y"], name="sum_loop", body=body)],
+        "loop_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(2, np.int64), "two")],
+    )
+    return _model(graph)
+
+
+def _scan_model() -> onnx.ModelProto:
+    """A running sum over x's rows with Scan (no rule either)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["sum_in", "row"], ["sum_out"]), helper.make_node("Identity", ["sum_out"], ["scan_out"])],
+        "body",
+        [helper.make_tensor_value_info("sum_in", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("row", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("sum_out", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [4])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["zeros", "x"], ["total", "y"], name="running_sum", body=body, num_scan_inputs=1)],
+        "scan_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.zeros(4, np.float32), "zeros")],
+    )
+    return _model(graph)
+
+
+def test_loop_reading_the_input_is_an_unsupported_op_naming_the_node() -> None:
     with pytest.raises(UnsupportedOpError) as caught:
-        build_gradient_model(_if_model(), ["x"])
+        build_gradient_model(_loop_model(), ["x"])
     error = caught.value
-    assert (error.op_type, error.node_name) == ("If", "sign_branch")
-    assert "its subgraphs read 'x'" in str(error) and "control flow" in str(error).lower()
+    assert (error.op_type, error.node_name) == ("Loop", "sum_loop")
+    assert "its subgraphs read 'x'" in str(error) and "Loop and Scan bodies is not differentiated" in str(error)
     assert "identically zero" not in str(error)
+
+
+def test_scan_over_the_input_is_an_unsupported_op_naming_the_node() -> None:
+    with pytest.raises(UnsupportedOpError) as caught:
+        build_gradient_model(_scan_model(), ["x"])
+    error = caught.value
+    assert (error.op_type, error.node_name) == ("Scan", "running_sum")
+    assert "control flow has no gradient rule" in str(error) and "Loop and Scan bodies is not differentiated" in str(error)
 
 
 def test_if_after_the_explained_tensor_does_not_matter() -> None:

@@ -4,7 +4,8 @@ Importing this package registers every rule; :func:`supported_ops` lists them. F
 elementwise arithmetic and math functions (:mod:`.elementwise`), activations and (log-)softmax
 (:mod:`.activations`), MatMul/Gemm (:mod:`.matmul`), Einsum (:mod:`.einsum`), Conv/ConvTranspose
 (:mod:`.conv`), pooling (:mod:`.pooling`), normalisation (:mod:`.normalization`), reductions
-(:mod:`.reduction`), data movement (:mod:`.shape`) and Resize (:mod:`.resize`). See
+(:mod:`.reduction`), data movement (:mod:`.shape`), Resize (:mod:`.resize`), the recurrent
+LSTM/GRU/RNN (:mod:`.recurrent`) and If (:mod:`.control_flow`). See
 :mod:`models.gradient_graph.rules.registry` for the rule signature.
 """
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 from models.gradient_graph.rules import (  # noqa: F401 - imported for their registrations
     activations,
+    control_flow,
     conv,
     einsum,
     elementwise,
     matmul,
     normalization,
     pooling,
+    recurrent,
     reduction,
     resize,
     shape,

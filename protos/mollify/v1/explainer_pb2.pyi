@@ -287,7 +287,14 @@ class Detection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., class_index: _Optional[int] = ..., layout: _Optional[_Union[DetectionLayout, str]] = ..., box_values: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model_name", "inputs", "target", "method", "seed", "lower", "upper")
+    __slots__ = ("model_name", "inputs", "target", "method", "seed", "lower", "upper", "extra_inputs")
+    class ExtraInputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +302,7 @@ class ExplainRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     LOWER_FIELD_NUMBER: _ClassVar[int]
     UPPER_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_INPUTS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     inputs: Tensor
     target: Target
@@ -302,7 +310,8 @@ class ExplainRequest(_message.Message):
     seed: int
     lower: Tensor
     upper: Tensor
-    def __init__(self, model_name: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    extra_inputs: _containers.MessageMap[str, Tensor]
+    def __init__(self, model_name: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., extra_inputs: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class InstanceExplanation(_message.Message):
     __slots__ = ("instance_index", "rank", "attribution", "standard_error", "outputs", "cotangent", "target_index", "output", "samples", "gradient_evaluations", "seed", "inherent_noise", "relative_error", "queued_ms", "computing_ms", "execution_provider", "method_description", "zero_scale_fraction", "standard_error_note")
@@ -415,7 +424,7 @@ class Preprocessing(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., scale: _Optional[float] = ..., invert: _Optional[bool] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size", "stale", "candidate_error", "version")
+    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size", "stale", "candidate_error", "version", "request_inputs", "explained_input", "config_source", "layout")
     NAME_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -436,6 +445,10 @@ class ModelInfo(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ERROR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     ready: bool
     error: str
@@ -456,7 +469,11 @@ class ModelInfo(_message.Message):
     stale: bool
     candidate_error: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ..., stale: _Optional[bool] = ..., candidate_error: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    request_inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    explained_input: TensorInfo
+    config_source: str
+    layout: str
+    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ..., stale: _Optional[bool] = ..., candidate_error: _Optional[str] = ..., version: _Optional[str] = ..., request_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., explained_input: _Optional[_Union[TensorInfo, _Mapping]] = ..., config_source: _Optional[str] = ..., layout: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
