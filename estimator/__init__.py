@@ -5,41 +5,73 @@ docs/method.md over any :class:`GradientModel`), the kernels and scale policies 
 evaluation metrics of docs/method.md §13.
 """
 
-from .describe import describe
-from .errors import (
-    CancelledError,
-    EstimatorError,
-    InvalidArgumentError,
-    LimitExceededError,
-    ModelEvaluationError,
-    NonFiniteNoisyGradientsError,
-)
-from .explain import DEFAULT_MEMORY_BUDGET_BYTES, explain
-from .gradient_model import GradientBatch, GradientModel
-from .kernels import KERNEL_NAMES, Kernel, get_kernel
-from .method import (
-    ClassTarget,
-    CotangentTarget,
-    DetectionTarget,
-    Explanation,
-    Method,
-    PredictedClassTarget,
-    Progress,
-    RegionTarget,
-    Target,
-)
-from .metrics import (
-    complexity,
-    consistency,
-    convergence,
-    deletion_auc,
-    insertion_auc,
-    sparseness,
-    spearman,
-)
-from .paths import integration_rule
-from .plan import planned_evaluations
-from .scales import adaptive_scale, fixed_scale, inherent_noise
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from .describe import describe
+    from .errors import (
+        CancelledError,
+        EstimatorError,
+        InvalidArgumentError,
+        LimitExceededError,
+        ModelEvaluationError,
+        NonFiniteNoisyGradientsError,
+    )
+    from .explain import DEFAULT_MEMORY_BUDGET_BYTES, explain
+    from .gradient_model import GradientBatch, GradientModel
+    from .kernels import KERNEL_NAMES, Kernel, get_kernel
+    from .method import (
+        ClassTarget,
+        CotangentTarget,
+        DetectionTarget,
+        Explanation,
+        Method,
+        PredictedClassTarget,
+        Progress,
+        RegionTarget,
+        Target,
+    )
+    from .metrics import (
+        complexity,
+        consistency,
+        convergence,
+        deletion_auc,
+        insertion_auc,
+        sparseness,
+        spearman,
+    )
+    from .paths import integration_rule
+    from .plan import planned_evaluations
+    from .scales import adaptive_scale, fixed_scale, inherent_noise
+except ImportError as missing:  # a client-only install (no scipy): the vocabulary still imports
+    if missing.name is None or missing.name.split(".")[0] != "scipy":
+        raise
+    from .errors import (
+        CancelledError,
+        EstimatorError,
+        InvalidArgumentError,
+        LimitExceededError,
+        ModelEvaluationError,
+        NonFiniteNoisyGradientsError,
+    )
+    from .gradient_model import GradientBatch, GradientModel
+    from .method import (
+        ClassTarget,
+        CotangentTarget,
+        DetectionTarget,
+        Explanation,
+        Method,
+        PredictedClassTarget,
+        Progress,
+        RegionTarget,
+        Target,
+    )
+
+    _MISSING: ImportError | None = missing
+else:
+    _MISSING = None
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_BYTES",
@@ -78,3 +110,13 @@ __all__ = [
     "sparseness",
     "spearman",
 ]
+
+
+
+def __getattr__(name: str) -> Any:
+    if _MISSING is not None and name in __all__:
+        raise ImportError(
+            f"estimator.{name} needs scipy, which this client-only install lacks: pip install scipy "
+            "(or the whole package: pip install mollify)"
+        ) from _MISSING
+    raise AttributeError(f"module 'estimator' has no attribute {name!r}")

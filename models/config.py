@@ -15,6 +15,8 @@ import numpy as np
 
 CONFIG_FILE_NAME = "config.json"
 MODEL_FILE_NAME = "model.onnx"
+# Text models: the Hugging Face ``tokenizers`` JSON beside ``model.onnx`` (served in ModelInfo).
+TOKENIZER_FILE_NAME = "tokenizer.json"
 
 
 class ModelConfigError(ValueError):

@@ -15,10 +15,13 @@ import ctypes
 import functools
 import math
 import os
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import onnx
@@ -41,19 +44,24 @@ __all__ = [
     "DeviceUnavailableError",
     "ForwardSession",
     "GradientSession",
+    "RuntimeOptions",
     "available_providers",
+    "parse_device",
     "estimate_bytes_per_sample",
     "forward_model",
     "freeze_weights",
 ]
 
-Device = Literal["auto", "cpu", "cuda"]
+Device = str
+"""``"auto"``, ``"cpu"``, ``"cuda"`` (GPU 0) or ``"cuda:N"`` (GPU N); see :func:`parse_device`."""
 ModelSource = onnx.ModelProto | bytes | str | os.PathLike[str]
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
-_DEVICES = ("auto", "cpu", "cuda")
+_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+_IO_BINDINGS = ("auto", "on", "off")
 _FLOAT_TYPES: dict[int, np.dtype] = {
     onnx.TensorProto.FLOAT: np.dtype(np.float32),
     onnx.TensorProto.DOUBLE: np.dtype(np.float64),
@@ -120,39 +128,115 @@ def available_providers() -> list[str]:
 _EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
+def parse_device(device: str) -> tuple[str, int]:
+    """``"cuda:1"`` → ``("cuda", 1)``; ``"cuda"`` is GPU 0; ``"auto"`` and ``"cpu"`` have index 0.
+
+    Raises:
+        InvalidArgumentError: anything else (the message lists the accepted spellings).
+    """
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", device) if isinstance(device, str) else None
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise InvalidArgumentError(
+            f"device must be one of {_DEVICES} (N: the GPU index, 0 first), got {device!r}"
+        )
+    return match.group(1), int(match.group(2) or 0)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How ONNX Runtime runs the sessions: I/O binding and the CUDA execution provider's options.
+
+    Attributes:
+        io_binding: ``"auto"`` (on for CUDA sessions, off on CPU), ``"on"`` or ``"off"``. With I/O
+            binding, inputs, cotangents and outputs live in buffers of the session's device that
+            are bound once per batch shape and reused by later calls of that shape.
+        cudnn_conv_algo_search: ``"EXHAUSTIVE"`` (ONNX Runtime's default: every cuDNN convolution
+            algorithm is timed once per shape), ``"HEURISTIC"`` or ``"DEFAULT"``.
+        gpu_mem_limit: the CUDA memory arena's limit in bytes; 0: no limit.
+        allow_tf32: let cuDNN and cuBLAS use TF32 tensor cores for float32 work (faster, about 10
+            mantissa bits: gradients then differ from the CPU's beyond float rounding). Off by default.
+    """
+
+    io_binding: str = "auto"
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    gpu_mem_limit: int = 0
+    allow_tf32: bool = False
+
+    def __post_init__(self) -> None:
+        if self.io_binding not in _IO_BINDINGS:
+            raise InvalidArgumentError(f"io_binding must be one of {_IO_BINDINGS}, got {self.io_binding!r}")
+        if self.cudnn_conv_algo_search not in _CONV_ALGO_SEARCHES:
+            raise InvalidArgumentError(
+                f"cudnn_conv_algo_search must be one of {_CONV_ALGO_SEARCHES}, got {self.cudnn_conv_algo_search!r}"
+            )
+        if not isinstance(self.gpu_mem_limit, int) or self.gpu_mem_limit < 0:
+            raise InvalidArgumentError(f"gpu_mem_limit must be a byte count >= 0 (0: no limit), got {self.gpu_mem_limit!r}")
+
+    def cuda_provider_options(self, device_id: int) -> dict[str, str]:
+        """The options given to ``CUDAExecutionProvider`` for GPU ``device_id`` (all values strings)."""
+        options = {
+            "device_id": str(device_id),
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
+            "use_tf32": "1" if self.allow_tf32 else "0",
+        }
+        if self.gpu_mem_limit:
+            options["gpu_mem_limit"] = str(self.gpu_mem_limit)
+        return options
+
+    def binds_io(self, provider: str) -> bool:
+        """Whether sessions running on ``provider`` use I/O binding."""
+        return self.io_binding == "on" or (self.io_binding == "auto" and provider == CUDA_PROVIDER)
+
+
+def _providers(kind: str, index: int, options: RuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
+    """The ``providers`` argument of a session for a parsed device (CUDA only where it really loads)."""
+    if kind != "cpu" and _cuda_loads():
+        return [(CUDA_PROVIDER, options.cuda_provider_options(index)), CPU_PROVIDER]
+    return [CPU_PROVIDER]
+
+
 def _create_session(
-    model_bytes: bytes, device: Device, intra_op_threads: int | None, external_data_dir: Path | None = None
+    model_bytes: bytes,
+    device: Device,
+    intra_op_threads: int | None,
+    external_data_dir: Path | None = None,
+    options: RuntimeOptions | None = None,
 ) -> ort.InferenceSession:
-    if device not in _DEVICES:
-        raise InvalidArgumentError(f"device must be one of {_DEVICES}, got {device!r}")
+    kind, index = parse_device(device)
+    options = options or RuntimeOptions()
     if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 0):
         raise InvalidArgumentError(
             f"intra_op_threads must be a non-negative int or None, got {intra_op_threads!r}"
         )
-    if device == "cuda" and not _cuda_loads():
+    if kind == "cuda" and not _cuda_loads():
         raise DeviceUnavailableError(
-            "device='cuda' was asked for, but the CUDA execution provider does not load on this host "
+            f"device={device!r} was asked for, but the CUDA execution provider does not load on this host "
             f"(onnxruntime {ort.__version__} lists {ort.get_available_providers()}; it needs an NVIDIA "
             "driver plus the CUDA and cuDNN libraries, e.g. `pip install mollify[cuda]`); use device='cpu' or 'auto'"
         )
-    providers = [CUDA_PROVIDER, CPU_PROVIDER] if device != "cpu" and _cuda_loads() else [CPU_PROVIDER]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Exposed weights are initializers that are also graph inputs, which makes onnxruntime warn
     # once per weight at load; that is by design here (NoiseGrad overrides), so only errors are logged.
-    options.log_severity_level = 3
+    session_options.log_severity_level = 3
     if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
+        session_options.intra_op_num_threads = intra_op_threads
     if external_data_dir is not None:
         # The model bytes hold references only; onnxruntime reads the weights from their files.
-        options.add_session_config_entry(_EXTERNAL_DATA_FOLDER, str(external_data_dir))
+        session_options.add_session_config_entry(_EXTERNAL_DATA_FOLDER, str(external_data_dir))
+    providers = _providers(kind, index, options)
     try:
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+        session = ort.InferenceSession(model_bytes, sess_options=session_options, providers=providers)
     except Exception as err:
+        if kind == "cuda" and "cuda" in str(err).lower():
+            raise DeviceUnavailableError(
+                f"device={device!r}: the CUDA execution provider failed on GPU {index} ({err}); "
+                "check the GPU index (nvidia-smi -L) and the CUDA options"
+            ) from err
         raise InvalidModelError(f"onnxruntime cannot load the model: {err}") from err
-    if device == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
+    if kind == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
         raise DeviceUnavailableError(
-            f"device='cuda' was asked for, but the session fell back to {session.get_providers()}"
+            f"device={device!r} was asked for, but the session fell back to {session.get_providers()}"
         )
     return session
 
@@ -428,8 +512,110 @@ class _RunnerAdapter:
         return [results[name] for name in names]
 
 
+class _Binding:
+    """One I/O binding of a session with its device buffers: inputs and outputs of one set of shapes."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        device: tuple[str, int],
+        inputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+        outputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+    ) -> None:
+        kind, index = device
+        self.binding = session.io_binding()
+        self.inputs = {
+            name: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, kind, index)
+            for name, (shape, dtype) in inputs.items()
+        }
+        self.outputs = {
+            name: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, kind, index)
+            for name, (shape, dtype) in outputs.items()
+        }
+        for name, value in self.inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        for name, value in self.outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+
+
+class _BoundRunner:
+    """A session run through I/O binding (``run(names, feed)`` → list, as ``InferenceSession.run``).
+
+    Every input (the batch, the cotangents, tiled extra inputs, weight overrides) is copied into a
+    buffer on the session's device and every output is written by the session into one there; a
+    set of buffers is bound once per shape and reused by every later call of that shape (the
+    chunks of an explanation share one shape but the last). Calls from several threads at once
+    each take a set of their own from a pool; at most ``max_idle`` idle sets are kept, least
+    recently used dropped first. ``run_with_iobinding`` releases the GIL like ``run``, so the
+    estimator's prefetch thread builds the next chunk's noise while this one runs.
+
+    Args:
+        session: the ONNX Runtime session.
+        device: ``("cpu", 0)`` or ``("cuda", N)``, where the buffers live.
+        output_shapes: each output's instance shape (without the batch) and dtype.
+        max_idle: idle buffer sets kept for reuse.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        device: tuple[str, int],
+        output_shapes: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+        max_idle: int = 4,
+    ) -> None:
+        self._session = session
+        self._device = device
+        self._output_shapes = dict(output_shapes)
+        self._max_idle = max_idle
+        self._idle: OrderedDict[tuple[object, ...], list[_Binding]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        arrays = {name: np.ascontiguousarray(value) for name, value in feed.items()}
+        rows = next(iter(arrays.values())).shape[0] if arrays else 1
+        inputs = {name: (tuple(value.shape), value.dtype) for name, value in arrays.items()}
+        outputs = {name: ((rows, *self._output_shapes[name][0]), self._output_shapes[name][1]) for name in names}
+        key = (tuple(sorted((n, s, d.str) for n, (s, d) in inputs.items())), tuple(names), rows)
+        bound = self._take(key)
+        if bound is None:
+            bound = _Binding(self._session, self._device, inputs, outputs)
+        try:
+            for name, value in arrays.items():
+                bound.inputs[name].update_inplace(value)
+            self._session.run_with_iobinding(bound.binding)
+            # A CPU buffer's numpy() is a view of it (the next call overwrites it); a CUDA one's a copy.
+            copy = self._device[0] == "cpu"
+            return [np.array(bound.outputs[name].numpy(), copy=copy) for name in names]
+        finally:
+            self._give_back(key, bound)
+
+    def _take(self, key: tuple[object, ...]) -> _Binding | None:
+        with self._lock:
+            free = self._idle.get(key)
+            if not free:
+                return None
+            self._idle.move_to_end(key)
+            return free.pop()
+
+    def _give_back(self, key: tuple[object, ...], bound: _Binding) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append(bound)
+            self._idle.move_to_end(key)
+            while sum(len(free) for free in self._idle.values()) > self._max_idle:
+                oldest = next(iter(self._idle))
+                self._idle[oldest].pop(0)
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+
+    @property
+    def idle_sets(self) -> int:
+        """Buffer sets kept for reuse now (for tests)."""
+        with self._lock:
+            return sum(len(free) for free in self._idle.values())
+
+
 def _run_in_batches(
-    session: ort.InferenceSession | _RunnerAdapter,
+    session: ort.InferenceSession | _RunnerAdapter | _BoundRunner,
     names: Sequence[str],
     feed: Mapping[str, np.ndarray],
     batched: Sequence[str],
@@ -471,9 +657,10 @@ class ForwardSession:
 
     Args:
         model: a model, its serialized bytes, or a path to a ``.onnx`` file (external data beside it).
-        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
         external_data_dir: for a ``ModelProto`` referencing external data files: their folder.
+        options: the CUDA provider's options (see :class:`RuntimeOptions`).
     """
 
     def __init__(
@@ -483,9 +670,10 @@ class ForwardSession:
         device: Device = "auto",
         intra_op_threads: int | None = None,
         external_data_dir: str | os.PathLike[str] | None = None,
+        options: RuntimeOptions | None = None,
     ) -> None:
         proto, folder = _to_model(model, external_data_dir)
-        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads, folder)
+        self._session = _create_session(proto.SerializeToString(), device, intra_op_threads, folder, options)
         self._required = [
             value.name
             for value in proto.graph.input
@@ -545,8 +733,10 @@ class GradientSession:
     in which the weights are constants, which made the ResNet-18 gradient graph about 25% faster
     (1.57 s vs 2.10 s at N = 50) than with the weights as overridable inputs; the first call with
     overrides opens a second session over the overridable graph (the weights are then held twice).
-    Plain ``InferenceSession.run`` was as fast as IO binding with pre-allocated outputs (digits CNN:
-    1.53 ms vs 1.59 ms at N = 50, 0.046 ms vs 0.054 ms at N = 1), so it is used.
+    On CPU, plain ``InferenceSession.run`` was as fast as IO binding with pre-allocated outputs
+    (digits CNN: 1.53 ms vs 1.59 ms at N = 50, 0.046 ms vs 0.054 ms at N = 1), so it is used there
+    by default; CUDA sessions use I/O binding (device buffers reused across calls of one shape,
+    see :class:`RuntimeOptions`), which gives the same numbers bit for bit.
 
     A model whose batch is fixed (exported without a dynamic batch axis; metadata ``batching ==
     "fixed"``) is run ``batch_size`` rows per ONNX Runtime call, the last call padded with copies of
@@ -557,12 +747,13 @@ class GradientSession:
             ``mollify gradify``), its bytes, or a path to it (external data files beside it stay
             on disk: onnxruntime reads them, and :attr:`weights` maps them read-only).
         input_name: the differentiated input to use; default: the only one the model has.
-        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"`` or ``"cuda"``
-            (raises :class:`DeviceUnavailableError` when CUDA does not load).
+        device: ``"auto"`` (CUDA when it really loads, else CPU), ``"cpu"``, ``"cuda"`` (GPU 0) or
+            ``"cuda:N"`` (raises :class:`DeviceUnavailableError` when CUDA does not load).
         intra_op_threads: ONNX Runtime's intra-op thread count; ``None`` lets it choose.
         external_data_dir: for a ``ModelProto`` referencing external data files: their folder.
         extra_inputs: other graph inputs fed with every call (an attention mask, token ids read
             only for their shape): one instance each, repeated for every row (see :meth:`__call__`).
+        options: I/O binding and the CUDA provider's options (see :class:`RuntimeOptions`).
 
     Raises:
         InvalidModelError: the model has no gradient metadata, needs inputs this wrapper cannot feed,
@@ -578,8 +769,10 @@ class GradientSession:
         intra_op_threads: int | None = None,
         external_data_dir: str | os.PathLike[str] | None = None,
         extra_inputs: Sequence[str] = (),
+        options: RuntimeOptions | None = None,
     ) -> None:
         proto, folder = _to_model(model, external_data_dir)
+        self._options = options or RuntimeOptions()
         self._external_data_dir = folder
         self._extra_names = tuple(extra_inputs)
         metadata = read_gradient_metadata(proto)
@@ -618,8 +811,9 @@ class GradientSession:
         self._frozen = freeze_weights(proto, metadata.weights)
         wanted = [metadata.explained, self._gradient_name]
         self._session = _create_session(
-            forward_model(self._frozen, wanted).SerializeToString(), device, intra_op_threads, folder
+            forward_model(self._frozen, wanted).SerializeToString(), device, intra_op_threads, folder, self._options
         )
+        self._runners: dict[int, _BoundRunner] = {}
         self._override_session: ort.InferenceSession | None = None
         self._override_inputs: set[str] = set()
         self._forward: ForwardSession | None = None
@@ -742,7 +936,8 @@ class GradientSession:
             if self._override_session is None:
                 pruned = forward_model(self._model, [self._metadata.explained, self._gradient_name])
                 self._override_session = _create_session(
-                    pruned.SerializeToString(), self._device, self._intra_op_threads, self._external_data_dir
+                    pruned.SerializeToString(), self._device, self._intra_op_threads, self._external_data_dir,
+                    self._options,
                 )
                 self._override_inputs = {value.name for value in pruned.graph.input}
             # Weights that only feed other outputs (a head past the explained tensor) are not in
@@ -759,7 +954,7 @@ class GradientSession:
         extras_fed = [name for name in self._extra_names if name in feed]
         try:
             outputs, gradients = _run_in_batches(
-                session, wanted, feed, [self._input_name, self._metadata.cotangent, *extras_fed],
+                self._runner(session), wanted, feed, [self._input_name, self._metadata.cotangent, *extras_fed],
                 self._metadata.batch_size, zero_padded=[self._metadata.cotangent],
             )
         except Exception as err:
@@ -768,7 +963,27 @@ class GradientSession:
             outputs=np.asarray(outputs, dtype=np.float32), gradients=np.asarray(gradients, dtype=np.float32)
         )
 
+    def _runner(self, session: ort.InferenceSession) -> ort.InferenceSession | _BoundRunner:
+        """``session`` itself, or its I/O-binding runner when :attr:`io_binding` is on."""
+        if not self.io_binding:
+            return session
+        runner = self._runners.get(id(session))
+        if runner is None:
+            kind = "cuda" if session.get_providers()[0] == CUDA_PROVIDER else "cpu"
+            index = parse_device(self._device)[1] if kind == "cuda" else 0
+            shapes = {
+                self._metadata.explained: (self._output_shape, self._cotangent_dtype),
+                self._gradient_name: (self._input_shape, self._input_dtype),
+            }
+            runner = self._runners.setdefault(id(session), _BoundRunner(session, (kind, index), shapes))
+        return runner
+
     # Extras -------------------------------------------------------------------------
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether calls run through I/O binding (:class:`RuntimeOptions`: ``auto`` is on for CUDA)."""
+        return self._options.binds_io(self.provider)
 
     @property
     def batching(self) -> str:
@@ -825,6 +1040,7 @@ class GradientSession:
                 device=self._device,
                 intra_op_threads=self._intra_op_threads,
                 external_data_dir=self._external_data_dir,
+                options=self._options,
             )
         forward = self._forward
         names = forward.output_names

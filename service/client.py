@@ -33,6 +33,7 @@ from protos.mollify.v1 import explainer_pb2 as pb
 from protos.mollify.v1 import explainer_pb2_grpc as pb_grpc
 from service import client_chunks, codec
 from service.errors import InvalidRequestError
+from service.text import TextExplanation
 from service.vocabulary import (
     ExplainProgress,
     ExplainTarget,
@@ -53,6 +54,7 @@ __all__ = [
     "RegionTarget",
     "ReloadResult",
     "TargetLike",
+    "TextExplanation",
     "TopKTarget",
     "as_target",
 ]
@@ -285,6 +287,43 @@ class ExplainerClient:
             return call(sent, seed, extra_inputs)
         # Larger than the server's max-instances: several requests, one seed (service/client_chunks.py).
         return client_chunks.explain_in_chunks(call, sent, seed, extra_inputs, self._chunk_plan(model, timeout))
+
+    def explain_text(
+        self,
+        model: str,
+        texts: str | Sequence[str],
+        *,
+        method: Method | None = None,
+        target: TargetLike = "predicted",
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> list[TextExplanation]:
+        """Explain texts with a text model, one value per token.
+
+        Tokenizes with the tokenizer the server sends in ``GetModel`` (needs the ``tokenizers``
+        package), sends the ids and the inputs it fills (attention mask, token type ids), and cuts
+        each result down to the text's tokens. Other arguments as for :meth:`explain`.
+
+        Returns:
+            One :class:`~service.text.TextExplanation` per text (k per text with a top-k target).
+
+        Raises:
+            MollifyError: ``INVALID_ARGUMENT`` when the model has no tokenizer or a text has no
+                tokens; any error of :meth:`explain`.
+        """
+        from service.text import TextError, TextTokenizer, text_explanations
+
+        try:
+            tokenizer = TextTokenizer(self.get_model(model, timeout=timeout))
+            encoded = tokenizer.encode(texts)
+        except TextError as err:
+            raise MollifyError("INVALID_ARGUMENT", str(err)) from None
+        ids, extra = tokenizer.request(encoded)
+        results = self.explain(model, ids, method=method, target=target, seed=seed, timeout=timeout, extra_inputs=extra)
+        try:
+            return text_explanations(encoded, results)
+        except TextError as err:
+            raise MollifyError("FAILED_PRECONDITION", str(err)) from None
 
     def explain_stream(
         self,

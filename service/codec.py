@@ -574,6 +574,7 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         layout=info.layout,
         request_inputs=[_tensor_info_to_proto(t) for t in info.request_inputs],
         explained_input=_tensor_info_to_proto(info.explained_input) if info.explained_input else None,
+        tokenizer=info.tokenizer,
     )
 
 
@@ -619,6 +620,7 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         layout=message.layout,
         request_inputs=tuple(_tensor_info_from_proto(t) for t in message.request_inputs),
         explained_input=_tensor_info_from_proto(message.explained_input) if message.HasField("explained_input") else None,
+        tokenizer=message.tokenizer,
     )
 
 

@@ -138,6 +138,7 @@ class MollifyCore:
             settings.resolved_cache_dir(),
             device=settings.device,
             intra_op_threads=settings.session_threads(),
+            runtime_options=settings.runtime_options() if session_factory is None else None,
             session_factory=session_factory,
             max_output_graphs=settings.max_output_graphs,
             on_change=self._models_changed,

@@ -89,6 +89,7 @@ def open_instance_session(
     *,
     device: Any = "auto",
     intra_op_threads: int | None = None,
+    options: Any = None,
 ) -> InstanceSession:
     """Open the model described in the module docstring (its bounds and default channel
     reduction set: the bounds derived from the embedding table for an embedding lookup).
@@ -122,7 +123,7 @@ def open_instance_session(
         shape = sent.shape
     else:
         cut = cut_model(model, explained_input, config.explained_tensor)
-        prefix = ForwardSession(cut.prefix, device=device, intra_op_threads=intra_op_threads,
+        prefix = ForwardSession(cut.prefix, device=device, intra_op_threads=intra_op_threads, options=options,
                                 external_data_dir=folder if has_external_data(cut.prefix) else None)
         specs = {spec.name: spec for spec in [sent, *extras]}
         probe = {name: _dummy(specs[name])[None] for name in cut.prefix_inputs}
@@ -138,7 +139,7 @@ def open_instance_session(
     gradient = GradientSession(
         graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
         input_name=explained_input, device=device, intra_op_threads=intra_op_threads,
-        external_data_dir=graph.external_data_dir, extra_inputs=suffix_inputs,
+        external_data_dir=graph.external_data_dir, extra_inputs=suffix_inputs, options=options,
     )
     lower, upper, is_lookup = _bounds(model, config, explained_input, shape, folder)
     axis = config.channel_axis if config.channel_axis is not None else (-1 if is_lookup else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
@@ -37,7 +38,7 @@ import numpy as np
 import onnx
 
 from estimator.gradient_model import GradientModel
-from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, ModelConfig
+from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, TOKENIZER_FILE_NAME, ModelConfig
 from models.gradient_graph import GradientGraphError, InvalidModelError, load_model
 from models.gradient_graph.external_data import data_locations, resolve_data_file
 from models.instance_session import InstanceSession
@@ -89,13 +90,22 @@ def validate_model_name(name: str, field_name: str = "model_name") -> str:
     return name
 
 
+# The files of a model folder the server reads (tokenizer.json only when present).
+_MODEL_FILES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, TOKENIZER_FILE_NAME)
+# A tokenizer travels in every ModelInfo: larger ones (multilingual vocabularies) are refused.
+MAX_TOKENIZER_BYTES = 8 << 20
+
+
 def _fingerprint(folder: Path) -> str:
-    """Hash of everything a model is loaded from: ``model.onnx``, ``config.json`` and the external
-    data files ``model.onnx`` references (streamed), so a reload notices a change to any of them."""
+    """Hash of everything a model is loaded from: ``model.onnx``, ``config.json``, ``tokenizer.json``
+    (when present) and the external data files ``model.onnx`` references (streamed), so a reload
+    notices a change to any of them."""
     digest = hashlib.sha256()
     model_bytes = b""
-    for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+    for file_name in _MODEL_FILES:
         path = folder / file_name
+        if file_name == TOKENIZER_FILE_NAME and not path.exists():
+            continue
         digest.update(file_name.encode())
         content = path.read_bytes() if path.is_file() else b"<missing>"
         digest.update(content)
@@ -169,7 +179,8 @@ class ModelRepository:
         root: the repository folder.
         cache_dir: the gradient-graph cache folder.
         session_factory: see :data:`SessionFactory`; default: the cached gradient graph in a
-            ``models.runtime.GradientSession`` on ``device`` with ``intra_op_threads``.
+            ``models.runtime.GradientSession`` on ``device`` with ``intra_op_threads`` and
+            ``runtime_options`` (a ``models.runtime.RuntimeOptions``; ``None``: its defaults).
         max_output_graphs: gradient graphs kept per model for tensors other than the configured one
             (least recently used dropped first).
         on_change: called with every model's info after each load or reload (health updates).
@@ -188,6 +199,7 @@ class ModelRepository:
         *,
         device: str = "auto",
         intra_op_threads: int | None = None,
+        runtime_options: Any = None,
         session_factory: SessionFactory | None = None,
         max_output_graphs: int = 4,
         on_change: Callable[[list[ModelInfo]], None] | None = None,
@@ -201,7 +213,7 @@ class ModelRepository:
         self._inferred_bounds = inferred_bounds
         self._layouts: dict[str, str] = {}
         self.cache_dir = Path(cache_dir)
-        self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads)
+        self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads, runtime_options)
         self._max_output_graphs = max_output_graphs
         self._on_change = on_change
         self._allow_symlinks_outside = allow_symlinks_outside
@@ -361,10 +373,10 @@ class ModelRepository:
         return ReloadResult(models=models, added=sorted(added), reloaded=sorted(reloaded), removed=removed)
 
     def _policy_refusal(self, name: str, folder: Path) -> str | None:
-        """Why ``folder`` (or its ``model.onnx`` or ``config.json``) may not be read under the
-        symlink policy, or ``None``. Checked before any of its files is read; a file that is not a
-        regular file (a FIFO, a device) is never read either."""
-        for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+        """Why ``folder`` (or its ``model.onnx``, ``config.json`` or ``tokenizer.json``) may not be read
+        under the symlink policy, or ``None``. Checked before any of its files is read; a file that
+        is not a regular file (a FIFO, a device) is never read either."""
+        for file_name in _MODEL_FILES:
             path = folder / file_name
             if path.exists() and not path.is_file():
                 return f"{name}/{file_name} is not a regular file"
@@ -377,7 +389,7 @@ class ModelRepository:
         if not resolved.is_relative_to(self.root):
             return (f"the folder of model {name!r} is a symbolic link resolving outside the repository; "
                     f"move it into the repository or start the server with {_SYMLINK_SETTING}")
-        for file_name in (MODEL_FILE_NAME, CONFIG_FILE_NAME):
+        for file_name in _MODEL_FILES:
             path = folder / file_name
             if not path.is_symlink():
                 continue
@@ -476,9 +488,35 @@ class ModelRepository:
             version=fingerprint[:16],
             request_inputs=request_inputs,
             explained_input=explained_input,
+            tokenizer=_read_tokenizer(resolved, name),
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
+
+
+def _read_tokenizer(folder: Path, name: str) -> str:
+    """The text of ``folder/tokenizer.json`` (``""`` when absent), checked to be a tokenizers JSON
+    object of at most :data:`MAX_TOKENIZER_BYTES`; anything else fails the model's load."""
+    path = folder / TOKENIZER_FILE_NAME
+    if not path.exists():
+        return ""
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_BYTES:
+        raise InvalidRequestError(
+            f"{TOKENIZER_FILE_NAME} of {name!r} is {size} bytes; at most {MAX_TOKENIZER_BYTES} travel to "
+            f"clients in ModelInfo: remove it (clients then send token ids) or use a smaller vocabulary"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidRequestError(f"{TOKENIZER_FILE_NAME} of {name!r} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise InvalidRequestError(
+            f"{TOKENIZER_FILE_NAME} of {name!r} is not a Hugging Face tokenizers file (an object with a "
+            f"'model' object, as Tokenizer.save writes)"
+        )
+    return text
 
 
 def _keep_serving(previous: ModelEntry, candidate: ModelEntry) -> ModelEntry:
@@ -520,14 +558,16 @@ def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo
     )
 
 
-def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None) -> SessionFactory:
+def _runtime_factory(
+    cache_dir: Path, device: str, intra_op_threads: int | None, options: Any = None
+) -> SessionFactory:
     def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
 
         if needs_instance_session(model, config):
             return open_instance_session(model_path, model, config, cache_dir, device=device,
-                                         intra_op_threads=intra_op_threads)
+                                         intra_op_threads=intra_op_threads, options=options)
 
         def graph(rebuild: bool) -> GradientGraph:
             return gradient_graph_for(
@@ -539,7 +579,7 @@ def _runtime_factory(cache_dir: Path, device: str, intra_op_threads: int | None)
             session = GradientSession(
                 graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
                 input_name=config.input_name, device=device, intra_op_threads=intra_op_threads,  # type: ignore[arg-type]
-                external_data_dir=graph.external_data_dir,
+                external_data_dir=graph.external_data_dir, options=options,
             )
             explained = session.metadata.explained
             if explained != config.explained_tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import SettingsError
+from service.gpu_memory import gpu_free_memory_bytes
 from service.memory import available_memory_bytes, format_size
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "Settings",
     "add_arguments",
     "available_cores",
+    "cuda_index",
     "default_cache_dir",
     "default_concurrency",
+    "default_gpu_memory_budget",
     "default_memory_budget",
     "parse_size",
 ]
@@ -79,29 +82,54 @@ def default_concurrency() -> int:
 
 MEMORY_BUDGET_FLOOR = 64 << 20
 """Smallest memory budget chosen by default (bytes)."""
-MEMORY_BUDGET_CAP = 8 << 30
+MEMORY_BUDGET_CAP = 4 << 30
 """Largest memory budget chosen by default (bytes): beyond, bigger chunks buy no speed."""
 # The estimator's own default, for a platform that does not say how much memory there is.
 _MEMORY_BUDGET_UNKNOWN = 256 << 20
 _MEMORY_BUDGET_RULE = (
-    "half the memory this process may use (its cgroup limit, else the physical memory) divided by "
-    "--max-concurrent-requests, kept between 64 MiB and 8 GiB"
+    "a quarter of the memory this process may use (its cgroup limit, else the physical memory) divided by "
+    "--max-concurrent-requests, kept between 64 MiB and 4 GiB"
 )
 
 
 def default_memory_budget(concurrency: int, available: int | None = None) -> int:
     """The memory budget of one explanation when none is set, in bytes.
 
-    Half of ``available`` (default: :func:`service.memory.available_memory_bytes`, the cgroup
+    A quarter of ``available`` (default: :func:`service.memory.available_memory_bytes`, the cgroup
     limit, else the physical memory) divided by ``concurrency``, the explanations computing at
     once, and kept within [:data:`MEMORY_BUDGET_FLOOR`, :data:`MEMORY_BUDGET_CAP`]; 256 MiB when the
-    platform does not say how much memory there is. The other half is left to the models
-    themselves (weights, ONNX Runtime's arenas) and to the rest of the process.
+    platform does not say how much memory there is. The rest is left to the models themselves
+    (weights, ONNX Runtime's arenas, which keep what a chunk grew them to), to estimates of a chunk's
+    memory that fall short (transformer attention measured 7 % above it) and to other processes:
+    half the physical memory per explanation ran a shared 24 GB machine out of memory.
     """
     available = available_memory_bytes() if available is None else available
     if available is None:
         return _MEMORY_BUDGET_UNKNOWN
-    return max(MEMORY_BUDGET_FLOOR, min(MEMORY_BUDGET_CAP, available // 2 // max(1, concurrency)))
+    return max(MEMORY_BUDGET_FLOOR, min(MEMORY_BUDGET_CAP, available // 4 // max(1, concurrency)))
+
+
+_GPU_MEMORY_BUDGET_RULE = (
+    "half the free memory of the GPU at start-up (or of --gpu-mem-limit when lower) divided by "
+    "--max-concurrent-requests, at least 64 MiB"
+)
+
+
+def cuda_index(device: str) -> int | None:
+    """The GPU index of a ``cuda`` / ``cuda:N`` device setting; ``None`` for ``auto`` and ``cpu``."""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    return None if match is None else int(match.group(1) or 0)
+
+
+def default_gpu_memory_budget(concurrency: int, free: int, limit: int = 0) -> int:
+    """The memory budget of one explanation on a GPU with ``free`` bytes free, in bytes.
+
+    Half of ``free`` (or of ``limit``, the CUDA arena limit, when set and lower) divided by
+    ``concurrency``, at least :data:`MEMORY_BUDGET_FLOOR`; the other half is left to the weights,
+    cuDNN workspaces and the arena's rounding.
+    """
+    usable = min(free, limit) if limit else free
+    return max(MEMORY_BUDGET_FLOOR, usable // 2 // max(1, concurrency))
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -128,7 +156,15 @@ class Settings:
         inferred_upper: input upper bound of a model whose config is inferred from its graph.
         cache_dir: where built gradient graphs are cached by content hash; ``None`` is
             :func:`default_cache_dir`.
-        device: ``auto`` (CUDA when it really loads, else CPU), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when it really loads, else CPU), ``cpu``, ``cuda`` (GPU 0) or
+            ``cuda:N`` (GPU N). With ``cuda``, ``max_concurrent_requests`` defaults to 1 (one
+            computing slot per GPU) and the memory budget to the GPU's free memory.
+        io_binding: ``auto`` (on for CUDA sessions), ``on`` or ``off``: run sessions through ONNX
+            Runtime's I/O binding, with device buffers reused across the chunks of one shape.
+        cudnn_conv_algo_search: ``EXHAUSTIVE``, ``HEURISTIC`` or ``DEFAULT`` (CUDA provider).
+        gpu_mem_limit: the CUDA memory arena's limit in bytes; 0: no limit.
+        allow_tf32: let CUDA use TF32 for float32 convolutions and matrix products (faster, about
+            10 mantissa bits); off by default so attributions agree with the CPU to float rounding.
         intra_op_threads: ONNX Runtime threads per session; ``None``: the available cores divided by
             ``max_concurrent_requests`` (see :meth:`session_threads`), so that concurrent explanations
             do not oversubscribe the CPU.
@@ -171,6 +207,10 @@ class Settings:
     inferred_upper: float = 1.0
     cache_dir: Path | None = None
     device: str = "auto"
+    io_binding: str = "auto"
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    gpu_mem_limit: int = 0
+    allow_tf32: bool = False
     intra_op_threads: int | None = None
     memory_budget_bytes: int = 0
     max_concurrent_requests: int = dataclasses.field(default_factory=default_concurrency)
@@ -196,16 +236,32 @@ class Settings:
     # Whether memory_budget_bytes was chosen by default_memory_budget (it was 0 when constructed).
     _memory_budget_chosen: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
+    _memory_budget_rule: str = dataclasses.field(default=_MEMORY_BUDGET_RULE, init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if self.memory_budget_bytes == 0:
-            object.__setattr__(self, "memory_budget_bytes", default_memory_budget(self.max_concurrent_requests))
+            gpu = cuda_index(self.device) if isinstance(self.device, str) else None
+            free = gpu_free_memory_bytes(gpu) if gpu is not None else None
+            if free is not None:
+                budget = default_gpu_memory_budget(self.max_concurrent_requests, free, self.gpu_mem_limit)
+                object.__setattr__(self, "_memory_budget_rule", _GPU_MEMORY_BUDGET_RULE)
+            else:
+                budget = default_memory_budget(self.max_concurrent_requests)
+            object.__setattr__(self, "memory_budget_bytes", budget)
             object.__setattr__(self, "_memory_budget_chosen", True)
         _validate(self)
 
     @property
     def memory_budget_source(self) -> str:
         """How :attr:`memory_budget_bytes` came about, for the start-up log line."""
-        return _MEMORY_BUDGET_RULE if self._memory_budget_chosen else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
+        return self._memory_budget_rule if self._memory_budget_chosen else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
+
+    def runtime_options(self) -> Any:
+        """The sessions' :class:`models.runtime.RuntimeOptions` (I/O binding, CUDA provider options)."""
+        from models.runtime import RuntimeOptions  # onnxruntime: only where sessions are opened
+
+        return RuntimeOptions(io_binding=self.io_binding, cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+                              gpu_mem_limit=self.gpu_mem_limit, allow_tf32=self.allow_tf32)
 
     @property
     def host(self) -> str:
@@ -261,6 +317,9 @@ class Settings:
                 raise SettingsError(f"--token-file / MOLLIFY_TOKEN_FILE: cannot read {token_file}: {err}") from None
         if values.get("cache_dir") is None:
             values["cache_dir"] = default_cache_dir(environ)
+        if values.get("max_concurrent_requests") is None and cuda_index(str(values.get("device", ""))) is not None:
+            # One computing slot per GPU: ONNX Runtime already keeps the device busy with one run.
+            values["max_concurrent_requests"] = 1
         return cls(**values)
 
 
@@ -294,7 +353,14 @@ SETTINGS: tuple[_Spec, ...] = (
           "the graph)", "X"),
     _Spec("inferred_upper", float, "input upper bound of models without config.json", "X"),
     _Spec("cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"),
-    _Spec("device", str, "auto, cpu or cuda"),
+    _Spec("device", str, "auto, cpu, cuda or cuda:N (GPU N); with cuda: one computing slot per GPU and the "
+          "memory budget from the GPU's free memory by default"),
+    _Spec("io_binding", str, "auto, on or off: ONNX Runtime I/O binding with device buffers reused across "
+          "chunks (auto: on for CUDA)"),
+    _Spec("cudnn_conv_algo_search", str, "CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT cuDNN convolution search"),
+    _Spec("gpu_mem_limit", parse_size, "CUDA: memory arena limit, e.g. 40GiB; 0: no limit", "SIZE"),
+    _Spec("allow_tf32", _parse_bool, "CUDA: allow TF32 for float32 convolutions and matrix products (faster, "
+          "about 10 mantissa bits; default: false, attributions agree with the CPU to float rounding)"),
     _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
           "N"),
     _Spec("memory_budget_bytes", parse_size, "memory one explanation may use for a chunk of samples, e.g. 2GiB; "
@@ -360,7 +426,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted and ignored: Mollify runs the model itself")
 
 
-_DEVICES = ("auto", "cpu", "cuda")
+_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_IO_BINDINGS = ("auto", "on", "off")
+_CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 _LOG_FORMATS = ("json", "text")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -383,8 +451,14 @@ def _validate(settings: Settings) -> None:
         fail("inferred_lower", f"below --inferred-upper ({settings.inferred_upper})")
     if settings.model_name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.model_name):
         fail("model_name", "a model name matching [A-Za-z0-9_.-]+")
-    if settings.device not in _DEVICES:
-        fail("device", f"one of {list(_DEVICES)}")
+    if settings.device not in ("auto", "cpu") and cuda_index(settings.device) is None:
+        fail("device", f"one of {list(_DEVICES)} (N: the GPU index, 0 first)")
+    if settings.io_binding not in _IO_BINDINGS:
+        fail("io_binding", f"one of {list(_IO_BINDINGS)}")
+    if settings.cudnn_conv_algo_search not in _CONV_ALGO_SEARCHES:
+        fail("cudnn_conv_algo_search", f"one of {list(_CONV_ALGO_SEARCHES)}")
+    if settings.gpu_mem_limit < 0:
+        fail("gpu_mem_limit", "a byte count, at least 0 (0: no limit)")
     if settings.intra_op_threads is not None and settings.intra_op_threads < 1:
         fail("intra_op_threads", "at least 1 (or unset)")
     for name in ("memory_budget_bytes", "max_concurrent_requests", "max_message_bytes", "max_evaluations",

@@ -164,6 +164,8 @@ class ModelInfo:
         explained_input: the tensor noise is added at (``input_name`` itself, or an intermediate
             tensor such as an embedding output); attributions have its shape before any channel
             reduction, and ``lower``/``upper`` are its bounds. ``None`` when not ready.
+        tokenizer: text models: the Hugging Face ``tokenizers`` JSON saved beside the model
+            (``tokenizer.json``); ``""`` when there is none.
     """
 
     name: str
@@ -192,6 +194,7 @@ class ModelInfo:
     layout: str = ""
     request_inputs: tuple[TensorDescription, ...] = ()
     explained_input: TensorDescription | None = None
+    tokenizer: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,20 @@ Models:
         explained tensor ``logits`` (pre-Softmax), output ``probabilities``.
     ``breast_cancer_mlp``: an MLP on the standardized Wisconsin breast-cancer features, input ``(30,)``,
         explained tensor ``logits``, output ``probabilities``.
+    ``review_sentiment`` (:data:`TEXT_DEMO_MODELS`): a one-block transformer on generated movie-review
+        sentences (:mod:`models.demo.text_data`), int64 ``input_ids`` and ``attention_mask``
+        ``(16,)``, explained at its token-embedding output; its tokenizer is ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_MODELS", "repository_path", "sample_path"]
+__all__ = ["DEMO_MODELS", "TEXT_DEMO_MODELS", "repository_path", "sample_path"]
 
+# The models with one float input (images, tabular rows); the text models take token ids.
 DEMO_MODELS: tuple[str, ...] = ("digits_cnn", "breast_cancer_mlp")
+TEXT_DEMO_MODELS: tuple[str, ...] = ("review_sentiment",)
 
 _HERE = Path(__file__).resolve().parent
 

@@ -3,9 +3,10 @@
 Reproducible: every random draw (weight initialisation, mini-batch order) comes from generators
 seeded by ``--seed``; nothing touches global random state. Runs on CPU in well under a minute.
 Writes ``<out>/<name>/model.onnx`` (plain forward model with a final Softmax; the explained
-tensor ``logits`` is the intermediate before it), ``<out>/<name>/config.json`` and
-``<out>/samples/`` (a few held-out digits as PNGs and breast-cancer rows as CSV).
-Needs the ``torch`` extra (torch, onnxscript, scikit-learn).
+tensor ``logits`` is the intermediate before it), ``<out>/<name>/config.json``,
+``<out>/review_sentiment/tokenizer.json`` (the text model's tokenizer, :mod:`models.demo.text_build`)
+and ``<out>/samples/`` (a few held-out digits as PNGs and breast-cancer rows as CSV).
+Needs the ``torch`` extra (torch, onnxscript, scikit-learn) and ``tokenizers``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from models.demo.data import (
     breast_cancer_data,
     digits_data,
 )
+from models.demo.text_build import TEXT_MODEL, build_text
 from models.export import append_softmax, export_torch_onnx, save_model
 
 if TYPE_CHECKING:
@@ -264,11 +266,12 @@ def build_all(out: Path | None = None, seed: int = 0) -> BuildReport:
     try:
         digits_folder, digits_accuracy = build_digits(target, seed)
         cancer_folder, cancer_accuracy = build_breast_cancer(target, seed)
+        text_folder, text_accuracy = build_text(target, seed)
     finally:
         torch.set_num_threads(threads)
     return BuildReport(
-        folders={"digits_cnn": digits_folder, "breast_cancer_mlp": cancer_folder},
-        accuracy={"digits_cnn": digits_accuracy, "breast_cancer_mlp": cancer_accuracy},
+        folders={"digits_cnn": digits_folder, "breast_cancer_mlp": cancer_folder, TEXT_MODEL: text_folder},
+        accuracy={"digits_cnn": digits_accuracy, "breast_cancer_mlp": cancer_accuracy, TEXT_MODEL: text_accuracy},
     )
 
 
@@ -282,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: held-out accuracy {report.accuracy[name]:.4f} -> {folder}")
     if report.accuracy["digits_cnn"] < 0.95:
         print(f"digits_cnn accuracy {report.accuracy['digits_cnn']:.4f} is below 0.95", file=sys.stderr)
+        return 1
+    if report.accuracy[TEXT_MODEL] < 0.95:
+        print(f"{TEXT_MODEL} accuracy {report.accuracy[TEXT_MODEL]:.4f} is below 0.95", file=sys.stderr)
         return 1
     return 0
 

@@ -62,7 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(integrated gradients).",
         epilog=EXIT_CODES_HELP,
     )
-    parser.add_argument("input", metavar="INPUT", help="one input file: .npy, .npz, .png, .jpg or .csv")
+    from service.cli import text_inputs  # it builds on the explain command
+
+    parser.add_argument("input", nargs="?", metavar="INPUT", help="one input file: .npy, .npz, .png, .jpg or .csv")
+    text_inputs.add_text_argument(parser, several=False)
     parser.add_argument("--model", "-m", required=True, help="the model's name (see `mollify models`)")
     parser.add_argument(
         "--methods",
@@ -239,6 +242,10 @@ def run(args: argparse.Namespace) -> int:
     if seed is None:
         # One seed for every method, so their noise draws are the same and the maps comparable.
         seed = int(np.random.default_rng().integers(0, 2**31))
+    from service.cli import text_inputs
+
+    if text_inputs.check_text_or_files(args.text, args.input):
+        return text_inputs.compare_text(args, specs, target=target, seed=seed)
     lower, upper = bounds_from_args(args)
     columns = args.columns or default_columns(specs)
     if columns < 1:

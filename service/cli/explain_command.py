@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "truncgrad (input, truncated), noisegrad (parameter), fusiongrad (fusion, fixed).",
         epilog=EXIT_CODES_HELP,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files: .npy, .npz, .png, .jpg, .csv")
+    from service.cli import text_inputs  # it builds on this module
+
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="input files: .npy, .npz, .png, .jpg, .csv")
+    text_inputs.add_text_argument(parser, several=True)
     parser.add_argument("--model", "-m", required=True, help="the model's name (see `mollify models`)")
     add_output_arguments(parser)
     parser.add_argument(
@@ -137,13 +140,16 @@ def explain_inputs(
     upper: float | np.ndarray | None = None,
     label: str = "explaining",
     progress_stream: TextIO | None = None,
+    extra_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> list[InstanceExplanation]:
     """Explain ``batch`` ``(B, *input_shape)``; on a terminal, stream and draw a progress bar.
 
     Off a terminal (pipes, CI, ``--json``) the plain unary call is used and nothing is drawn.
+    ``extra_inputs``: the model's other inputs by name (a text model's attention mask).
     """
     bar = ProgressBar(label, progress_stream)
-    options: dict[str, Any] = {"method": method, "target": target, "seed": seed, "lower": lower, "upper": upper}
+    options: dict[str, Any] = {"method": method, "target": target, "seed": seed, "lower": lower, "upper": upper,
+                               "extra_inputs": extra_inputs}
     with server_errors(client.address):
         if not bar.enabled:
             return client.explain(model, batch, **options)
@@ -403,6 +409,10 @@ def run(args: argparse.Namespace) -> int:
         style = render.style_from_args(args, nonnegative=method.transform != "none")
     except ValueError as err:
         raise UsageError(str(err)) from None
+    from service.cli import text_inputs
+
+    if text_inputs.check_text_or_files(args.text, args.inputs):
+        return text_inputs.explain_texts(args, method=method, target=target, seed=seed, style=style)
     with open_client(args) as client:
         info = fetch_model(client, args.model)
         spec = input_files.InputSpec.from_model_info(info)

@@ -113,21 +113,79 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """torchvision's ResNet-18 layout: 7×7 stem, max-pool, 4 stages of 2 basic blocks, GAP, fc."""
+    """torchvision's ResNet-18 layout: 7×7 stem, max-pool, 4 stages of 2 basic blocks, GAP, fc.
 
-    def __init__(self, classes: int = 1000) -> None:
+    ``width`` is the stem's channel count (64 in torchvision; smaller for quick runs).
+    """
+
+    def __init__(self, classes: int = 1000, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         stages = []
-        inplanes = 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        inplanes = width
+        for factor, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+            planes = width * factor
             stages.append(nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes, 1)))
             inplanes = planes
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, classes)
+        self.fc = nn.Linear(inplanes, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layers(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck (v1.5: the stride on the 3×3 convolution), expansion 4."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """torchvision's ResNet-50 layout: 7×7 stem, max-pool, stages of 3, 4, 6, 3 bottlenecks, GAP, fc.
+
+    ``width`` is the stem's channel count (64 in torchvision: 25.6 M parameters at 1000 classes).
+    """
+
+    def __init__(self, classes: int = 1000, width: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages = []
+        inplanes = width
+        for factor, blocks, stride in ((1, 3, 1), (2, 4, 2), (4, 6, 2), (8, 3, 2)):
+            planes = width * factor
+            layers = [Bottleneck(inplanes, planes, stride)]
+            layers += [Bottleneck(planes * 4, planes, 1) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+            inplanes = planes * 4
+        self.layers = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))

@@ -98,23 +98,23 @@ def test_missing_cgroup_files_mean_no_limit(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- the default rule
 
 
-def test_default_budget_is_half_the_memory_per_concurrent_explanation() -> None:
-    assert default_memory_budget(2, available=16 * GIB) == 4 * GIB
-    assert default_memory_budget(1, available=4 * GIB) == 2 * GIB
+def test_default_budget_is_a_quarter_of_the_memory_per_concurrent_explanation() -> None:
+    assert default_memory_budget(2, available=16 * GIB) == 2 * GIB
+    assert default_memory_budget(1, available=4 * GIB) == 1 * GIB
     assert default_memory_budget(4, available=256 << 20) == MEMORY_BUDGET_FLOOR
     assert default_memory_budget(1, available=1 << 40) == MEMORY_BUDGET_CAP
 
 
 def test_settings_choose_the_budget_from_memory_and_keep_an_explicit_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings_module, "available_memory_bytes", lambda: 16 * GIB)
-    assert Settings(max_concurrent_requests=2).memory_budget_bytes == 4 * GIB
-    assert Settings(max_concurrent_requests=4).memory_budget_bytes == 2 * GIB
+    assert Settings(max_concurrent_requests=2).memory_budget_bytes == 2 * GIB
+    assert Settings(max_concurrent_requests=4).memory_budget_bytes == 1 * GIB
     assert "cgroup limit" in Settings().memory_budget_source
     explicit = Settings.from_sources({}, environ={"MOLLIFY_MEMORY_BUDGET_BYTES": "256MiB"})
     assert explicit.memory_budget_bytes == 256 << 20
     assert "MOLLIFY_MEMORY_BUDGET_BYTES" in explicit.memory_budget_source
     zero = Settings.from_sources({"max_concurrent_requests": 2}, environ={"MOLLIFY_MEMORY_BUDGET_BYTES": "0"})
-    assert zero.memory_budget_bytes == 4 * GIB  # 0 asks for the rule too
+    assert zero.memory_budget_bytes == 2 * GIB  # 0 asks for the rule too
 
 
 def test_the_help_states_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,8 +124,8 @@ def test_the_help_states_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
-    assert "half the memory this process may use (its cgroup limit, else the physical memory)" in text
-    assert "divided by --max-concurrent-requests" in text and "between 64 MiB and 8 GiB" in text
+    assert "a quarter of the memory this process may use (its cgroup limit, else the physical memory)" in text
+    assert "divided by --max-concurrent-requests" in text and "between 64 MiB and 4 GiB" in text
 
 
 # --------------------------------------------------------------------------------- on the server
@@ -143,8 +143,8 @@ def test_a_layout_sized_model_runs_at_the_default_budget_and_start_says_it(
         server = helpers.start_server(settings, session_factory=_factory)
     try:
         [serving] = [r for r in caplog.records if r.getMessage() == "serving"]
-        assert serving.memory_budget_bytes == 4 * GIB  # type: ignore[attr-defined]
-        assert serving.memory_budget.startswith("4.0 GiB per explanation (half the memory")  # type: ignore[attr-defined]
+        assert serving.memory_budget_bytes == 2 * GIB  # type: ignore[attr-defined]
+        assert serving.memory_budget.startswith("2.0 GiB per explanation (a quarter of the memory")  # type: ignore[attr-defined]
         with ExplainerClient(f"127.0.0.1:{server.port}", timeout=30) as client:
             [result] = client.explain("layout", X, method=Method(samples=8), seed=0)
         assert result.samples == 8

@@ -1,6 +1,6 @@
 """HTTP (KServe v1 explain) vs gRPC end to end, same server process, same N and seed.
 
-    PYTHONPATH=. python benchmarks/http.py [--models resnet18,digits_cnn] [--samples 50] [--repeats 5]
+    PYTHONPATH=. python benchmarks/http_vs_grpc.py [--models resnet18,digits_cnn] [--samples 50] [--repeats 5]
 
 For each model (random weights, exported from PyTorch as ``benchmarks/service.py`` does) one server
 runs as a subprocess with both front ends; this script times, as the fastest of ``--repeats``
