@@ -135,11 +135,11 @@ class _Recorder:
 class ServerProcess:
     """``python -m service`` on a free port; ``peak_rss`` reads its VmHWM, ``reset_peak`` clears it."""
 
-    def __init__(self, repository: Path, cache: Path, threads: int, concurrency: int) -> None:
+    def __init__(self, repository: Path, cache: Path, threads: int, concurrency: int, budget: int) -> None:
         args = [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(repository),
                 "--cache-dir", str(cache), "--device", "cpu", "--max-concurrent-requests", str(concurrency),
                 "--max-queued-requests", "32", "--max-evaluations", "10000000", "--log-level", "WARNING"]
-        args += ["--intra-op-threads", str(threads)]
+        args += ["--intra-op-threads", str(threads), "--memory-budget-bytes", str(budget)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
@@ -200,7 +200,7 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
     module, x = _prepare(case, repository, seed=0)
     method = Method(samples=args.samples, alpha=ALPHA)
     result = Result(case.label, args.samples)
-    server = ServerProcess(repository, cache, args.threads, args.concurrency)  # both resolved in main()
+    server = ServerProcess(repository, cache, args.threads, args.concurrency, args.memory_budget)  # resolved in main()
     try:
         with ExplainerClient(server.address, timeout=60) as client:
             info = client.get_model(case.name)
@@ -215,7 +215,7 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
         # Record the model calls the estimator makes under the server's memory budget, so that the
         # raw runs repeat exactly them: the clean pass, then the noisy rows in the same chunks.
         recorder = _Recorder(session)
-        budget = Settings().memory_budget_bytes
+        budget = args.memory_budget
         reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget)
         result.chunk_rows = int(reference.extras["chunk_rows"])
         result.calls = list(recorder.batches)
@@ -378,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--rss-samples", type=int, default=1000, help="0 skips the RSS comparison")
+    # The floors were set at 256 MiB, the budget of the first releases: the server's default now
+    # follows the machine's memory, and peak RSS is flat in N only beyond one budget's worth of rows.
+    parser.add_argument("--memory-budget", type=int, default=256 << 20, help="bytes per explanation (server and direct)")
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads, server and raw (default: the server's default)")
     parser.add_argument("--concurrency", type=int, default=None,
