@@ -309,6 +309,20 @@ def run(duration: float, clients: int, seed: int) -> int:
         for call in VALID[:3]:  # warm every path before the first reading
             with ExplainerClient(address, timeout=60) as client:
                 _explain(client, call)
+        # A short concurrent warm-up grows the server's worker pools to what this many clients use,
+        # so that the before/after comparison sees leaks, not pools filling up.
+        warm_stop, warm_tally = threading.Event(), Tally()
+        warmers = [threading.Thread(target=_client_loop,
+                                    args=(address, warm_stop, warm_tally, references, flip_versions, seed + 100 + i))
+                   for i in range(clients)]
+        for thread in warmers:
+            thread.start()
+        time.sleep(min(5.0, duration / 4))
+        warm_stop.set()
+        for thread in warmers:
+            thread.join(timeout=60)
+        tally.violations.extend(warm_tally.violations)
+        time.sleep(1.0)
         warm_rss, warm_threads = _status(process.pid)
 
         stop = threading.Event()
