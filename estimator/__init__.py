@@ -9,30 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
+# The vocabulary (numpy only): what a client-only install needs.
+from .errors import (
+    CancelledError,
+    EstimatorError,
+    InvalidArgumentError,
+    LimitExceededError,
+    ModelEvaluationError,
+    NonFiniteNoisyGradientsError,
+)
+from .gradient_model import GradientBatch, GradientModel
+from .method import (
+    ClassTarget,
+    CotangentTarget,
+    DetectionTarget,
+    Explanation,
+    Method,
+    PredictedClassTarget,
+    Progress,
+    RegionTarget,
+    Target,
+)
+
+_MISSING: ImportError | None = None
+try:  # the numerics (numpy and scipy)
     from .describe import describe
-    from .errors import (
-        CancelledError,
-        EstimatorError,
-        InvalidArgumentError,
-        LimitExceededError,
-        ModelEvaluationError,
-        NonFiniteNoisyGradientsError,
-    )
     from .explain import DEFAULT_MEMORY_BUDGET_BYTES, explain
-    from .gradient_model import GradientBatch, GradientModel
     from .kernels import KERNEL_NAMES, Kernel, get_kernel
-    from .method import (
-        ClassTarget,
-        CotangentTarget,
-        DetectionTarget,
-        Explanation,
-        Method,
-        PredictedClassTarget,
-        Progress,
-        RegionTarget,
-        Target,
-    )
     from .metrics import (
         complexity,
         consistency,
@@ -45,33 +48,10 @@ try:
     from .paths import integration_rule
     from .plan import planned_evaluations
     from .scales import adaptive_scale, fixed_scale, inherent_noise
-except ImportError as missing:  # a client-only install (no scipy): the vocabulary still imports
+except ImportError as missing:  # a client-only install without scipy
     if missing.name is None or missing.name.split(".")[0] != "scipy":
         raise
-    from .errors import (
-        CancelledError,
-        EstimatorError,
-        InvalidArgumentError,
-        LimitExceededError,
-        ModelEvaluationError,
-        NonFiniteNoisyGradientsError,
-    )
-    from .gradient_model import GradientBatch, GradientModel
-    from .method import (
-        ClassTarget,
-        CotangentTarget,
-        DetectionTarget,
-        Explanation,
-        Method,
-        PredictedClassTarget,
-        Progress,
-        RegionTarget,
-        Target,
-    )
-
-    _MISSING: ImportError | None = missing
-else:
-    _MISSING = None
+    _MISSING = missing
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_BYTES",

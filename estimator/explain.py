@@ -152,41 +152,21 @@ def explain(
     if threads is not None:
         threads = check_int(threads, "threads", minimum=1)
     with thread_budget(threads):
-        return _explain(
-            model, x, method, target, lower, upper, seed, memory_budget_bytes, max_evaluations, should_stop,
-            on_progress, chunk_size,
+        request = _prepare(
+            model,
+            x,
+            method,
+            target,
+            lower,
+            upper,
+            seed,
+            memory_budget_bytes,
+            max_evaluations,
+            should_stop,
+            on_progress,
+            chunk_size,
         )
-
-
-def _explain(
-    model: GradientModel,
-    x: Any,
-    method: Method,
-    target: Target,
-    lower: Any,
-    upper: Any,
-    seed: int | None,
-    memory_budget_bytes: int,
-    max_evaluations: int | None,
-    should_stop: Callable[[], bool] | None,
-    on_progress: Callable[[Progress], None] | None,
-    chunk_size: int | None,
-) -> Explanation:
-    request = _prepare(
-        model,
-        x,
-        method,
-        target,
-        lower,
-        upper,
-        seed,
-        memory_budget_bytes,
-        max_evaluations,
-        should_stop,
-        on_progress,
-        chunk_size,
-    )
-    return _Run(request).execute()
+        return _Run(request).execute()
 
 
 def _shape(value: Any, field: str) -> tuple[int, ...]:

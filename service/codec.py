@@ -118,23 +118,9 @@ def array_to_tensor(array: np.ndarray | float | int, *, keep_float64: bool = Fal
     )
 
 
-def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False) -> np.ndarray:
-    """Decode a ``Tensor`` holding floats into a float32 array of its shape.
-
-    Args:
-        tensor: the message; FP32 or FP64 (FP64 is rounded to float32 unless ``keep_float64``).
-        field: the request field it came from, named in error messages (e.g. ``"inputs"``).
-        keep_float64: decode FP64 as float64 (method parameters).
-
-    Raises:
-        InvalidRequestError: unknown or non-float datatype, negative dimension, more than
-            :data:`MAX_DIMENSIONS` dimensions, a shape no message can carry, a byte length that
-            does not match the shape, or a finite FP64 value beyond the float32 range (when
-            rounded to float32).
-    """
-    if tensor.datatype not in _FLOAT_TYPES:
-        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
-        raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
+def _wire_array(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """The tensor's raw contents as a read-only array of its wire dtype and shape, after checking
+    the number of dimensions, the shape and the byte length (its datatype already checked)."""
     if len(tensor.shape) > MAX_DIMENSIONS:
         raise InvalidRequestError(
             f"{field}.shape has {len(tensor.shape)} dimensions; at most {MAX_DIMENSIONS} are supported"
@@ -155,7 +141,28 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
             f"{field}.raw_contents holds {len(raw)} bytes; shape {list(shape)} of "
             f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
         )
-    array = np.frombuffer(raw, dtype=wire).reshape(shape)
+    return np.frombuffer(raw, dtype=wire).reshape(shape)
+
+
+def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False) -> np.ndarray:
+    """Decode a ``Tensor`` holding floats into a float32 array of its shape.
+
+    Args:
+        tensor: the message; FP32 or FP64 (FP64 is rounded to float32 unless ``keep_float64``).
+        field: the request field it came from, named in error messages (e.g. ``"inputs"``).
+        keep_float64: decode FP64 as float64 (method parameters).
+
+    Raises:
+        InvalidRequestError: unknown or non-float datatype, negative dimension, more than
+            :data:`MAX_DIMENSIONS` dimensions, a shape no message can carry, a byte length that
+            does not match the shape, or a finite FP64 value beyond the float32 range (when
+            rounded to float32).
+    """
+    if tensor.datatype not in _FLOAT_TYPES:
+        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
+    array = _wire_array(tensor, field)
+    wire = array.dtype
     native = np.float64 if keep_float64 and wire.itemsize == 8 else np.float32
     if native is np.float64 or wire.itemsize == 4:
         return array.astype(native)
@@ -185,24 +192,8 @@ def tensor_to_any_array(tensor: pb.Tensor, field: str) -> np.ndarray:
         actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
         known = [pb.DataType.Name(number) for number in _NUMPY_DTYPES]
         raise InvalidRequestError(f"{field}.datatype must be one of {known}, got {actual}")
-    if len(tensor.shape) > MAX_DIMENSIONS:
-        raise InvalidRequestError(
-            f"{field}.shape has {len(tensor.shape)} dimensions; at most {MAX_DIMENSIONS} are supported"
-        )
-    shape = tuple(tensor.shape)
-    if shape and min(shape) < 0:
-        raise InvalidRequestError(f"{field}.shape must hold non-negative dimensions, got {list(shape)}")
-    if math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS:
-        raise InvalidRequestError(f"{field}.shape {list(shape)} describes more than 2**31 - 1 elements")
-    wire = _NUMPY_DTYPES[tensor.datatype]
-    raw = tensor.raw_contents
-    expected = math.prod(shape) * wire.itemsize
-    if len(raw) != expected:
-        raise InvalidRequestError(
-            f"{field}.raw_contents holds {len(raw)} bytes; shape {list(shape)} of "
-            f"{pb.DataType.Name(tensor.datatype)} needs {expected}"
-        )
-    return np.frombuffer(raw, dtype=wire).reshape(shape).astype(wire.newbyteorder("="))
+    array = _wire_array(tensor, field)
+    return array.astype(array.dtype.newbyteorder("="))
 
 
 def _float_or_array(tensor: pb.Tensor, field: str) -> float | np.ndarray:

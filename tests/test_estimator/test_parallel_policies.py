@@ -123,3 +123,21 @@ def test_fusion_mode_with_per_feature_scales_on_a_large_instance(policy: str, mo
     several = _explain(model, method, 4, monkeypatch)
     np.testing.assert_array_equal(several.attribution, single.attribution)
     np.testing.assert_array_equal(several.standard_error, single.standard_error)
+
+
+@pytest.mark.parametrize("sampler", ["antithetic", "latin_hypercube"])
+@pytest.mark.parametrize("policy", ["fixed", "adaptive"])
+def test_samplers_on_the_parallel_path_equal_one_thread_and_any_chunk(sampler: str, policy: str) -> None:
+    # 6 000 features: one draw per generator (block_rows = 10 here), rows filled in parallel, pairs and
+    # point sets split across chunks of 7.
+    model = ReluShiftModel(0.4, (FEATURES,))
+    method = Method(scale=policy, samples=SAMPLES, sampler=sampler, replicates=5)  # type: ignore[arg-type]
+    single = explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11, threads=1)
+    for threads, chunk in ((4, None), (4, 7), (1, 7)):
+        other = explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11,
+                        threads=threads, chunk_size=chunk)
+        np.testing.assert_array_equal(other.attribution, single.attribution)
+        np.testing.assert_array_equal(other.standard_error, single.standard_error)
+    iid = explain(model, _instance(), Method(scale=policy, samples=SAMPLES), ClassTarget(0), lower=0.0, upper=1.0,
+                  seed=11)
+    assert float(np.mean(single.standard_error)) < float(np.mean(iid.standard_error))

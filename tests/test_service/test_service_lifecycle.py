@@ -137,7 +137,7 @@ def test_stop_drains_then_grants_the_grace_then_cuts_off_with_unavailable(
             [short] = client.explain("slow", X, method=Method(samples=3), seed=2)
             assert short.samples == 3
             assert [m.name for m in client.list_models()] == ["slow"]
-        assert time.monotonic() - started < 1.5
+        assert not stopped.is_set()  # still within the drain delay
         assert stopped.wait(15)
         elapsed = time.monotonic() - started
         long.join(10)
