@@ -25,7 +25,6 @@ targets are printed beside the figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -63,13 +62,9 @@ TARGET_VS_RAW, TARGET_VS_CAPTUM, TARGET_GRPC_S = 1.15, 3.0, 0.002
 
 
 def _zoo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mollify_zoo_modules", _ROOT / "tests/test_models/zoo_modules.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load tests/test_models/zoo_modules.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from tests.test_models import zoo_modules
+
+    return zoo_modules
 
 
 class DeviceSampler:
@@ -177,7 +172,7 @@ class Bench:
 
 
 def _export(name: str, module: torch.nn.Module, shape: tuple[int, ...], folder: Path, seed: int) -> np.ndarray:
-    zoo = sys.modules["mollify_zoo_modules"]
+    zoo = _zoo()
     x = zoo.random_input((1, *shape), seed).numpy()
     target = folder / name
     target.mkdir(parents=True)

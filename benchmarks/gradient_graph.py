@@ -15,7 +15,6 @@ profile of the gradient graph and prints where its time goes, by op type and by 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -27,28 +26,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-import torch
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT))  # the test zoo is imported as `tests.test_models.zoo_modules`
 
-from models.export import export_torch_module
-from models.runtime import ForwardSession, GradientSession, forward_model, freeze_weights
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+
+from models.export import export_torch_module  # noqa: E402
+from models.runtime import ForwardSession, GradientSession, forward_model, freeze_weights  # noqa: E402
 
 GRADIENT_FLOOR_VS_TORCH = 0.65
 GRADIENT_FLOOR_VS_FORWARD = 3.3
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _zoo() -> ModuleType:
     """The hand-written reference architectures of the test zoo (torchvision does not import here)."""
-    spec = importlib.util.spec_from_file_location("mollify_zoo_modules", _ROOT / "tests/test_models/zoo_modules.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load tests/test_models/zoo_modules.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from tests.test_models import zoo_modules
+
+    return zoo_modules
 
 
 def _digits_cnn() -> torch.nn.Module:
@@ -102,7 +99,7 @@ def _timed(function: Callable[[], object]) -> float:
 
 
 def measure(case: Case, batch: int, repeats: int, threads: int | None, profile: Path | None, seed: int = 0) -> Row:
-    zoo = sys.modules["mollify_zoo_modules"]
+    zoo = _zoo()
     module = zoo.init_module(case.module(), seed)
     inputs = zoo.random_input((batch, *case.instance_shape), seed + 1)
     cotangents = zoo.one_hot_cotangents(batch, case.classes, seed + 2)

@@ -21,12 +21,15 @@ import sys
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# standard library's `http` (and `service.py` the project's package): drop the folder first.
+# standard library's `http` (and `service.py` the project's package): drop the folder first, and
+# put the repository root first (benchmarks/service.py is imported as `benchmarks.service`).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
@@ -43,21 +46,16 @@ import numpy as np  # noqa: E402
 from estimator.method import Method  # noqa: E402
 from service.client import ExplainerClient  # noqa: E402
 
-_ROOT = Path(__file__).resolve().parents[1]
 FLOOR_RESNET = 1.2
 ALPHA = 0.2
 SEED = 7
 
 
 def _service_benchmark() -> ModuleType:
-    """``benchmarks/service.py`` (its model zoo and export), loaded under a name that shadows nothing."""
-    spec = importlib.util.spec_from_file_location("mollify_bench_service", _ROOT / "benchmarks/service.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load benchmarks/service.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks/service.py`` (its model zoo and export)."""
+    from benchmarks import service
+
+    return service
 
 
 class _Server:

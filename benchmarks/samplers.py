@@ -15,7 +15,6 @@ ResNet-18 at 224² costs about 30 ms per sample on this 2-core machine: ``--resn
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -70,12 +69,8 @@ def _resnet(cache: Path, workdir: Path) -> Subject:
     import torch
 
     from models.export import export_torch_onnx
+    from tests.test_models import zoo_modules as zoo
 
-    spec = importlib.util.spec_from_file_location("mollify_zoo_modules", _ROOT / "tests/test_models/zoo_modules.py")
-    assert spec is not None and spec.loader is not None
-    zoo = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = zoo
-    spec.loader.exec_module(zoo)
     module = zoo.init_module(zoo.ResNet18(), 0)
     x = zoo.random_input((1, 3, 224, 224), 1).numpy()
     model = export_torch_onnx(module, torch.from_numpy(np.repeat(x, 2, axis=0)))

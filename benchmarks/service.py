@@ -27,7 +27,6 @@ peak RSS at N = 1000 ≤ 1.2 × at N = 50.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import queue
 import statistics
@@ -43,8 +42,12 @@ from pathlib import Path
 from types import ModuleType
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `service` package: drop the folder before importing the project.
+# `service` package: drop the folder before importing the project, and put the repository root
+# first (the test zoo is imported as `tests.test_models.zoo_modules`).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -58,7 +61,6 @@ from service.client import ExplainerClient  # noqa: E402
 from service.graphs import cached_gradient_graph  # noqa: E402
 from service.settings import Settings, default_concurrency  # noqa: E402
 
-_ROOT = Path(__file__).resolve().parents[1]
 FLOOR_VS_RAW = 1.05
 FLOOR_VS_CAPTUM = 0.6
 FLOOR_SMALL_OVERHEAD_S = 0.001
@@ -69,13 +71,9 @@ ALPHA = 0.2
 
 def _zoo() -> ModuleType:
     """The hand-written reference architectures of the test zoo (torchvision does not import here)."""
-    spec = importlib.util.spec_from_file_location("mollify_zoo_modules", _ROOT / "tests/test_models/zoo_modules.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError("cannot load tests/test_models/zoo_modules.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from tests.test_models import zoo_modules
+
+    return zoo_modules
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,7 @@ def _timed(function: Callable[[], object], calls: int = 1) -> float:
 
 
 def _prepare(case: Case, folder: Path, seed: int) -> tuple[torch.nn.Module, np.ndarray]:
-    zoo = sys.modules["mollify_zoo_modules"]
+    zoo = _zoo()
     module = zoo.init_module(case.module(), seed)
     x = zoo.random_input((1, *case.instance_shape), seed + 1).numpy()
     original = export_torch_onnx(module, torch.from_numpy(np.repeat(x, 2, axis=0)))

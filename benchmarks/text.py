@@ -4,7 +4,8 @@ A BERT-base-sized classifier (12 layers, 768 wide, 12 heads, 3072 feed-forward, 
 30 522, random weights) is exported with torch's legacy exporter, served from a temporary repository
 with its token-embedding output as the explained input, and explained with SmoothGrad (σ = 0.1,
 N = 50, same seed) over gRPC; Captum's NoiseTunnel(Saliency) over the embedding of the same torch
-model does the same work. One instance, the two timed side by side, fastest of the repeats.
+model does the same work. One instance, the two timed side by side, fastest of the repeats. A second
+row times Mollify's antithetic sampler at the N that gives the same standard error as i.i.d. draws at N.
 
     PYTHONPATH=. python benchmarks/text.py [--samples 50] [--repeats 2] [--layers 12]
 """
@@ -12,7 +13,7 @@ model does the same work. One instance, the two timed side by side, fastest of t
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import math
 import resource
 import sys
 import tempfile
@@ -38,10 +39,8 @@ TOKENS, VOCAB, CLASSES, SIGMA = 128, 30_522, 2, 0.1
 
 def _text_module(layers: int) -> Any:
     """The BERT-style classifier of the intermediate-input tests, at BERT-base size."""
-    spec = importlib.util.spec_from_file_location("mollify_text_tests", _ROOT / "tests/test_service/test_intermediate_inputs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.test_service import test_intermediate_inputs as module
+
     module.VOCAB, module.DIM, module.TOKENS, module.CLASSES = VOCAB, 768, TOKENS, CLASSES
 
     class Base(module.TextClassifier):  # type: ignore[misc, name-defined]
@@ -125,18 +124,29 @@ def main() -> int:
                 info = client.get_model("bert_base")
                 assert info.ready, info.error
 
-                def mollify(n: int = args.samples) -> float:
+                def mollify(n: int = args.samples, sampler: str = "iid") -> tuple[float, float]:
+                    """Seconds for one explanation, and the norm of its per-token standard error."""
                     started = time.perf_counter()
-                    client.explain("bert_base", ids, method=Method(samples=n, sigma=SIGMA), target=ClassTarget(1),
-                                   seed=0, extra_inputs={"attention_mask": mask})
-                    return time.perf_counter() - started
+                    (explanation,) = client.explain(
+                        "bert_base", ids, method=Method(samples=n, sigma=SIGMA, sampler=sampler),  # type: ignore[arg-type]
+                        target=ClassTarget(1), seed=0, extra_inputs={"attention_mask": mask})
+                    return time.perf_counter() - started, float(np.linalg.norm(explanation.standard_error))
 
-                mollify(2)  # warm the sessions
-                _captum(model, 2)
+                # Both sides are warmed at the full N: a server answers many requests, and the
+                # first ones at a new batch size grow ONNX Runtime's memory arena.
+                mollify()
+                _captum(model, args.samples)
                 times: dict[str, list[float]] = {"mollify": [], "captum": []}
+                errors: dict[str, float] = {}
                 for _ in range(args.repeats):
-                    times["mollify"].append(mollify())
+                    seconds, errors["iid"] = mollify()
+                    times["mollify"].append(seconds)
                     times["captum"].append(_captum(model, args.samples))
+                # Equal error: the antithetic sampler's standard error at N, scaled to the N it needs
+                # to match the i.i.d. error at N (the error of a mean falls as 1/sqrt(N)).
+                _, errors["antithetic"] = mollify(args.samples, "antithetic")
+                needed = max(20, 2 * math.ceil(args.samples * (errors["antithetic"] / errors["iid"]) ** 2 / 2))
+                times["antithetic"] = [mollify(needed, "antithetic")[0] for _ in range(args.repeats)]
                 rss_small = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 mollify(4 * args.samples)
                 rss_large = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -144,11 +154,14 @@ def main() -> int:
             server.stop(0).wait()
     best = {name: min(values) for name, values in times.items()}
     print(f"BERT-base-sized encoder ({args.layers} layers, 768 wide, {TOKENS} tokens), SmoothGrad at the token "
-          f"embedding, N = {args.samples}, σ = {SIGMA}, fastest of {args.repeats}")
+          f"embedding, σ = {SIGMA}, fastest of {args.repeats} after a warm-up at N = {args.samples}")
     print("| Mollify over gRPC | Captum NoiseTunnel(Saliency) | Mollify / Captum | peak RSS N=4·N vs N |")
     print("|---|---|---|---|")
-    print(f"| {best['mollify']:.2f} s | {best['captum']:.2f} s | {best['mollify'] / best['captum']:.2f} | "
-          f"{rss_large / rss_small:.2f} (process, torch included) |")
+    print(f"| {best['mollify']:.2f} s (N = {args.samples}) | {best['captum']:.2f} s (N = {args.samples}) | "
+          f"{best['mollify'] / best['captum']:.2f} | {rss_large / rss_small:.2f} (process, torch included) |")
+    print(f"| {best['antithetic']:.2f} s (antithetic, N = {needed}, same standard error) | "
+          f"{best['captum']:.2f} s (N = {args.samples}) | {best['antithetic'] / best['captum']:.2f} | |")
+    print(f"standard error norm at N = {args.samples}: i.i.d. {errors['iid']:.3g}, antithetic {errors['antithetic']:.3g}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 # The vocabulary (numpy only): what a client-only install needs.
+from ._checks import check_seed
 from .errors import (
     CancelledError,
     EstimatorError,
@@ -75,6 +76,7 @@ __all__ = [
     "RegionTarget",
     "Target",
     "adaptive_scale",
+    "check_seed",
     "complexity",
     "consistency",
     "convergence",

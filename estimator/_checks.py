@@ -31,6 +31,18 @@ def check_int(value: Any, field: str, minimum: int | None = None) -> int:
     return result
 
 
+SEED_LIMIT = 2**64
+"""Seeds are integers in ``[0, SEED_LIMIT)``: they key 64-bit counter-based generators."""
+
+
+def check_seed(value: Any, field: str = "seed") -> int:
+    """``value`` as a seed: an integer in ``[0, 2**64)``."""
+    seed = check_int(value, field, minimum=0)
+    if seed >= SEED_LIMIT:
+        raise InvalidArgumentError(f"{field}: expected an integer in [0, 2**64); got {seed}")
+    return seed
+
+
 def check_float(
     value: Any,
     field: str,

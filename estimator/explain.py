@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ._checks import check_bounds, check_int
+from ._checks import check_bounds, check_int, check_seed
+from .bases import SampleRows, get_base_method
 from .describe import describe_valid
 from .errors import (
     CancelledError,
@@ -34,16 +35,10 @@ from .method import Explanation, Method, PredictedClassTarget, Progress, Target
 from .moments import StatisticLayout
 from .noise import InputNoise
 from .parallel import for_each_slice, thread_budget
-from .paths import integration_rule, path_points, resolve_baseline
-from .plan import (
-    Plan,
-    make_plan,
-    normalized_channel_axis,
-    reuses_clean_row,
-    validate_method,
-)
+from .plan import Plan, make_plan, normalized_channel_axis, reuses_clean_row, validate_method
 from .samplers import SampledDraws, get_sampler
 from .scales import adaptive_quantile_level, domain_slack
+from .smoothing import get_smoothing
 from .targets import check_target, needs_clean_outputs, resolve_target
 from .weights import perturbable_weights, weight_draw
 
@@ -67,17 +62,13 @@ class _Request:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     x: np.ndarray  # (D,) float64
-    lower: np.ndarray  # (D,) float64
-    upper: np.ndarray  # (D,) float64
     seed: int
     plan: Plan
     chunk_rows: int
     noise: InputNoise | None
     cotangent: np.ndarray | None  # known in advance, else None
     target_index: int | None
-    step_sizes: np.ndarray  # (R,)
-    alphas: np.ndarray  # (R,)
-    baseline: np.ndarray  # (D,)
+    sample_rows: SampleRows  # the base method's rows of this request (holds the open sample)
     weights: tuple[tuple[int, str], ...]
     layout: StatisticLayout
     should_stop: Callable[[], bool] | None
@@ -193,17 +184,69 @@ def _prepare(
     on_progress: Callable[[Progress], None] | None,
     chunk_size: int | None,
 ) -> _Request:
+    """Validate every argument of :func:`explain`, in order, and resolve what the run needs."""
+    input_shape, output_shape = _model_shapes(model)
+    validate_method(method, input_shape)
+    check_target(target, output_shape)
+    xs = _instance(x, input_shape)
+    lo, hi = check_bounds(lower, upper, input_shape)
+    seed = secrets.randbits(63) if seed is None else check_seed(seed)
+    budget = check_int(memory_budget_bytes, "memory_budget_bytes", minimum=1)
+    if max_evaluations is not None:
+        max_evaluations = check_int(max_evaluations, "max_evaluations", minimum=1)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    _check_hooks(should_stop=should_stop, on_progress=on_progress)
+
+    cotangent, target_index = (None, None)
+    if not needs_clean_outputs(target):
+        cotangent, target_index = resolve_target(target, output_shape)
+    plan = make_plan(method)
+    _check_evaluations(method, target, plan, max_evaluations)
+    if chunk_size is None:
+        chunk_size = _budget_rows(model, input_shape, budget)
+
+    flat_x = xs.astype(np.float64).reshape(-1)
+    noise = _input_noise(method, input_shape, lo, hi, flat_x) if plan.input_noise else None
+    sample_rows = get_base_method(method.base).rows(method, flat_x.reshape(input_shape), lo, hi)
+    weights = _perturbable_weights(model, method) if plan.weight_noise else ()
+    layout = StatisticLayout(
+        input_shape, method.transform, method.channel_reduction, normalized_channel_axis(method, input_shape)
+    )
+    return _Request(
+        model=model,
+        method=method,
+        target=target,
+        input_shape=input_shape,
+        output_shape=output_shape,
+        x=flat_x,
+        seed=seed,
+        plan=plan,
+        chunk_rows=chunk_size,
+        noise=noise,
+        cotangent=cotangent,
+        target_index=target_index,
+        sample_rows=sample_rows,
+        weights=weights,
+        layout=layout,
+        should_stop=should_stop,
+        on_progress=on_progress,
+    )
+
+
+def _model_shapes(model: GradientModel) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One instance's input and output shapes of a :class:`GradientModel`."""
     # The attribute test of ``isinstance(model, GradientModel)``, without typing's slow protocol check.
     if not callable(model) or not all(hasattr(model, name) for name in _MODEL_ATTRIBUTES):
         raise InvalidArgumentError(
             f"model: expected a GradientModel (input_shape, output_shape, bytes_per_sample, weights, __call__); "
             f"got {type(model).__name__}"
         )
-    input_shape = _shape(model.input_shape, "model.input_shape")
-    output_shape = tuple(int(d) for d in model.output_shape)
-    validate_method(method, input_shape)
-    check_target(target, output_shape)
+    return _shape(model.input_shape, "model.input_shape"), tuple(int(d) for d in model.output_shape)
 
+
+def _instance(x: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` if it is one finite float instance of ``input_shape``."""
     xs = np.asarray(x)
     if xs.dtype.kind != "f":
         raise InvalidArgumentError(f"x: expected a float array; got dtype {xs.dtype}")
@@ -215,28 +258,17 @@ def _prepare(
         raise InvalidArgumentError(
             f"x: expected finite values; got {int(np.count_nonzero(~np.isfinite(xs)))} non-finite of {xs.size}"
         )
-    lo, hi = check_bounds(lower, upper, input_shape)
+    return xs
 
-    if seed is None:
-        seed = secrets.randbits(63)
-    else:
-        seed = check_int(seed, "seed", minimum=0)
-        if seed >= 2**64:
-            raise InvalidArgumentError(f"seed: expected an integer in [0, 2**64); got {seed}")
-    budget = check_int(memory_budget_bytes, "memory_budget_bytes", minimum=1)
-    if max_evaluations is not None:
-        max_evaluations = check_int(max_evaluations, "max_evaluations", minimum=1)
-    if chunk_size is not None:
-        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    for name, hook in (("should_stop", should_stop), ("on_progress", on_progress)):
+
+def _check_hooks(**hooks: Callable[..., Any] | None) -> None:
+    for name, hook in hooks.items():
         if hook is not None and not callable(hook):
             raise InvalidArgumentError(f"{name}: expected a callable or None; got {type(hook).__name__}")
 
-    cotangent, target_index = (None, None)
-    if not needs_clean_outputs(target):
-        cotangent, target_index = resolve_target(target, output_shape)
 
-    plan = make_plan(method)
+def _check_evaluations(method: Method, target: Target, plan: Plan, max_evaluations: int | None) -> None:
+    """:class:`LimitExceededError` when the plan needs more than ``max_evaluations`` gradient evaluations."""
     # planned_evaluations(method, target) without validating the method a second time.
     planned = 1 if reuses_clean_row(method, target) else 1 + plan.rows
     if max_evaluations is not None and planned > max_evaluations:
@@ -245,62 +277,26 @@ def _prepare(
             f"the limit is {max_evaluations}"
         )
 
+
+def _budget_rows(model: GradientModel, input_shape: tuple[int, ...], budget: int) -> int:
+    """Rows per model call that fit ``budget`` bytes (:data:`ESTIMATOR_BYTES_PER_FEATURE` per feature and row)."""
     features = int(np.prod(input_shape, dtype=np.int64))
-    if chunk_size is None:
-        per_row = check_int(model.bytes_per_sample, "model.bytes_per_sample", minimum=0)
-        per_row += ESTIMATOR_BYTES_PER_FEATURE * features
-        chunk_size = budget // per_row
-        if chunk_size < 1:
-            raise LimitExceededError(
-                f"memory_budget_bytes: one gradient evaluation needs about {per_row} bytes; the budget is {budget}"
-            )
+    per_row = check_int(model.bytes_per_sample, "model.bytes_per_sample", minimum=0)
+    per_row += ESTIMATOR_BYTES_PER_FEATURE * features
+    rows = budget // per_row
+    if rows < 1:
+        raise LimitExceededError(
+            f"memory_budget_bytes: one gradient evaluation needs about {per_row} bytes; the budget is {budget}"
+        )
+    return rows
 
-    flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
-    flat_x = xs.astype(np.float64).reshape(-1)
-    noise = None
-    if plan.input_noise:
-        noise = _input_noise(method, input_shape, lo, hi, flat_x)
 
-    if method.base == "integrated_gradients":
-        step_sizes, alphas = integration_rule(method.ig_rule, method.ig_steps)
-        baseline = resolve_baseline(method.ig_baseline, input_shape, lo, hi).reshape(-1)
-    else:
-        step_sizes, alphas, baseline = np.ones(1), np.ones(1), np.zeros(features)
-
-    weights: tuple[tuple[int, str], ...] = ()
-    if plan.weight_noise:
-        if not isinstance(model.weights, Mapping):
-            raise InvalidArgumentError(
-                f"model.weights: expected a mapping of name to array; got {type(model.weights).__name__}"
-            )
-        weights = perturbable_weights(model.weights, tuple(method.weight_exclude))
-
-    layout = StatisticLayout(
-        input_shape, method.transform, method.channel_reduction, normalized_channel_axis(method, input_shape)
-    )
-    return _Request(
-        model=model,
-        method=method,
-        target=target,
-        input_shape=input_shape,
-        output_shape=output_shape,
-        x=flat_x,
-        lower=flat_lo,
-        upper=flat_hi,
-        seed=seed,
-        plan=plan,
-        chunk_rows=chunk_size,
-        noise=noise,
-        cotangent=cotangent,
-        target_index=target_index,
-        step_sizes=step_sizes,
-        alphas=alphas,
-        baseline=baseline,
-        weights=weights,
-        layout=layout,
-        should_stop=should_stop,
-        on_progress=on_progress,
-    )
+def _perturbable_weights(model: GradientModel, method: Method) -> tuple[tuple[int, str], ...]:
+    if not isinstance(model.weights, Mapping):
+        raise InvalidArgumentError(
+            f"model.weights: expected a mapping of name to array; got {type(model.weights).__name__}"
+        )
+    return perturbable_weights(model.weights, tuple(method.weight_exclude))
 
 
 def _input_noise(
@@ -365,11 +361,10 @@ class _Run:
         self.samples_done = 0
         self.stopped = False
         self.clean_outputs: np.ndarray | None = None
-        self._partial: np.ndarray | None = None  # running Σ_k w_k G_k of the open IG sample
         self._unit_sum: np.ndarray | None = None  # running Σ z of the open FusionGrad unit
         self._overrides: tuple[int, dict[str, np.ndarray]] | None = None
-        self._ig = request.method.base == "integrated_gradients"
-        self._ig_inner = self._ig and request.method.ig_smoothing == "inner"
+        self._rows = request.sample_rows
+        self._stochastic = get_smoothing(request.method.mode).stochastic
         # Every row's center x as one broadcast view, sliced per chunk.
         self._x_rows = np.broadcast_to(request.x, (max(1, min(request.chunk_rows, self.plan.rows)), request.x.size))
         self._streams = None
@@ -381,7 +376,7 @@ class _Run:
                 request.seed,
                 sampler,
                 sampler.unit_draws(int(request.method.samples), int(request.method.replicates)),
-                repeats=self._ig and not self._ig_inner,
+                repeats=self._rows.repeats_draws,
             )
 
     # -- model access ---------------------------------------------------------------------------
@@ -536,35 +531,26 @@ class _Run:
         rows = np.arange(start, stop)
         steps = rows % plan.rows_per_sample
         samples = rows // plan.rows_per_sample
-        centers = self._path(steps) if self._ig_inner else self._x_rows[: rows.size]
+        x_rows = self._x_rows[: rows.size]
+        centers = self._rows.centers(steps, x_rows)
         points = np.array(centers) if r.noise is None else r.noise.noisy(self._draws(steps, samples), centers)
-        if not self._ig or self._ig_inner:
-            return points, self._x_rows[: rows.size]
-        endpoints = points
-        if r.noise is None:
-            return self._path(steps), endpoints
-        alphas = r.alphas[steps][:, None]
-        return r.baseline + alphas * (endpoints - r.baseline), endpoints
-
-    def _path(self, steps: np.ndarray) -> np.ndarray:
-        """Path points ``x0 + a_k (x − x0)`` of these steps, ``(len(steps), D)``: the noise centers of
-        inner smoothing and the rows of unsmoothed IG, built per chunk."""
-        return path_points(self.r.x, self.r.baseline, self.r.alphas[steps])
+        return self._rows.inputs(steps, points, x_rows)
 
     def _noise_summary(self) -> tuple[float, float, float]:
         """Inherent noise, mean scale and share of zero scales, averaged over the noise centers
         (every path point for inner smoothing, in blocks that bound the memory, else ``x``)."""
         noise, r = self.r.noise, self.r
         assert noise is not None
-        if not self._ig_inner:
+        steps = self._rows.center_count
+        if steps == 1:
             centers = r.x[None, :]
             scales = noise.scale_of(centers)
             return noise.inherent_noise(centers), float(scales.mean()), float(np.count_nonzero(scales == 0.0)) / scales.size
-        steps = r.alphas.size
         block = max(1, _SUMMARY_BLOCK_VALUES // max(1, r.x.size))
         inherent = scale_sum = zeros = 0.0
         for start in range(0, steps, block):
-            centers = self._path(np.arange(start, min(start + block, steps)))
+            step_block = np.arange(start, min(start + block, steps))
+            centers = self._rows.centers(step_block, np.broadcast_to(r.x, (step_block.size, r.x.size)))
             scales = noise.scale_of(centers)
             inherent += noise.inherent_noise(centers) * centers.shape[0]
             scale_sum += float(scales.sum())
@@ -574,16 +560,16 @@ class _Run:
     def _draws(self, steps: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """The noise draws of rows with these path steps and samples, ``(rows, D)``.
 
-        A draw's coordinates are ``(a, b, c)`` = (path step for inner smoothing else 0, unit for weight
-        noise else 0, inner draw for weight noise else sample): outer smoothing and plain SmoothGrad
-        draw once per sample, inner smoothing once per path point.
+        A draw's coordinates are ``(a, b, c)`` = (row step when the base method draws per row, as
+        inner-smoothed IG does, else 0; unit for weight noise else 0; inner draw for weight noise else
+        sample): other base methods draw once per sample.
         """
         plan = self.plan
         assert self._streams is not None
         if plan.rows_per_sample == 1 and not plan.weight_noise:
             return self._streams.rows(0, 0, int(samples[0]), int(samples[-1]) + 1)
         units, inners = np.divmod(samples, plan.samples_per_unit)
-        a = steps if self._ig_inner else np.zeros_like(steps)
+        a = steps if self._rows.noise_per_row else np.zeros_like(steps)
         b = units if plan.weight_noise else np.zeros_like(units)
         c = inners if plan.weight_noise else samples
         out = np.empty((samples.size, self.r.x.size), dtype=np.float64)
@@ -605,34 +591,20 @@ class _Run:
     def _absorb(
         self, start: int, stop: int, points: np.ndarray, endpoints: np.ndarray, gradients: np.ndarray
     ) -> None:
-        r, plan = self.r, self.plan
-        base = r.method.base
+        plan = self.plan
         flat = gradients.reshape(gradients.shape[0], -1)
-        if base != "integrated_gradients" and plan.samples_per_unit == 1 and r.method.tol is None:
+        if plan.samples_per_unit == 1 and self.r.method.tol is None:
             # One unit per row and no stopping rule: the whole chunk in one vectorised step.
-            values = flat
-            if base == "gradient_x_input":
-                values = points.astype(np.float32).astype(np.float64) * flat
-            self.moments.add_many(r.layout.statistics(values))
-            self.samples_done += stop - start
-            return
+            values = self._rows.batch_values(points, flat)
+            if values is not None:
+                self.moments.add_many(self.r.layout.statistics(values))
+                self.samples_done += stop - start
+                return
         for b, row in enumerate(range(start, stop)):
             step, sample = row % plan.rows_per_sample, row // plan.rows_per_sample
-            g = flat[b].astype(np.float64)
-            if base == "gradient":
-                value = g
-            elif base == "gradient_x_input":
-                # The point the model actually saw (float32), times its gradient.
-                value = points[b].astype(np.float32).astype(np.float64) * g
-            else:
-                if step == 0:
-                    self._partial = r.step_sizes[0] * g
-                else:
-                    assert self._partial is not None
-                    self._partial += r.step_sizes[step] * g
-                if step < plan.rows_per_sample - 1:
-                    continue
-                value = (endpoints[b] - r.baseline) * self._partial
+            value = self._rows.row_value(step, points[b], endpoints[b], flat[b].astype(np.float64))
+            if value is None:
+                continue
             self._add_sample(sample, value)
             if self.stopped:
                 return
@@ -661,7 +633,7 @@ class _Run:
             self.stopped = True
 
     def _current_relative_error(self) -> float:
-        if self.r.method.mode == "none":
+        if not self._stochastic:
             return 0.0
         if self.moments.count < 2:
             return math.inf
@@ -671,7 +643,7 @@ class _Run:
     def _result(self) -> Explanation:
         r = self.r
         theta, se = r.layout.finalize(self.moments)
-        if r.method.mode == "none":
+        if not self._stochastic:
             se = np.zeros_like(theta)
         inherent = zero_scale = 0.0
         mean_scale = None

@@ -83,7 +83,8 @@ class GaussianKernel(Kernel):
 
     def pdf(self, t: ArrayLike) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
-        return np.exp(-0.5 * t * t) / np.sqrt(2.0 * np.pi)
+        density: np.ndarray = np.exp(-0.5 * t * t) / np.sqrt(2.0 * np.pi)
+        return density
 
     def cdf(self, t: ArrayLike) -> np.ndarray:
         return np.asarray(special.ndtr(np.asarray(t, dtype=np.float64)))
@@ -100,7 +101,8 @@ class PoissonKernel(Kernel):
 
     def pdf(self, t: ArrayLike) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
-        return 1.0 / (np.pi * (1.0 + t * t))
+        density: np.ndarray = 1.0 / (np.pi * (1.0 + t * t))
+        return density
 
     def cdf(self, t: ArrayLike) -> np.ndarray:
         return 0.5 + np.arctan(np.asarray(t, dtype=np.float64)) / np.pi
@@ -123,7 +125,8 @@ class HyperbolicKernel(Kernel):
         t = np.asarray(t, dtype=np.float64)
         # (2/π)·atan(e^t), evaluated through e^{-|t|} and atan(e^t) = π/2 − atan(e^{-t}) to avoid overflow.
         lower_tail = (2.0 / np.pi) * np.arctan(np.exp(-np.abs(t)))
-        return np.where(t <= 0.0, lower_tail, 1.0 - lower_tail)
+        probability: np.ndarray = np.where(t <= 0.0, lower_tail, 1.0 - lower_tail)
+        return probability
 
     def ppf(self, p: ArrayLike) -> np.ndarray:
         return np.log(np.tan(0.5 * np.pi * np.asarray(p, dtype=np.float64)))

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+# The built-in base methods (estimator.bases) and smoothing modes (estimator.smoothing); the registries
+# are what is checked at run time, and a test keeps these names, the proto and the CLI in step with them.
 BaseMethod = Literal["gradient", "gradient_x_input", "integrated_gradients"]
 SmoothingMode = Literal["none", "input", "parameter", "fusion"]
 ScalePolicyName = Literal["fixed", "adaptive", "truncated"]

@@ -38,7 +38,8 @@ def _magnitudes(s: ArrayLike, field: str = "s") -> np.ndarray:
     values = check_float_array(s, field).reshape(-1)
     if values.size == 0:
         raise InvalidArgumentError(f"{field}: expected a non-empty map; got size 0")
-    return np.abs(values)
+    magnitudes: np.ndarray = np.abs(values)
+    return magnitudes
 
 
 def sparseness(s: ArrayLike) -> float:

@@ -108,9 +108,11 @@ class UnitMoments:
         if self._diagonal:
             chosen = d if self._every_row else d[:, self._diagonal_rows]
             np.multiply(chosen, chosen, out=chosen)
-            return chosen[0] if chosen.shape[0] == 1 else chosen.sum(axis=0)
+            squares: np.ndarray = chosen[0] if chosen.shape[0] == 1 else chosen.sum(axis=0)
+            return squares
         products = np.stack([d[:, p] * d[:, q] for p, q in self.pairs], axis=1)
-        return products[0] if products.shape[0] == 1 else products.sum(axis=0)
+        summed: np.ndarray = products[0] if products.shape[0] == 1 else products.sum(axis=0)
+        return summed
 
     def _totals(self) -> tuple[int, np.ndarray, np.ndarray]:
         """``(n, S₁, S₂)`` including the units of the open group (nothing is mutated)."""
@@ -250,7 +252,8 @@ class StatisticLayout:
         elif self.transform == "vargrad":
             per_channel = np.concatenate([per_channel, per_channel * per_channel], axis=1)
         if self._linear_reduction:
-            return self._weight * per_channel.sum(axis=1, keepdims=True)
+            reduced: np.ndarray = self._weight * per_channel.sum(axis=1, keepdims=True)
+            return reduced
         return per_channel
 
     def statistic(self, attribution: np.ndarray) -> np.ndarray:
@@ -265,7 +268,8 @@ class StatisticLayout:
         elif self.transform == "vargrad":
             per_channel = np.concatenate([per_channel, per_channel * per_channel], axis=0)
         if self._linear_reduction:
-            return self._weight * per_channel.sum(axis=0, keepdims=True)
+            reduced: np.ndarray = self._weight * per_channel.sum(axis=0, keepdims=True)
+            return reduced
         return per_channel
 
     def finalize(self, moments: UnitMoments) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,8 @@ class InputNoise:
         if out is None:
             return open_uniform(generator, shape)
         generator.random(out=out)
-        return np.maximum(out, TINY_UNIFORM, out=out)
+        uniforms: np.ndarray = np.maximum(out, TINY_UNIFORM, out=out)
+        return uniforms
 
     def scale_of(self, centers: np.ndarray) -> np.ndarray:
         """:meth:`scale_at` of shape ``centers.shape``; when every row of ``centers`` is the same
@@ -142,9 +143,8 @@ class InputNoise:
         if self.kernel.heavy_tailed:
             window = self._window()
             return truncated_offsets(draws, 0.0, -window, window, scale, self.kernel)  # type: ignore[arg-type]
-        if self.direct:
-            return scale * draws
-        return scale * self.kernel.ppf(draws)
+        offsets: np.ndarray = scale * draws if self.direct else scale * self.kernel.ppf(draws)
+        return offsets
 
     def noisy(self, draws: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """``centers + u``; truncated draws are clipped into the domain against float rounding.
@@ -163,14 +163,15 @@ class InputNoise:
 
             for_each_slice(shift, draws.shape[0], draws.shape[1])
             return draws
-        points = centers + self.offsets(draws, centers)
+        points: np.ndarray = centers + self.offsets(draws, centers)
         if self.policy == "truncated":
             np.clip(points, self.lower, self.upper, out=points)
         return points
 
     def _window(self) -> np.ndarray:
         """Half-width of the window that heavy-tailed draws are restricted to, ``(D,)``."""
-        return HEAVY_TAIL_WINDOW * (self.upper - self.lower)
+        window: np.ndarray = HEAVY_TAIL_WINDOW * (self.upper - self.lower)
+        return window
 
     def inherent_noise(self, centers: np.ndarray) -> float:
         """Mean over ``centers`` (``(B, D)``) and features of the out-of-domain probability

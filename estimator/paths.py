@@ -93,7 +93,8 @@ def path_points(x: np.ndarray, baseline: np.ndarray, alphas: np.ndarray) -> np.n
     ``x`` and ``baseline`` are ``(D,)``; returns ``(K, D)`` float64. Computed per chunk of path
     steps, never for the whole path at once (steps × features can exceed any memory budget).
     """
-    return baseline + alphas[:, None] * (x - baseline)[None, :]
+    points: np.ndarray = baseline + alphas[:, None] * (x - baseline)[None, :]
+    return points
 
 
 def resolve_baseline(

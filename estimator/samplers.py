@@ -164,7 +164,8 @@ class SobolSampler(_PointSetSampler):
         with warnings.catch_warnings():
             # A point count that is not a power of two loses some balance, not validity.
             warnings.simplefilter("ignore", UserWarning)
-            return engine.random(count)
+            points: np.ndarray = engine.random(count)
+            return points
 
 
 _REGISTRY: dict[str, Sampler] = {

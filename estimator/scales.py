@@ -40,7 +40,8 @@ DOMAIN_SLACK = 1e-6
 
 def domain_slack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """How far outside ``[lo, hi]`` a point still counts as on the bound (float rounding), per feature."""
-    return DOMAIN_SLACK * (hi - lo)
+    slack: np.ndarray = DOMAIN_SLACK * (hi - lo)
+    return slack
 
 
 def snap_to_domain(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -94,7 +95,8 @@ def fixed_scale(
             raise InvalidArgumentError(f"sigma: expected values >= 0; got minimum {float(s.min())}")
         return np.array(np.broadcast_to(s, out_shape), dtype=np.float64)
     a = check_float(alpha, "alpha", positive=True)
-    return a * (hi - lo)
+    scale: np.ndarray = a * (hi - lo)
+    return scale
 
 
 def adaptive_scale(
@@ -170,7 +172,8 @@ def _inherent_noise(
 ) -> np.ndarray:
     if np.all(eps > 0):
         mass = kernel.cdf((hi - x) / eps) - kernel.cdf((lo - x) / eps)
-        return np.clip(1.0 - mass, 0.0, 1.0)
+        outside: np.ndarray = np.clip(1.0 - mass, 0.0, 1.0)
+        return outside
     x, lo, hi, eps = np.broadcast_arrays(x, lo, hi, eps)
     slack = domain_slack(lo, hi)
     inside = (x >= lo - slack) & (x <= hi + slack)

@@ -187,7 +187,8 @@ def _mask(value: Any, output_shape: tuple[int, ...], field: str) -> np.ndarray:
                 f"{field}: expected only 0 and 1; got {mask[where]!r} at {where} "
                 "(for a weighted sum give an explicit cotangent instead)"
             )
-    return mask != 0
+    selected: np.ndarray = mask != 0
+    return selected
 
 
 def _index(axes: Any, output_shape: tuple[int, ...], field: str) -> tuple[int | slice, ...]:

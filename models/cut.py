@@ -37,6 +37,7 @@ __all__ = [
     "element_types",
     "embedding_bounds",
     "embedding_table",
+    "inferred_instance_shape",
 ]
 
 FLOAT_ELEMENT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16})
@@ -210,11 +211,23 @@ def cut_model(
     prefix_inputs = tuple(name for name in input_names if name in prefix_reads)
     suffix_inputs = tuple(name for name in input_names if name in suffix_reads)
     elem_type = int(elem)  # type: ignore[arg-type]
-    dims: list[int | str | None] = ["batch", *(instance_shape or [])] if instance_shape is not None else ["batch"]
+    batch = _batch_dim([value for value in inputs if value.name in prefix_inputs])
+    dims: list[int | str | None] = [batch, *(instance_shape or [])]
     cut_value = helper.make_tensor_value_info(tensor, elem_type, dims if instance_shape is not None else None)
     prefix = _submodel(model, prefix_nodes, prefix_inputs, prefix_reads, [tensor], types)
     suffix = _submodel(model, suffix_nodes, suffix_inputs, suffix_reads, [explained], types, first_input=cut_value)
     return CutModel(tensor, explained, prefix, suffix, prefix_inputs, suffix_inputs)
+
+
+def _batch_dim(inputs: Sequence[onnx.ValueInfoProto]) -> int | str:
+    """The batch dimension of the cut tensor: the fixed batch of an export without a dynamic batch
+    axis (every input the prefix reads declares the same size on axis 0), else symbolic. A fixed
+    export's suffix then stays a fixed-batch graph, run one batch of that size per call."""
+    sizes = set()
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        sizes.add(int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None)
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else "batch"  # type: ignore[return-value]
 
 
 def _submodel(
@@ -284,3 +297,37 @@ def embedding_bounds(
     upper = np.where(flat, lower + np.maximum(np.abs(lower) * 1e-6, 1e-6), upper).astype(np.float32)
     shape = tuple(int(d) for d in instance_shape)
     return np.broadcast_to(lower, shape).copy(), np.broadcast_to(upper, shape).copy()
+
+
+def inferred_instance_shape(
+    model: onnx.ModelProto, tensor: str, pins: Mapping[str, Sequence[int]] | None = None
+) -> tuple[int, ...] | None:
+    """One instance's shape of ``tensor`` (no batch dimension) by ONNX shape inference, the graph
+    inputs in ``pins`` given those instance shapes; ``None`` when a dimension after the batch stays
+    unknown. Weights are not read."""
+    skeleton = onnx.ModelProto(ir_version=model.ir_version)
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph = skeleton.graph
+    graph.node.extend(model.graph.node)
+    weights = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in weights:
+            continue
+        if pins and value.name in pins:
+            pinned: list[str | int | None] = ["batch", *(int(d) for d in pins[value.name])]
+            value = helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, pinned)
+        graph.input.append(value)
+    for init in model.graph.initializer:
+        graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.UNDEFINED, None))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton)
+    except Exception:  # noqa: BLE001 - a model shape inference rejects: the caller asks for the shape
+        return None
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        if value.name == tensor and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim[1:]
+            if all(d.HasField("dim_value") for d in dims) and value.type.tensor_type.shape.dim:
+                return tuple(int(d.dim_value) for d in dims)
+    return None

@@ -53,7 +53,12 @@ def gradify(
             data gets copies of its data files beside ``dst`` (``<dst name>.data``); one larger than
             ``external_data.INLINE_LIMIT_BYTES`` is written with its weights in ``<dst name>.data``;
             any other is one self-contained file.
-        inputs: float graph inputs to differentiate; default: every float graph input.
+        inputs: float graph inputs to differentiate; default: every float graph input. One float
+            tensor computed inside the graph (an embedding output, a feature map) instead writes the
+            gradient model of the part of the graph after it (:func:`models.cut.cut_model`), with
+            that tensor as its differentiated input and the graph inputs that part still reads (an
+            attention mask) as plain inputs; its instance shape comes from shape inference or
+            ``shapes``.
         explained: the tensor to explain (any graph tensor, e.g. pre-Softmax logits); default: the
             first graph output.
         shapes: per input, the shape of one instance without the batch dimension, e.g.
@@ -71,11 +76,44 @@ def gradify(
         model = src
     else:
         model = load_model(src, external_data=False) if folder is not None else load_model(src)
+    graph_inputs = {value.name for value in model.graph.input}
+    inside = [name for name in inputs or () if name not in graph_inputs]
+    if inside:
+        model, shapes = _cut_at(model, list(inputs or ()), inside[0], explained, shapes)
     gradient = build_gradient_model(model, inputs, explained, input_shapes=shapes, external_data_dir=folder)
     gradient.ir_version = min(gradient.ir_version, _MAX_IR_VERSION)
     metadata = read_gradient_metadata(gradient)
     save_model(gradient, dst, external_data_dir=folder)
     return metadata
+
+
+def _cut_at(
+    model: onnx.ModelProto,
+    inputs: Sequence[str],
+    tensor: str,
+    explained: str | None,
+    shapes: Mapping[str, Sequence[int]] | None,
+) -> tuple[onnx.ModelProto, dict[str, Sequence[int]]]:
+    """The part of ``model`` after ``tensor`` and the instance shapes to pin in it."""
+    from models.cut import cut_model, inferred_instance_shape
+
+    if len(inputs) != 1:
+        raise InvalidModelError(
+            f"--input {tensor!r} is a tensor computed inside the graph; it is differentiated alone: give it as the "
+            f"only --input (got {list(inputs)})"
+        )
+    target = explained or (model.graph.output[0].name if model.graph.output else "")
+    cut_model(model, tensor, target)  # refusals first: a missing, integer or unrelated tensor
+    pins = dict(shapes or {})
+    instance = pins.get(tensor) or inferred_instance_shape(model, tensor, pins)
+    if instance is None:
+        raise InvalidModelError(
+            f"the instance shape of {tensor!r} is not static after shape inference; pin it with --shape "
+            f"{tensor}=DIMS (one instance, no batch)"
+        )
+    cut = cut_model(model, tensor, target, tuple(instance))
+    kept = {name: dims for name, dims in pins.items() if name in cut.suffix_inputs}
+    return cut.suffix, {**kept, tensor: tuple(instance)}
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,9 @@ class InstanceSession:
         self.upper = np.ones(shape, np.float32) if upper is None else np.asarray(upper, np.float32)
         #: token ids must lie in [0, index_limit) (the embedding table's rows); None: unchecked.
         self.index_limit: int | None = None
+        #: False: ``lower``/``upper`` are placeholders (an intermediate tensor a request named that is
+        #: not an embedding lookup); requests must then send their own bounds.
+        self.bounds_known = True
         self.channel_axis = channel_axis
         self.channel_reduction = channel_reduction if channel_axis is not None else "none"
 

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from estimator import check_seed
 from estimator.errors import InvalidArgumentError
 from estimator.method import (
     ClassTarget,
@@ -254,6 +255,7 @@ class ExplainerClient:
         upper: float | np.ndarray | None = None,
         timeout: float | None = None,
         extra_inputs: Mapping[str, np.ndarray] | None = None,
+        explained_input: str = "",
     ) -> list[InstanceExplanation]:
         """Explain a batch of instances.
 
@@ -272,13 +274,18 @@ class ExplainerClient:
             extra_inputs: the model's other graph inputs by name (e.g. ``{"attention_mask": mask}``),
                 ``(batch, *shape)`` or one instance's shape shared by all, any supported dtype;
                 fed unchanged to every noisy sample.
+            explained_input: a float tensor of the graph to explain with respect to instead of the
+                model's (``ModelInfo.explained_input``), e.g. an embedding output or a feature map;
+                results then have that tensor's instance shape (reduced per token at an embedding).
+                Bounds: derived at an embedding lookup, else give ``lower`` and ``upper``.
 
         Returns:
             One explanation per instance in batch order; with a top-k target, k per instance
             (ranks in order within an instance).
         """
         def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None) -> list[InstanceExplanation]:
-            request = self._explain_request(model, part, method, target, part_seed, lower, upper, extra)
+            request = self._explain_request(model, part, method, target, part_seed, lower, upper, extra,
+                                            explained_input)
             response = self._call(self._stub.Explain, request, timeout)
             return [codec.explanation_from_proto(e) for e in response.explanations]
 
@@ -337,6 +344,7 @@ class ExplainerClient:
         upper: float | np.ndarray | None = None,
         timeout: float | None = None,
         extra_inputs: Mapping[str, np.ndarray] | None = None,
+        explained_input: str = "",
     ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
         """Like :meth:`explain`, yielding :class:`ExplainProgress` events, then the list of results last.
 
@@ -345,7 +353,8 @@ class ExplainerClient:
         def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None,
                  ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
             request = pb.ExplainStreamRequest(
-                request=self._explain_request(model, part, method, target, part_seed, lower, upper, extra)
+                request=self._explain_request(model, part, method, target, part_seed, lower, upper, extra,
+                                              explained_input)
             )
             try:
                 stream = self._stub.ExplainStream(request, timeout=self._timeout(timeout), metadata=self._metadata)
@@ -409,6 +418,7 @@ class ExplainerClient:
         lower: float | np.ndarray | None,
         upper: float | np.ndarray | None,
         extra_inputs: Mapping[str, np.ndarray] | None = None,
+        explained_input: str = "",
     ) -> pb.ExplainRequest:
         try:
             batch = np.asarray(inputs if isinstance(inputs, np.ndarray) else np.stack(list(inputs)))
@@ -420,13 +430,12 @@ class ExplainerClient:
                 inputs=codec.array_to_tensor(batch if batch.dtype.kind in "iu" else batch.astype(np.float32, copy=False)),
                 target=codec.target_to_proto(as_target(target)),
                 method=codec.method_to_proto(method if method is not None else Method()),
+                explained_input=explained_input,
             )
             for name, value in (extra_inputs or {}).items():
                 request.extra_inputs[name].CopyFrom(codec.array_to_tensor(np.asarray(value)))
             if seed is not None:
-                if not 0 <= seed < 2**64:
-                    raise MollifyError("INVALID_ARGUMENT", f"seed must be in [0, 2**64), got {seed}")
-                request.seed = seed
+                request.seed = check_seed(seed)
             if lower is not None:
                 request.lower.CopyFrom(codec.array_to_tensor(np.asarray(lower, dtype=np.float32)))
             if upper is not None:

@@ -141,6 +141,7 @@ class MollifyCore:
             runtime_options=settings.runtime_options() if session_factory is None else None,
             session_factory=session_factory,
             max_output_graphs=settings.max_output_graphs,
+            max_explained_inputs=settings.max_explained_inputs,
             on_change=self._models_changed,
             allow_symlinks_outside=settings.allow_symlinks_outside,
             reload_min_interval_s=settings.reload_min_interval_s,

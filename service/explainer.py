@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from estimator import explain, planned_evaluations
+from estimator import check_seed, explain, planned_evaluations
 from estimator.errors import CancelledError, LimitExceededError
 from estimator.explain import ESTIMATOR_BYTES_PER_FEATURE
 from estimator.gradient_model import GradientModel
@@ -59,6 +59,7 @@ class ExplainQuery:
         upper: like ``lower``.
         extra_inputs: the model's other graph inputs by name, ``(batch, *shape)`` or one instance's
             shape shared by all instances.
+        explained_input: the float tensor of the graph to explain with respect to; ``""``: the model's.
     """
 
     model: str
@@ -69,6 +70,7 @@ class ExplainQuery:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     extra_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    explained_input: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,6 @@ class WorkObserver(Protocol):
 
     def explanation_done(self, model: str, samples: int, gradient_evaluations: int, seconds: float) -> None: ...
 
-
-_SEED_LIMIT = 2**64
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,11 @@ class Explainer:
             RequestCancelledError: the client cancelled or the deadline passed.
         """
         entry = self.repository.ready_entry(query.model)
-        session = self.repository.session_for(entry, query.target.output)
+        session = self.repository.session_for(entry, query.target.output, query.explained_input)
+        default_lower, default_upper = entry.lower, entry.upper
         if isinstance(session, InstanceSession):
+            default_lower, default_upper = session.lower, session.upper
+            _check_bounds_given(query, session)
             inputs = checked_sent_inputs(query.inputs, session.sent_input, session.index_limit)
             inputs = self._checked_inputs(inputs, session.sent_input.shape, keep_dtype=True)
             extras = checked_extra_inputs(query.extra_inputs, session.extra_inputs, len(inputs), entry.name)
@@ -170,8 +173,8 @@ class Explainer:
                 )
             inputs = self._checked_inputs(query.inputs, session.input_shape)
             extras = [{} for _ in range(len(inputs))]
-        lower = self._bound(query.lower, entry.lower, session.input_shape, "lower")
-        upper = self._bound(query.upper, entry.upper, session.input_shape, "upper")
+        lower = self._bound(query.lower, default_lower, session.input_shape, "lower")
+        upper = self._bound(query.upper, default_upper, session.input_shape, "upper")
         _check_request_magnitudes(query)
         if not np.all(lower < upper):
             where = tuple(int(i) for i in np.argwhere(~(lower < upper))[0])
@@ -188,8 +191,8 @@ class Explainer:
                 f"{len(inputs)} instances × {ranks} ranks); the limit is {self.limits.max_evaluations} "
                 f"(setting --max-evaluations / MOLLIFY_MAX_EVALUATIONS)"
             )
-        if query.seed is not None and not 0 <= query.seed < _SEED_LIMIT:
-            raise InvalidRequestError(f"seed must be in [0, 2**64), got {query.seed}")
+        if query.seed is not None:
+            check_seed(query.seed)
         self._check_row_fits(entry.name, session)
         with self.scheduler.slot(cancellation) as queued_s:
             run = _Run(
@@ -402,6 +405,17 @@ def _check_request_magnitudes(query: ExplainQuery) -> None:
     selection = query.target.selection
     if isinstance(selection, CotangentTarget):
         _check_magnitude(selection.cotangent, "target.cotangent")
+
+
+def _check_bounds_given(query: ExplainQuery, session: InstanceSession) -> None:
+    """Refuse a request at an explained input whose bounds are unknown that sends none."""
+    if session.bounds_known or (query.lower is not None and query.upper is not None):
+        return
+    raise InvalidRequestError(
+        f"lower and upper are needed: explained_input {session.explained_input!r} is not an embedding lookup "
+        f"(a Gather of a weight), so its bounds cannot be derived; send them as scalars or broadcastable to "
+        f"its instance shape {list(session.input_shape)}"
+    )
 
 
 def _instance_method(method: Method, session: InstanceSession, x: np.ndarray, extras: Mapping[str, np.ndarray]) -> Method:

@@ -39,12 +39,12 @@ from starlette.routing import Route
 from service import http_codec
 from service.auth import UNAUTHENTICATED_MESSAGE
 from service.core import Call, MollifyCore, request_id_from
-from service.errors import RequestLimitError, UnauthenticatedError
+from service.errors import InvalidRequestError, RequestLimitError, UnauthenticatedError, UnknownModelError
 from service.explainer import ExplainQuery
 from service.queries import query_summary
 from service.scheduler import Cancellation
 from service.status import failure_for
-from service.vocabulary import InstanceExplanation, ModelInfo
+from service.vocabulary import InstanceExplanation, ModelInfo, TensorDescription
 
 __all__ = ["create_app"]
 
@@ -97,7 +97,7 @@ class _Routes:
         )
 
     async def _explain(
-        self, request: Request, method: str, decode: Callable[[str, Any], ExplainQuery],
+        self, request: Request, method: str, decode: Callable[[str, Any, tuple[TensorDescription, ...]], ExplainQuery],
         encode: Callable[[ExplainQuery, ModelInfo, list[InstanceExplanation], str], dict[str, Any]],
     ) -> Response:
         call = self._core.call(method, request.headers.get("x-request-id"))
@@ -110,7 +110,7 @@ class _Routes:
             name = request.path_params["name"]
 
             def work() -> bytes:
-                query = decode(name, http_codec.parse_body(body))
+                query = decode(name, http_codec.parse_body(body), self._request_inputs(name))
                 call.fields.update(query_summary(query))
                 results = self._core.explain(query, cancellation)
                 return http_codec.to_json(encode(query, self._core.model(query.model), results, call.id))
@@ -124,6 +124,14 @@ class _Routes:
             return self._failed(call, err)
         call.succeeded()
         return Response(payload, media_type=_JSON, headers={"x-request-id": call.id})
+
+    def _request_inputs(self, name: str) -> tuple[TensorDescription, ...]:
+        """The inputs a request to model ``name`` sends (dtypes decide how JSON numbers are read);
+        empty for an unknown model, which the explanation then reports."""
+        try:
+            return self._core.model(name).request_inputs
+        except (UnknownModelError, InvalidRequestError):
+            return ()
 
     # ------------------------------------------------------------------------- models
 

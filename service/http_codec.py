@@ -3,15 +3,23 @@
 Two request shapes, one meaning:
 
 - KServe v1: ``{"instances": [instance, ...], "parameters": {...}}``, each instance a nested list
-  of numbers of the model's input shape (as KServe clients send them);
+  of numbers of the model's input shape (as KServe clients send them), or, for a model with
+  several inputs (token ids + attention mask), an object naming each of its request inputs
+  (``{"input_ids": [...], "attention_mask": [...]}``);
 - Open Inference Protocol (OIP, KServe v2): ``{"inputs": [{"name", "datatype", "shape", "data"}],
-  "parameters": {...}}``, one float tensor (FP32, FP64 or FP16; ``data`` flat in row-major order
-  or nested), the batch first.
+  "parameters": {...}}``, the batch first; ``data`` flat in row-major order or nested. One tensor
+  is the model's first request input; a model with several inputs takes one tensor per request
+  input, by name.
+
+Integer inputs (token ids, masks) travel as integers: a v1 instance's numbers are read in the
+model's input dtype (integers refused when not whole), an OIP tensor in its datatype (INT64,
+INT32, UINT8, BOOL or a float type). Integers sent for a float input mean their values.
 
 ``parameters`` holds the ``mollify.v1`` request fields by their proto names: every ``Method``
 field at the top level (``"mode": "SMOOTHING_MODE_INPUT"`` or just ``"input"``, ``"samples": 50``,
 ``"alpha": 0.2``, ``"sigma": 0.1``, ...), plus ``"target"`` (a ``Target`` as proto JSON, e.g.
-``{"class_index": 3}`` or ``{"top_k": 2}``), ``"seed"``, ``"lower"`` and ``"upper"``. Tensor-valued
+``{"class_index": 3}`` or ``{"top_k": 2}``), ``"seed"``, ``"lower"``, ``"upper"`` and
+``"explained_input"`` (a tensor name). Tensor-valued
 fields take a number or a nested list. The parameters become an ``ExplainRequest`` message decoded
 by ``service/queries.py`` exactly as a gRPC request is, so both front ends read the same fields
 with the same checks, and the same seed gives bitwise the same explanation.
@@ -34,7 +42,7 @@ from service import codec
 from service.errors import InvalidRequestError
 from service.explainer import ExplainQuery
 from service.queries import query_from_proto
-from service.vocabulary import InstanceExplanation, ModelInfo
+from service.vocabulary import InstanceExplanation, ModelInfo, TensorDescription
 
 __all__ = [
     "OIP_DATATYPES",
@@ -49,12 +57,15 @@ __all__ = [
 ]
 
 _METHOD_FIELDS = pb.Method.DESCRIPTOR.fields_by_name
-_REQUEST_FIELDS = ("target", "seed", "lower", "upper")
+_REQUEST_FIELDS = ("target", "seed", "lower", "upper", "explained_input")
 PARAMETER_NAMES: tuple[str, ...] = tuple(sorted(_METHOD_FIELDS)) + _REQUEST_FIELDS
 """Every key ``parameters`` may hold."""
 OIP_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-                                            "FP16": np.dtype(np.float16)}
-"""OIP datatypes an explained input may have."""
+                                            "FP16": np.dtype(np.float16), "INT64": np.dtype(np.int64),
+                                            "INT32": np.dtype(np.int32), "UINT8": np.dtype(np.uint8),
+                                            "BOOL": np.dtype(np.bool_)}
+"""OIP datatypes a request input may have."""
+_OIP_NAMES = {str(dtype): name for name, dtype in OIP_DATATYPES.items()}
 _TENSOR = pb.Tensor.DESCRIPTOR
 
 
@@ -74,8 +85,9 @@ def to_json(document: Any) -> bytes:
 # ------------------------------------------------------------------------------------ requests
 
 
-def v1_query(model: str, document: Any) -> ExplainQuery:
-    """A KServe v1 explain body as a query for ``model``."""
+def v1_query(model: str, document: Any, request_inputs: tuple[TensorDescription, ...] = ()) -> ExplainQuery:
+    """A KServe v1 explain body as a query for ``model`` (``request_inputs``: the model's, from
+    ``ModelInfo``; empty when unknown, then the instances are floats)."""
     body = _object(document, "the request body")
     _only(body, ("instances", "parameters"), "the request body")
     if "instances" not in body:
@@ -83,41 +95,103 @@ def v1_query(model: str, document: Any) -> ExplainQuery:
     instances = body["instances"]
     if not isinstance(instances, list):
         raise InvalidRequestError(f'"instances" must be a list of instances, got {type(instances).__name__}')
-    inputs = _float_array(instances, "instances")
+    if instances and all(isinstance(item, dict) for item in instances):
+        return _named_instances(model, instances, body.get("parameters"), request_inputs)
+    inputs = _typed_array(instances, "instances", request_inputs[0] if request_inputs else None)
     if inputs.ndim == 0:
         raise InvalidRequestError('"instances" must be a list of instances, got a single number')
     return _query(model, inputs, body.get("parameters"))
 
 
-def oip_query(model: str, document: Any) -> ExplainQuery:
-    """An Open Inference Protocol explain body (one input tensor, batch first) as a query for ``model``."""
+def _named_instances(
+    model: str, instances: list[Any], parameters: Any, request_inputs: tuple[TensorDescription, ...]
+) -> ExplainQuery:
+    """v1 instances as objects, one key per request input of the model: the first is ``inputs``,
+    the others ``extra_inputs``."""
+    names = [t.name for t in request_inputs]
+    if not names:
+        raise InvalidRequestError(
+            f"instances given as objects name a model's request inputs, but model {model!r} lists none"
+        )
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for index, item in enumerate(instances):
+        if set(item) != set(names):
+            raise InvalidRequestError(
+                f"instances[{index}] must name exactly the request inputs of model {model!r}: {names}; got "
+                f"{sorted(item)}"
+            )
+        for name in names:
+            columns[name].append(item[name])
+    arrays = {t.name: _typed_array(columns[t.name], f"instances[*].{t.name}", t) for t in request_inputs}
+    return _query(model, arrays[names[0]], parameters, {name: arrays[name] for name in names[1:]})
+
+
+def oip_query(model: str, document: Any, request_inputs: tuple[TensorDescription, ...] = ()) -> ExplainQuery:
+    """An Open Inference Protocol explain body (one tensor per request input, batch first) as a
+    query for ``model`` (``request_inputs`` as for :func:`v1_query`)."""
     body = _object(document, "the request body")
     _only(body, ("id", "inputs", "outputs", "parameters"), "the request body")
     inputs = body.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
+    wanted = max(1, len(request_inputs))
+    if not isinstance(inputs, list) or len(inputs) != wanted:
         count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
-        raise InvalidRequestError(f'"inputs" must be a list of exactly one tensor (the explained input), got {count}')
-    tensor = _object(inputs[0], "inputs[0]")
+        named = f" ({', '.join(t.name for t in request_inputs)})" if wanted > 1 else " (the explained input)"
+        raise InvalidRequestError(f'"inputs" must be a list of exactly {wanted} tensor{"s" if wanted > 1 else ""}'
+                                  f"{named}, got {count}")
+    arrays = [_oip_array(index, tensor) for index, tensor in enumerate(inputs)]
+    if wanted == 1:
+        sent = arrays[0][1]
+        if request_inputs and request_inputs[0].dtype.startswith("float") and sent.dtype.kind in "iub":
+            sent = sent.astype(np.float32)  # integers for a float input mean their values
+        return _query(model, sent, body.get("parameters"))
+    by_name = dict(arrays)
+    names = [t.name for t in request_inputs]
+    if set(by_name) != set(names) or len(by_name) != len(arrays):
+        raise InvalidRequestError(
+            f"inputs must be named after the request inputs of model {model!r}, one each: {names}; got "
+            f"{[name for name, _ in arrays]}"
+        )
+    return _query(model, by_name[names[0]], body.get("parameters"), {name: by_name[name] for name in names[1:]})
+
+
+def _oip_array(index: int, value: Any) -> tuple[str, np.ndarray]:
+    """One OIP tensor's name and values, shaped and in its datatype."""
+    field = f"inputs[{index}]"
+    tensor = _object(value, field)
     for key in ("name", "datatype", "shape", "data"):
         if key not in tensor:
-            raise InvalidRequestError(f'inputs[0] needs "{key}" (an OIP tensor has name, datatype, shape and data)')
+            raise InvalidRequestError(f'{field} needs "{key}" (an OIP tensor has name, datatype, shape and data)')
     datatype = tensor["datatype"]
     if datatype not in OIP_DATATYPES:
-        raise InvalidRequestError(f"inputs[0].datatype must be one of {sorted(OIP_DATATYPES)}, got {datatype!r}")
+        raise InvalidRequestError(f"{field}.datatype must be one of {sorted(OIP_DATATYPES)}, got {datatype!r}")
     shape = tensor["shape"]
     if (not isinstance(shape, list) or not shape or len(shape) > codec.MAX_DIMENSIONS
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise InvalidRequestError(f"inputs[0].shape must be a list of non-negative integers, batch first; got {shape!r}")
-    data = _float_array(tensor["data"], "inputs[0].data", OIP_DATATYPES[datatype])
+        raise InvalidRequestError(f"{field}.shape must be a list of non-negative integers, batch first; got {shape!r}")
+    dtype = OIP_DATATYPES[datatype]
+    data = (_integer_array(tensor["data"], f"{field}.data", dtype) if dtype.kind in "iub"
+            else _float_array(tensor["data"], f"{field}.data", dtype))
     if data.size != int(np.prod(shape, dtype=np.int64)):
         raise InvalidRequestError(
-            f"inputs[0].data holds {data.size} values; shape {shape} needs {int(np.prod(shape, dtype=np.int64))}"
+            f"{field}.data holds {data.size} values; shape {shape} needs {int(np.prod(shape, dtype=np.int64))}"
         )
-    return _query(model, data.reshape(shape), body.get("parameters"))
+    return str(tensor["name"]), data.reshape(shape)
 
 
-def _query(model: str, inputs: np.ndarray, parameters: Any) -> ExplainQuery:
+def _typed_array(value: Any, field: str, description: TensorDescription | None) -> np.ndarray:
+    """JSON numbers in the dtype of the request input they are for (float32 when unknown)."""
+    dtype = np.dtype(description.dtype) if description is not None and description.dtype in _OIP_NAMES else None
+    if dtype is not None and dtype.kind in "iub":
+        return _integer_array(value, field, dtype)
+    return _float_array(value, field)
+
+
+def _query(
+    model: str, inputs: np.ndarray, parameters: Any, extra_inputs: dict[str, np.ndarray] | None = None
+) -> ExplainQuery:
     request = pb.ExplainRequest(model_name=model)
+    for name, array in (extra_inputs or {}).items():
+        request.extra_inputs[name].CopyFrom(codec.array_to_tensor(array))
     if parameters is not None:
         params = _object(parameters, '"parameters"')
         _only(params, PARAMETER_NAMES, '"parameters"')
@@ -134,6 +208,13 @@ def _query(model: str, inputs: np.ndarray, parameters: Any) -> ExplainQuery:
         for bound in ("lower", "upper"):
             if bound in params:
                 getattr(request, bound).CopyFrom(_tensor(params[bound], f"parameters.{bound}"))
+        if "explained_input" in params:
+            tensor = params["explained_input"]
+            if not isinstance(tensor, str):
+                raise InvalidRequestError(
+                    f"parameters.explained_input must be a tensor name (a string), got {type(tensor).__name__}"
+                )
+            request.explained_input = tensor
     return query_from_proto(request, inputs=inputs)
 
 
@@ -191,6 +272,38 @@ def _float_array(value: Any, field: str, dtype: np.dtype[Any] | None = None) -> 
     if dtype is not None and dtype != np.float32:
         array = array.astype(dtype)
     return array.astype(np.float32) if dtype is None or dtype == np.float16 else array
+
+
+def _integer_array(value: Any, field: str, dtype: np.dtype[Any]) -> np.ndarray:
+    """Whole numbers (or equally shaped nested lists of them) as an array of ``dtype``; a boolean
+    tensor takes 0/1 (or JSON booleans)."""
+    if dtype.kind == "b":
+        value = _booleans_as_numbers(value)
+    _check_numbers(value, field)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(
+            f"{field} must be a number or equally shaped nested lists of numbers (a ragged list was sent)"
+        ) from None
+    if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+        raise InvalidRequestError(f"{field} must hold whole numbers for a {dtype} input (e.g. token ids)")
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    low, high = (info.min, info.max) if info is not None else (0, 1)
+    if array.size and (array.min() < low or array.max() > high):
+        raise InvalidRequestError(f"{field} holds values outside the {dtype} range [{low}, {high}]")
+    if array.size and np.abs(array).max() >= 2**53:  # beyond float64's whole numbers: read exactly
+        try:
+            array = np.asarray(value, dtype=np.int64)
+        except OverflowError:
+            raise InvalidRequestError(f"{field} holds values outside the {dtype} range [{low}, {high}]") from None
+    return array.astype(dtype)
+
+
+def _booleans_as_numbers(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_booleans_as_numbers(item) for item in value]
+    return int(value) if isinstance(value, bool) else value
 
 
 def _check_numbers(value: Any, field: str) -> None:
@@ -306,7 +419,8 @@ def model_metadata(info: ModelInfo) -> dict[str, Any]:
         "name": info.name,
         "versions": [info.version] if info.version else [],
         "platform": "mollify_onnx",
-        "inputs": [{"name": info.input_name, "datatype": "FP32", "shape": shape}],
+        "inputs": [{"name": t.name, "datatype": _OIP_NAMES.get(t.dtype, "FP32"), "shape": [-1, *t.shape]}
+                   for t in info.request_inputs] or [{"name": info.input_name, "datatype": "FP32", "shape": shape}],
         "outputs": [
             {"name": "attribution", "datatype": "FP32", "shape": shape},
             {"name": "standard_error", "datatype": "FP32", "shape": shape},

@@ -90,9 +90,14 @@ def open_instance_session(
     device: Any = "auto",
     intra_op_threads: int | None = None,
     options: Any = None,
+    require_bounds: bool = True,
 ) -> InstanceSession:
     """Open the model described in the module docstring (its bounds and default channel
     reduction set: the bounds derived from the embedding table for an embedding lookup).
+
+    ``require_bounds`` False (an explained input a request names): bounds that can be neither
+    derived nor read from the config leave ``bounds_known`` False instead of failing; requests
+    then send their own.
 
     Raises:
         InvalidModelError: the explained input does not exist, is not float or not upstream of the
@@ -141,7 +146,8 @@ def open_instance_session(
         input_name=explained_input, device=device, intra_op_threads=intra_op_threads,
         external_data_dir=graph.external_data_dir, extra_inputs=suffix_inputs, options=options,
     )
-    lower, upper, is_lookup = _bounds(model, config, explained_input, shape, folder)
+    bounds = _bounds(model, config, explained_input, shape, folder, required=require_bounds)
+    lower, upper, is_lookup = bounds if bounds is not None else (None, None, False)
     axis = config.channel_axis if config.channel_axis is not None else (-1 if is_lookup else None)
     reduction = config.channel_reduction or ("sum" if axis is not None else "none")
     if axis is None:
@@ -157,6 +163,7 @@ def open_instance_session(
         channel_reduction=reduction,
     )
     session.index_limit = _lookup_rows(model, sent.name) if prefix is not None else None
+    session.bounds_known = bounds is not None
     return session
 
 
@@ -170,9 +177,11 @@ def _lookup_rows(model: onnx.ModelProto, ids: str) -> int | None:
 
 
 def _bounds(
-    model: onnx.ModelProto, config: ModelConfig, tensor: str, shape: tuple[int, ...], folder: Path
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The bounds of the explained input, and whether it is an embedding lookup."""
+    model: onnx.ModelProto, config: ModelConfig, tensor: str, shape: tuple[int, ...], folder: Path,
+    *, required: bool = True,
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """The bounds of the explained input, and whether it is an embedding lookup; ``None`` when
+    they are unknown and not ``required``."""
     table = embedding_table(model, tensor) if tensor != config.input_name else None
     if tensor == config.input_name:
         return config.lower_array(), config.upper_array(), False
@@ -187,6 +196,8 @@ def _bounds(
             ) from err
         return lower, upper, table is not None
     if table is None:
+        if not required:
+            return None
         raise InvalidModelError(
             f"explained_input {tensor!r} is not an embedding lookup (a Gather of a weight), so its bounds cannot be "
             f"derived: give explained_lower and explained_upper in {CONFIG_FILE_NAME} (scalars or arrays "

@@ -24,13 +24,15 @@ def query_from_proto(request: pb.ExplainRequest, *, inputs: np.ndarray | None = 
 
     Args:
         request: the message.
-        inputs: the inputs when they came another way (an HTTP body's numbers; cast to float32),
-            instead of ``request.inputs``.
+        inputs: the inputs when they came another way (an HTTP body's numbers: floats cast to
+            float32, integers kept), instead of ``request.inputs``.
     """
     model = validate_model_name(request.model_name)
+    if inputs is not None and inputs.dtype.kind not in "iub":
+        inputs = inputs.astype(np.float32, copy=False)
     return ExplainQuery(
         model=model,
-        inputs=codec.tensor_to_any_array(request.inputs, "inputs") if inputs is None else inputs.astype(np.float32, copy=False),
+        inputs=codec.tensor_to_any_array(request.inputs, "inputs") if inputs is None else inputs,
         target=codec.target_from_proto(request.target),
         method=codec.method_from_proto(request.method),
         seed=int(request.seed) if request.HasField("seed") else None,
@@ -40,6 +42,7 @@ def query_from_proto(request: pb.ExplainRequest, *, inputs: np.ndarray | None = 
             name: codec.tensor_to_any_array(tensor, f"extra_inputs[{name!r}]")
             for name, tensor in request.extra_inputs.items()
         },
+        explained_input=request.explained_input,
     )
 
 

@@ -78,6 +78,11 @@ parsed proto, external data not loaded) and its config into a served gradient mo
 ``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
 opens a ``models.runtime.GradientSession`` on it; tests inject fakes."""
 
+TensorSessionFactory = Callable[[Path, onnx.ModelProto, ModelConfig], ServedModel]
+"""Like :data:`SessionFactory` for an explained input a request names (``config.explained_input``;
+the config's own bounds and channel reduction cleared): bounds it cannot derive are left unknown
+(``InstanceSession.bounds_known``) instead of failing, since the request then sends them."""
+
 _SYMLINK_SETTING = "--allow-symlinks-outside / MOLLIFY_ALLOW_SYMLINKS_OUTSIDE"
 
 
@@ -161,6 +166,8 @@ class ModelEntry:
     tensor_names: frozenset[str] = frozenset()
     candidate_fingerprint: str = ""
     _extra: OrderedDict[str, ServedModel] = field(default_factory=OrderedDict)
+    # Graphs of explained inputs requests named, by (explained tensor, explained input).
+    _inputs: OrderedDict[tuple[str, str], ServedModel] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -183,6 +190,11 @@ class ModelRepository:
             ``runtime_options`` (a ``models.runtime.RuntimeOptions``; ``None``: its defaults).
         max_output_graphs: gradient graphs kept per model for tensors other than the configured one
             (least recently used dropped first).
+        max_explained_inputs: gradient graphs kept per model (per loaded version) for explained
+            inputs requests name, least recently used dropped first.
+        tensor_session_factory: see :data:`TensorSessionFactory`; default: the runtime's when
+            ``session_factory`` is not given, else none (requests naming an explained input are
+            then refused).
         on_change: called with every model's info after each load or reload (health updates).
         allow_symlinks_outside: follow symbolic links (model folders, ``model.onnx``,
             ``config.json``) that resolve outside ``root``; by default such a model is refused.
@@ -202,6 +214,8 @@ class ModelRepository:
         runtime_options: Any = None,
         session_factory: SessionFactory | None = None,
         max_output_graphs: int = 4,
+        max_explained_inputs: int = 4,
+        tensor_session_factory: TensorSessionFactory | None = None,
         on_change: Callable[[list[ModelInfo]], None] | None = None,
         allow_symlinks_outside: bool = False,
         reload_min_interval_s: float = 0.0,
@@ -215,6 +229,11 @@ class ModelRepository:
         self.cache_dir = Path(cache_dir)
         self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads, runtime_options)
         self._max_output_graphs = max_output_graphs
+        self._max_explained_inputs = max_explained_inputs
+        self._tensor_factory = tensor_session_factory
+        if tensor_session_factory is None and session_factory is None:
+            self._tensor_factory = _runtime_factory(self.cache_dir, device, intra_op_threads, runtime_options,
+                                                    require_bounds=False)
         self._on_change = on_change
         self._allow_symlinks_outside = allow_symlinks_outside
         self._entries: dict[str, ModelEntry] = {}
@@ -263,22 +282,23 @@ class ModelRepository:
             text = text.replace(prefix, shown.rstrip("/") or "the repository")
         return text
 
-    def session_for(self, entry: ModelEntry, output: str) -> ServedModel:
-        """The gradient model explaining ``output`` (``""``: the configured tensor), built on first use.
+    def session_for(self, entry: ModelEntry, output: str, explained_input: str = "") -> ServedModel:
+        """The gradient model explaining ``output`` (``""``: the configured tensor) with respect to
+        ``explained_input`` (``""``: the configured one), built on first use.
 
         Raises:
-            InvalidRequestError: ``output`` is not a tensor of the model or cannot be differentiated.
+            InvalidRequestError: ``output`` is not a tensor of the model or cannot be differentiated;
+                ``explained_input`` does not exist, is not float or not upstream of ``output`` (the
+                message lists candidates), or the suffix after it cannot be differentiated.
         """
         if entry.session is None or entry.config is None:
             raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+        configured = entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        if explained_input not in ("", configured):
+            return self._session_at(entry, output or entry.config.explained_tensor, explained_input)
         if output in ("", entry.config.explained_tensor):
             return entry.session
-        if output not in entry.tensor_names:
-            outputs = [t.name for t in entry.info.graph_outputs]
-            raise InvalidRequestError(
-                f"target.output {output!r} is not a tensor of model {entry.name!r}; its outputs are "
-                f"{outputs}, its configured explained tensor {entry.config.explained_tensor!r}"
-            )
+        self._check_output(entry, output)
         with entry._lock:
             session = entry._extra.get(output)
             if session is not None:
@@ -290,19 +310,77 @@ class ModelRepository:
                 entry._extra.popitem(last=False)
             return session
 
-    def _open_extra(self, entry: ModelEntry, output: str) -> ServedModel:
-        if entry.config is None:
-            raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+    @staticmethod
+    def _check_output(entry: ModelEntry, output: str) -> None:
+        if entry.config is not None and output not in entry.tensor_names:
+            outputs = [t.name for t in entry.info.graph_outputs]
+            raise InvalidRequestError(
+                f"target.output {output!r} is not a tensor of model {entry.name!r}; its outputs are "
+                f"{outputs}, its configured explained tensor {entry.config.explained_tensor!r}"
+            )
+
+    def _session_at(self, entry: ModelEntry, output: str, tensor: str) -> ServedModel:
+        """The cached (least recently used dropped) gradient model of ``output`` at ``tensor``."""
+        assert entry.config is not None
+        if output != entry.config.explained_tensor:
+            self._check_output(entry, output)
+        key = (output, tensor)
+        with entry._lock:
+            session = entry._inputs.get(key)
+            if session is not None:
+                entry._inputs.move_to_end(key)
+                return session
+            session = self._open_at(entry, output, tensor)
+            entry._inputs[key] = session
+            while len(entry._inputs) > self._max_explained_inputs:
+                entry._inputs.popitem(last=False)
+            return session
+
+    def _check_current(self, entry: ModelEntry, what: str) -> None:
+        """Refuse to open more graphs of a model whose served version is not what is on disk."""
+        assert entry.config is not None
         if entry.info.stale:
             raise ModelNotReadyError(
                 f"model {entry.name!r} serves its last good version while its changed files fail to load "
-                f"({entry.info.candidate_error}); only its configured tensor {entry.config.explained_tensor!r} "
-                "can be explained until fixed files are reloaded"
+                f"({entry.info.candidate_error}); only its configured {what} can be explained until fixed "
+                "files are reloaded"
             )
         if _fingerprint(entry.folder) != entry.fingerprint:
             raise ModelNotReadyError(
                 f"model {entry.name!r} changed on disk since it was loaded; reload the repository first"
             )
+
+    def _open_at(self, entry: ModelEntry, output: str, tensor: str) -> ServedModel:
+        assert entry.config is not None
+        if self._tensor_factory is None:
+            raise InvalidRequestError(
+                f"explained_input: model {entry.name!r} is served by a session factory that explains only "
+                "its configured input; leave explained_input empty"
+            )
+        configured = entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        self._check_current(entry, f"explained input {configured!r}")
+        config = entry.config
+        config = dataclasses.replace(
+            config, explained_tensor=output, explained_input=tensor, explained_lower=None, explained_upper=None,
+            channel_axis=None, channel_reduction="",
+            baseline_token_id=config.baseline_token_id if tensor != config.input_name else None,
+        )
+        model_path = entry.folder / MODEL_FILE_NAME
+        try:
+            return self._tensor_factory(model_path, load_model(model_path, external_data=False), config)
+        except InvalidModelError as err:
+            # models.cut's refusals name explained_input and list candidate tensors.
+            raise InvalidRequestError(f"{self.client_text(str(err))} (model {entry.name!r})") from err
+        except GradientGraphError as err:
+            raise InvalidRequestError(
+                f"explained_input {tensor!r} of model {entry.name!r}: the graph after it cannot be "
+                f"differentiated: {self.client_text(str(err))}"
+            ) from err
+
+    def _open_extra(self, entry: ModelEntry, output: str) -> ServedModel:
+        if entry.config is None:
+            raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
+        self._check_current(entry, f"tensor {entry.config.explained_tensor!r}")
         model_path = entry.folder / MODEL_FILE_NAME
         try:
             config = dataclasses.replace(entry.config, explained_tensor=output)
@@ -559,7 +637,7 @@ def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo
 
 
 def _runtime_factory(
-    cache_dir: Path, device: str, intra_op_threads: int | None, options: Any = None
+    cache_dir: Path, device: str, intra_op_threads: int | None, options: Any = None, *, require_bounds: bool = True
 ) -> SessionFactory:
     def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
@@ -567,7 +645,8 @@ def _runtime_factory(
 
         if needs_instance_session(model, config):
             return open_instance_session(model_path, model, config, cache_dir, device=device,
-                                         intra_op_threads=intra_op_threads, options=options)
+                                         intra_op_threads=intra_op_threads, options=options,
+                                         require_bounds=require_bounds)
 
         def graph(rebuild: bool) -> GradientGraph:
             return gradient_graph_for(

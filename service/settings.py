@@ -57,6 +57,17 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected true/false, 1/0, yes/no or on/off, got {text!r}")
 
 
+def _provider_list(text: str) -> tuple[str, ...]:
+    """``"CUDAExecutionProvider, CPUExecutionProvider"`` → a tuple of the names, in order."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise ValueError(
+            f"expected comma-separated execution provider names such as CUDAExecutionProvider,CPUExecutionProvider, "
+            f"got {text!r}"
+        )
+    return names
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_or_none(text: str) -> Any:
         return None if text.strip() in ("", "none", "None") else parse(text)
@@ -165,6 +176,10 @@ class Settings:
         gpu_mem_limit: the CUDA memory arena's limit in bytes; 0: no limit.
         allow_tf32: let CUDA use TF32 for float32 convolutions and matrix products (faster, about
             10 mantissa bits); off by default so attributions agree with the CPU to float rounding.
+        providers: ONNX Runtime execution providers in priority order, e.g.
+            ``("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")``;
+            ``None``: chosen from ``device``. Every one must load on this host or the server refuses
+            to start (no silent fallback); ``device`` then only gives the GPU index.
         intra_op_threads: ONNX Runtime threads per session; ``None``: the available cores divided by
             ``max_concurrent_requests`` (see :meth:`session_threads`), so that concurrent explanations
             do not oversubscribe the CPU.
@@ -179,6 +194,9 @@ class Settings:
         max_input_elements: most float elements in one request's inputs tensor.
         max_instances: most instances in one request.
         max_output_graphs: gradient graphs kept per model for tensors other than the configured one.
+        max_explained_inputs: gradient graphs kept per model for explained inputs requests name
+            (``ExplainRequest.explained_input``) other than the configured one, least recently
+            used dropped first: a client naming many tensors cannot exhaust memory.
         tls_cert: PEM certificate chain; with ``tls_key``, the server speaks TLS only.
         tls_key: PEM private key of ``tls_cert``.
         token: bearer token every call must carry (``authorization: Bearer <token>``); ``None``: no auth.
@@ -211,6 +229,7 @@ class Settings:
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     gpu_mem_limit: int = 0
     allow_tf32: bool = False
+    providers: tuple[str, ...] | None = None
     intra_op_threads: int | None = None
     memory_budget_bytes: int = 0
     max_concurrent_requests: int = dataclasses.field(default_factory=default_concurrency)
@@ -220,6 +239,7 @@ class Settings:
     max_input_elements: int = 16_000_000
     max_instances: int = 64
     max_output_graphs: int = 4
+    max_explained_inputs: int = 4
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token: str | None = dataclasses.field(default=None, repr=False)
@@ -257,11 +277,24 @@ class Settings:
         return self._memory_budget_rule if self._memory_budget_chosen else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
 
     def runtime_options(self) -> Any:
-        """The sessions' :class:`models.runtime.RuntimeOptions` (I/O binding, CUDA provider options)."""
-        from models.runtime import RuntimeOptions  # onnxruntime: only where sessions are opened
+        """The sessions' :class:`models.runtime.RuntimeOptions` (I/O binding, CUDA provider options,
+        execution providers).
 
+        Raises:
+            SettingsError: a provider of ``providers`` is unknown to onnxruntime, missing from its
+                build or does not load here (the message names the flag and the providers listed).
+        """
+        # onnxruntime: only where sessions are opened
+        from models.runtime import DeviceUnavailableError, RuntimeOptions, check_providers
+
+        if self.providers:
+            try:
+                check_providers(self.providers)
+            except DeviceUnavailableError as err:
+                raise SettingsError(f"--providers / MOLLIFY_PROVIDERS: {err}") from None
         return RuntimeOptions(io_binding=self.io_binding, cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-                              gpu_mem_limit=self.gpu_mem_limit, allow_tf32=self.allow_tf32)
+                              gpu_mem_limit=self.gpu_mem_limit, allow_tf32=self.allow_tf32,
+                              providers=self.providers or ())
 
     @property
     def host(self) -> str:
@@ -361,6 +394,11 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("gpu_mem_limit", parse_size, "CUDA: memory arena limit, e.g. 40GiB; 0: no limit", "SIZE"),
     _Spec("allow_tf32", _parse_bool, "CUDA: allow TF32 for float32 convolutions and matrix products (faster, "
           "about 10 mantissa bits; default: false, attributions agree with the CPU to float rounding)"),
+    _Spec("providers", _provider_list, "ONNX Runtime execution providers in priority order, comma-separated, e.g. "
+          "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider (default: from --device: CUDA "
+          "where it really loads, else CPU). One that this onnxruntime lacks or that does not load here stops the "
+          "server with an error listing the available ones: there is no silent fallback. --device then only "
+          "gives the GPU index", "NAME,NAME"),
     _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
           "N"),
     _Spec("memory_budget_bytes", parse_size, "memory one explanation may use for a chunk of samples, e.g. 2GiB; "
@@ -373,6 +411,7 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("max_input_elements", int, "most input elements in one request", "N"),
     _Spec("max_instances", int, "most instances in one request", "N"),
     _Spec("max_output_graphs", int, "gradient graphs kept per model for other explained tensors", "N"),
+    _Spec("max_explained_inputs", int, "gradient graphs kept per model for explained inputs requests name", "N"),
     _Spec("tls_cert", Path, "PEM certificate chain (with --tls-key: TLS only)", "FILE"),
     _Spec("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     _Spec("token", str, "bearer token every call must carry (prefer --token-file or MOLLIFY_TOKEN)", "TOKEN"),
@@ -433,7 +472,7 @@ _LOG_FORMATS = ("json", "text")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _validate(settings: Settings) -> None:
+def _validate(settings: Settings) -> None:  # noqa: C901, PLR0912, PLR0915 - one flat check per setting
     def fail(name: str, expected: str) -> None:
         spec = next(s for s in SETTINGS if s.name == name)
         raise SettingsError(
@@ -453,6 +492,16 @@ def _validate(settings: Settings) -> None:
         fail("model_name", "a model name matching [A-Za-z0-9_.-]+")
     if settings.device not in ("auto", "cpu") and cuda_index(settings.device) is None:
         fail("device", f"one of {list(_DEVICES)} (N: the GPU index, 0 first)")
+    if settings.providers is not None:
+        providers = list(settings.providers)
+        if not providers or not all(isinstance(name, str) and name.strip() for name in providers):
+            fail("providers", "comma-separated execution provider names")
+        if len(set(providers)) != len(providers):
+            fail("providers", "names that each appear once")
+        if settings.device == "cpu" and providers != ["CPUExecutionProvider"]:
+            fail("providers", "CPUExecutionProvider alone with --device cpu (or drop --device)")
+        if cuda_index(settings.device) is not None and "CUDAExecutionProvider" not in providers:
+            fail("providers", f"a list with CUDAExecutionProvider with --device {settings.device}")
     if settings.io_binding not in _IO_BINDINGS:
         fail("io_binding", f"one of {list(_IO_BINDINGS)}")
     if settings.cudnn_conv_algo_search not in _CONV_ALGO_SEARCHES:
@@ -462,7 +511,7 @@ def _validate(settings: Settings) -> None:
     if settings.intra_op_threads is not None and settings.intra_op_threads < 1:
         fail("intra_op_threads", "at least 1 (or unset)")
     for name in ("memory_budget_bytes", "max_concurrent_requests", "max_message_bytes", "max_evaluations",
-                 "max_input_elements", "max_instances", "max_output_graphs"):
+                 "max_input_elements", "max_instances", "max_output_graphs", "max_explained_inputs"):
         if getattr(settings, name) < 1:
             fail(name, "at least 1")
     if settings.max_queued_requests < 0:

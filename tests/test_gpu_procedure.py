@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +10,13 @@ from types import ModuleType
 
 import pytest
 
+from tests.support import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _transfer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mollify_gpu_transfer", ROOT / "deploy/gpu/transfer.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("deploy/gpu/transfer.py")
 
 
 def test_split_plan_join_round_trip_under_the_piece_limit(tmp_path: Path) -> None:

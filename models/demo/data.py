@@ -68,7 +68,9 @@ class BreastCancerData:
 
     def to_input(self, features: np.ndarray) -> np.ndarray:
         """Raw ``(n, 30)`` features → standardized model input, float32."""
-        return ((np.asarray(features, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+        centred = np.asarray(features, dtype=np.float64) - self.mean
+        standardized: np.ndarray = (centred / self.std).astype(np.float32)
+        return standardized
 
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

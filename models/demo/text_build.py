@@ -85,7 +85,8 @@ def _modules() -> Any:
             scores = q @ k.transpose(-1, -2) / math.sqrt(head) + (1.0 - mask[:, None, None, :]) * -1e4
             attended = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, t, d)
             x = self.norm1(x + self.out(attended))
-            return self.norm2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+            y: torch.Tensor = self.norm2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+            return y
 
     class ReviewClassifier(nn.Module):
         """Token ids + attention mask ``(B, T)`` int64 → logits ``(B, 2)``."""
@@ -101,7 +102,8 @@ def _modules() -> Any:
             x = self.embedding(input_ids) + self.position.weight[None, : input_ids.shape[1]]
             mask = attention_mask.to(x.dtype)
             x = self.block(x, mask)
-            return self.head((x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+            logits: torch.Tensor = self.head((x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+            return logits
 
     return ReviewClassifier
 

@@ -2,7 +2,8 @@
 
 :func:`build_gradient_model` turns any ONNX model into one that also returns, for each
 differentiated float input ``x``, the vector-Jacobian product ``J^T · cotangent`` of a chosen
-explained tensor, for a whole batch in one run (one VJP rule per op: :mod:`.rules`).
+explained tensor, for a whole batch in one run (one VJP rule per op: :mod:`.rules`; registered
+graph passes, :mod:`.passes`, may differentiate chosen nodes otherwise).
 
 Overriding weights per run (NoiseGrad, FusionGrad): with ``expose_weights=True`` (the default)
 every float initializer with at least two elements (single numbers are constants of the

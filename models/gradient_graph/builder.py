@@ -3,7 +3,9 @@
 The forward graph is kept as it is; the builder walks the nodes on a float path from a
 differentiated input to the explained tensor in reverse topological order, asks each node's
 rule (:mod:`models.gradient_graph.rules`) for its input gradients, sums the contributions of
-tensors used more than once, and appends the emitted nodes. Weights are never differentiated.
+tensors used more than once, and appends the emitted nodes. Before the walk, the registered graph
+passes (:mod:`models.gradient_graph.passes`) may replace the rule of some nodes. Weights are never
+differentiated.
 Imports onnx and numpy only (never onnxruntime).
 """
 
@@ -17,7 +19,7 @@ from onnx import helper
 
 from models.gradient_graph.advice import ML_DOMAIN, ml_ops_hint
 from models.gradient_graph.batching import decide_batch
-from models.gradient_graph.context import PIN_HINT, SubgraphDifferentiator, VjpContext, get_attr
+from models.gradient_graph.context import PIN_HINT, SubgraphDifferentiator, VjpContext
 from models.gradient_graph.errors import (
     GradientGraphError,
     InvalidModelError,
@@ -27,8 +29,9 @@ from models.gradient_graph.errors import (
 from models.gradient_graph.external_data import check_model
 from models.gradient_graph.metadata import GradientMetadata, write_gradient_metadata
 from models.gradient_graph.names import BATCH_DIM, cotangent_name, gradient_name
+from models.gradient_graph.passes import ActiveGraph, rule_overrides
 from models.gradient_graph.prepare import PreparedModel, prepare_model
-from models.gradient_graph.rules import get_rule
+from models.gradient_graph.rules import VjpRule, get_rule
 from models.gradient_graph.shapes import (
     BATCH_PROBE,
     FLOAT_TYPES,
@@ -183,12 +186,14 @@ def _backprop(
     active_tensors: set[str],
     seeds: Sequence[tuple[str, str]],
     targets: Sequence[str],
+    overrides: Mapping[int, VjpRule],
 ) -> dict[str, str | None]:
     """Run the rules of ``nodes`` (a graph's active nodes, in order) in reverse.
 
     Args:
         seeds: ``(tensor, gradient)`` pairs to start from (the cotangent of the explained tensor).
         targets: the tensors whose total gradient is returned (``None`` where none flows).
+        overrides: the rule of each node (by ``id``) a graph pass rewrote, instead of its op's rule.
     """
     grads = _Accumulator(ctx)
     for seeded, seed in seeds:
@@ -200,7 +205,7 @@ def _backprop(
         # Subgraph-carrying nodes (If) take gradients for what their subgraphs read, after their inputs.
         reads = differentiable_reads(node)
         wrt = [bool(name) and name in active_tensors for name in reads]
-        rule = get_rule(node.op_type, node.domain)
+        rule = overrides.get(id(node)) or get_rule(node.op_type, node.domain)
         assert rule is not None  # _check_rules guarantees it; not user input
         results = list(rule(ctx, node, out_grads, wrt))
         if len(results) < len(reads):
@@ -217,10 +222,11 @@ def _differentiate(
     graph = prep.model.graph
     active = [(i, n) for i, n in enumerate(graph.node) if any(o in active_tensors for o in n.output if o)]
 
-    ctx.identity_relus, ctx.masking_pools = _pooled_relu_masks(graph, active, active_tensors, prep.explained)
+    nodes = [n for _, n in active]
+    overrides = rule_overrides(ActiveGraph(graph, nodes, frozenset(active_tensors), prep.explained))
     ctx.forward_producers = {name: node for node in graph.node for name in node.output if name}
     ctx.differentiate_subgraph = _subgraph_differentiator(prep)
-    totals = _backprop(ctx, [n for _, n in active], active_tensors, [(prep.explained, cotangent)], prep.inputs)
+    totals = _backprop(ctx, nodes, active_tensors, [(prep.explained, cotangent)], prep.inputs, overrides)
     finals: dict[str, str] = {}
     for name in prep.inputs:
         total = totals[name]
@@ -240,47 +246,9 @@ def _subgraph_differentiator(prep: PreparedModel) -> SubgraphDifferentiator:
         path = forward & _backward_reachable(graph, [name for name, _ in seeds])
         active = [(i, n) for i, n in enumerate(graph.node) if any(o in path for o in n.output if o)]
         _check_rules(active, forward, ctx.file_opsets, ctx.opsets, where)
-        return _backprop(ctx, [n for _, n in active], path, seeds, targets)
+        return _backprop(ctx, [n for _, n in active], path, seeds, targets, {})
 
     return differentiate
-
-
-def _pooled_relu_masks(
-    graph: onnx.GraphProto,
-    active: Sequence[tuple[int, onnx.NodeProto]],
-    active_tensors: set[str],
-    explained: str,
-) -> tuple[set[int], set[int]]:
-    """ReLUs whose every gradient comes through MaxPools, and those MaxPools (node ids).
-
-    A max-pool routes each window's gradient to the element that holds the window's maximum, so
-    that element's ReLU output equals the pooled value: ``[x > 0]`` at the element is ``[y > 0]``
-    at the window. Masking the pooled gradient (a quarter of the elements for 2×2 or stride-2
-    pools) and passing the ReLU through gives the same gradient without a mask at full resolution.
-    """
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for _, node in active:
-        for name in _node_reads(node):
-            if name in active_tensors:
-                consumers.setdefault(name, []).append(node)
-    outputs = {value.name for value in graph.output}
-    relus: set[int] = set()
-    pools: set[int] = set()
-    for _, node in active:
-        if node.op_type != "Relu" or node.domain not in ("", "ai.onnx"):
-            continue
-        y = node.output[0]
-        users = consumers.get(y, [])
-        if y == explained or y in outputs or not users:
-            continue
-        if all(
-            user.op_type == "MaxPool" and user.domain in ("", "ai.onnx") and list(user.input[:1]) == [y]
-            and int(get_attr(user, "storage_order", 0)) == 0
-            for user in users
-        ):
-            relus.add(id(node))
-            pools.update(id(user) for user in users)
-    return relus, pools
 
 
 def _insert_early_nodes(graph: onnx.GraphProto, early: Sequence[tuple[onnx.NodeProto, onnx.NodeProto]]) -> None:

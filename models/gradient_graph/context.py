@@ -95,11 +95,6 @@ class VjpContext:
         self._dtypes: dict[str, int] = {}
         self._producer: dict[str, onnx.NodeProto] = {}
         self._consumers: dict[str, int] = {}
-        # ReLU → MaxPool pairs whose ReLU mask is applied on the pooled side (see
-        # ``models.gradient_graph.builder._pooled_relu_masks``): ids of the ReLU nodes whose VJP is
-        # then the identity, and of the MaxPool nodes that mask their output gradient.
-        self.identity_relus: set[int] = set()
-        self.masking_pools: set[int] = set()
         # Set by the builder: how rules of subgraph-carrying ops (If) differentiate a subgraph.
         self.differentiate_subgraph: SubgraphDifferentiator | None = None
 
@@ -208,7 +203,8 @@ class VjpContext:
         if not node.output[index]:
             node.output[index] = self.fresh(f"{node.op_type}_out{index}")
             self.declare(node.output[index], elem_type, shape)
-        return node.output[index]
+        name: str = node.output[index]
+        return name
 
     # ----------------------------------------------------------------- constants
     def const(self, value: np.ndarray | float | int, dtype: Any = None) -> str:

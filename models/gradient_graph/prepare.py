@@ -19,9 +19,10 @@ Imports onnx and numpy only.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -124,7 +125,7 @@ def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
         tensor = onnx.TensorProto()
         tensor.CopyFrom(value)
         return tensor
-    arrays = {
+    arrays: dict[str, Callable[[Any], np.ndarray]] = {
         "value_float": lambda v: np.asarray(v, dtype=np.float32),
         "value_floats": lambda v: np.asarray(list(v), dtype=np.float32),
         "value_int": lambda v: np.asarray(v, dtype=np.int64),
@@ -278,7 +279,8 @@ def _resolve_explained(graph: onnx.GraphProto, explained: str | None) -> str:
     if explained is None:
         for out in graph.output:
             if _tensor_type(out) in FLOAT_TYPES:
-                return out.name
+                name: str = out.name
+                return name
         kinds = ", ".join(f"{o.name} ({_type_name(_tensor_type(o))})" for o in graph.output) or "none"
         raise InvalidModelError(f"explained: the model has no float graph output to explain; its outputs: {kinds}")
     if not isinstance(explained, str) or not explained:

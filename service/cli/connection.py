@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service.cli.method_flags import with_flags
 from service.cli.output import BadInputError, server_error
 from service.client import DEFAULT_ADDRESS, ExplainerClient, MollifyError
 
@@ -79,7 +80,7 @@ def server_errors(address: str) -> Iterator[None]:
     try:
         yield
     except MollifyError as err:
-        message = err.message
+        message = with_flags(err.message) if err.code == "INVALID_ARGUMENT" else err.message
         if err.code == "UNAVAILABLE" and "connect" in message.lower():
             message = f"cannot reach the server at {address}: {message}"
         if err.request_id:

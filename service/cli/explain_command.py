@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="explain this graph tensor instead of the model's configured one (e.g. probabilities)",
     )
+    parser.add_argument(
+        "--explained-input",
+        metavar="NAME",
+        default="",
+        help="attribute to this float tensor of the graph instead of the model's explained input (layer "
+        "attribution: an embedding output, a feature map); its bounds are the embedding table's for a lookup, "
+        "else give --lower and --upper",
+    )
     add_method_arguments(parser)
     render.add_render_arguments(parser)
     add_connection_arguments(parser)
@@ -141,15 +149,19 @@ def explain_inputs(
     label: str = "explaining",
     progress_stream: TextIO | None = None,
     extra_inputs: Mapping[str, np.ndarray] | None = None,
+    explained_input: str = "",
 ) -> list[InstanceExplanation]:
     """Explain ``batch`` ``(B, *input_shape)``; on a terminal, stream and draw a progress bar.
 
     Off a terminal (pipes, CI, ``--json``) the plain unary call is used and nothing is drawn.
-    ``extra_inputs``: the model's other inputs by name (a text model's attention mask).
+    ``extra_inputs``: the model's other inputs by name (a text model's attention mask);
+    ``explained_input``: a graph tensor to attribute to instead of the model's (``""``: the model's).
     """
     bar = ProgressBar(label, progress_stream)
     options: dict[str, Any] = {"method": method, "target": target, "seed": seed, "lower": lower, "upper": upper,
                                "extra_inputs": extra_inputs}
+    if explained_input:
+        options["explained_input"] = explained_input
     with server_errors(client.address):
         if not bar.enabled:
             return client.explain(model, batch, **options)
@@ -419,7 +431,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = input_files.load_inputs(args.inputs, spec)
         results = explain_inputs(
             client, info.name, input_files.stack(loaded), method=method, target=target, seed=seed,
-            lower=lower, upper=upper, label=f"explaining with {info.name}",
+            lower=lower, upper=upper, label=f"explaining with {info.name}", explained_input=args.explained_input,
         )
     summaries = report(results, loaded, info, spec, args.out, style=style, figures=not args.no_figures,
                        top=args.top, as_json=args.json, selection=as_target(target).selection)

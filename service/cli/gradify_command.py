@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         dest="inputs",
         action="append",
         metavar="NAME",
-        help="float graph input to differentiate (repeatable; default: every float graph input)",
+        help="float graph input to differentiate (repeatable; default: every float graph input), or one float "
+        "tensor inside the graph (an embedding output, a feature map): the result is then the gradient model of the "
+        "graph after it, fed that tensor and the graph inputs that part still reads (e.g. an attention mask)",
     )
     parser.add_argument(
         "--output",

@@ -23,6 +23,7 @@ Imports the estimator's vocabulary, the standard library and numpy only.
 from __future__ import annotations
 
 import argparse
+import re
 import typing
 from collections.abc import Collection
 from dataclasses import dataclass, fields
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from estimator.bases import base_method_names
 from estimator.errors import InvalidArgumentError
 from estimator.kernels import KERNEL_NAMES
 from estimator.method import (
@@ -45,11 +47,11 @@ from estimator.method import (
     Method,
     RegionReduction,
     RegionTarget,
-    SamplerName,
     ScalePolicyName,
-    SmoothingMode,
     Transform,
 )
+from estimator.samplers import SAMPLER_NAMES
+from estimator.smoothing import smoothing_names
 from estimator.targets import parse_region
 from service.cli.output import BadInputError, UsageError
 
@@ -100,6 +102,18 @@ DEFAULT_COMPARE_METHODS = (
 )
 
 _DEFAULTS = Method()
+
+
+# ``method.<field>`` in the domain's error messages, and the flag that sets the field.
+_FIELD_FLAGS = {f"method.{f.name}": "--" + f.name.replace("_", "-") for f in fields(Method)}
+_FIELD_FLAGS["method.ig_baseline_tensor"] = "--ig-baseline"  # the wire's name of an array baseline
+_FIELD_PATTERN = re.compile(r"\bmethod\.[a-z_]+")
+
+
+def with_flags(message: str) -> str:
+    """``message`` with every ``method.<field>`` the estimator or the server names replaced by its
+    flag (``method.samples`` → ``--samples``); other words are left alone."""
+    return _FIELD_PATTERN.sub(lambda match: _FIELD_FLAGS.get(match.group(0), match.group(0)), message)
 
 
 def _choices(literal: Any) -> tuple[str, ...]:
@@ -163,8 +177,8 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
             "(input, adaptive), truncgrad (input, truncated), noisegrad (parameter), fusiongrad "
             "(fusion, fixed). Default: smoothgrad.",
         )
-    add("--base", choices=_choices(BaseMethod), help=f"what is averaged (default: {_default('base')})")
-    add("--mode", choices=_choices(SmoothingMode), help=f"where noise goes (default: {_default('mode')})")
+    add("--base", choices=base_method_names(), help=f"what is averaged (default: {_default('base')})")
+    add("--mode", choices=smoothing_names(), help=f"where noise goes (default: {_default('mode')})")
     add(
         "--kernel",
         choices=KERNEL_NAMES,
@@ -247,7 +261,7 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
     add("--max-samples", type=_positive_int, help="cap on input draws when --tol is set (default: --samples)")
     add(
         "--sampler",
-        choices=_choices(SamplerName),
+        choices=SAMPLER_NAMES,
         help="layout of the input-noise draws: iid, antithetic (pairs u, -u), latin_hypercube or sobol "
         f"(randomised point sets; see --replicates) (default: {_default('sampler')})",
     )

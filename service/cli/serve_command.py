@@ -13,8 +13,9 @@ seconds (load balancers stop routing here), then close the listener and give in-
 signal skips what is left of the delay and the grace. SIGHUP rescans the model repository.
 
 Failures print one ``CODE: message`` line on stderr. Exit codes: 0 stopped by a signal; 2 invalid
-settings (``SETTINGS``) or the address cannot be listened on (``UNAVAILABLE``, e.g. a port already
-in use); 130 interrupted while starting.
+settings (``SETTINGS``, including ``--providers`` naming an execution provider that does not load
+here) or the address cannot be listened on (``UNAVAILABLE``, e.g. a port already in use); 130
+interrupted while starting.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     threadpool_limits(limits=1, user_api="blas")
     try:
         server, port = create_server(settings)
+    except SettingsError as err:  # e.g. --providers naming a provider that does not load here
+        print(f"SETTINGS: {err}", file=sys.stderr)
+        return EXIT_SETTINGS
     except OSError as err:
         print(f"UNAVAILABLE: {err}", file=sys.stderr)
         return EXIT_SETTINGS

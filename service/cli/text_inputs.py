@@ -169,7 +169,8 @@ def explain_texts(args: argparse.Namespace, *, method: Method, target: TargetLik
         tokenizer, encoded = encode_texts(info, args.text)
         ids, extra = tokenizer.request(encoded)
         results = explain_inputs(client, info.name, ids, method=method, target=target, seed=seed,
-                                 label=f"explaining with {info.name}", extra_inputs=extra)
+                                 label=f"explaining with {info.name}", extra_inputs=extra,
+                                 explained_input=getattr(args, "explained_input", ""))
     explained = _per_token(encoded, results)
     items = text_items(encoded)
     summaries = []

@@ -121,6 +121,8 @@ def test_compare_writes_one_figure_with_every_method(
         (["explain", "-m", "digits_cnn", ROWS], 2, "BAD_INPUT: input "),
         (["explain", "-m", "digits_cnn", DIGIT, "--method", "adaptgrad", "--scale", "fixed"], 2, "USAGE: --scale fixed"),
         (["explain", "-m", "digits_cnn", DIGIT, "--target", "42"], 3, "INVALID_ARGUMENT: "),
+        (["explain", "-m", "digits_cnn", DIGIT, "--sampler", "antithetic", "--samples", "3"], 3,
+         "INVALID_ARGUMENT: --samples: the antithetic sampler draws pairs"),
         (["compare", "-m", "digits_cnn", DIGIT, "--methods", "grad,nograd"], 2, "USAGE: method: expected one of"),
         (["models", "no_such_model"], 3, "NOT_FOUND: "),
     ],

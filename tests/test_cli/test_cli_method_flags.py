@@ -20,6 +20,7 @@ from service.cli.method_flags import (
     parse_method_list,
     parse_method_spec,
     parse_target,
+    with_flags,
 )
 from service.cli.output import BadInputError, UsageError
 
@@ -39,6 +40,18 @@ def test_every_method_field_has_a_flag_of_the_same_name() -> None:
     dests = set(vars(_parse()))
     missing = [item.name for item in fields(Method) if item.name not in dests]
     assert missing == []
+
+
+def test_errors_in_domain_words_name_the_flags() -> None:
+    # The estimator and the server name Method fields; the CLI shows the flag that sets each.
+    message = "method.samples: the latin_hypercube sampler splits the draws into 3 equal point sets (method.replicates)"
+    assert with_flags(message) == (
+        "--samples: the latin_hypercube sampler splits the draws into 3 equal point sets (--replicates)"
+    )
+    assert with_flags("method.ig_baseline_tensor: expected finite values") == "--ig-baseline: expected finite values"
+    assert with_flags("target.class_index: method.nothing_such") == "target.class_index: method.nothing_such"
+    flags = {f"--{item.name.replace('_', '-')}" for item in fields(Method)}
+    assert {with_flags(f"method.{item.name}") for item in fields(Method)} == flags
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,7 @@ from models.gradient_graph import (
     read_gradient_metadata,
     supported_ops,
 )
-
-_spec = importlib.util.spec_from_file_location("mollify_tests_vjp_harness", Path(__file__).with_name("test_vjp_harness.py"))
-assert _spec is not None and _spec.loader is not None
-_harness_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness_module)
-h: Any = _harness_module.load_harness()
+from tests.test_models import vjp_harness as h
 
 F32 = TensorProto.FLOAT
 

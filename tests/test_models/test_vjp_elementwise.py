@@ -7,19 +7,13 @@ HardSigmoid's corners) so that finite differences are exact there.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from onnx import helper
 
-_spec = importlib.util.spec_from_file_location("mollify_tests_vjp_harness", Path(__file__).with_name("test_vjp_harness.py"))
-assert _spec is not None and _spec.loader is not None
-_harness_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness_module)
-h: Any = _harness_module.load_harness()
+from tests.test_models import vjp_harness as h
 
 
 def _away_from(values: np.ndarray, kinks: list[float], margin: float = 0.05) -> np.ndarray:

@@ -5,21 +5,14 @@ The gradient graph takes the branch the forward took: one model, inputs that tak
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-_spec = importlib.util.spec_from_file_location("mollify_tests_vjp_harness", Path(__file__).with_name("test_vjp_harness.py"))
-assert _spec is not None and _spec.loader is not None
-_harness_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness_module)
-h: Any = _harness_module.load_harness()
+from tests.test_models import vjp_harness as h
 
 D = TensorProto.DOUBLE
 RNG = np.random.default_rng(0)

@@ -9,19 +9,13 @@ whose values are spaced wider than the step (GlobalMaxPool), so no argmax change
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
-_spec = importlib.util.spec_from_file_location("mollify_tests_vjp_harness", Path(__file__).with_name("test_vjp_harness.py"))
-assert _spec is not None and _spec.loader is not None
-_harness_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness_module)
-h: Any = _harness_module.load_harness()
+from tests.test_models import vjp_harness as h
 
 LINEAR32 = {"eps": 0.5, "tol": 1e-4}
 

@@ -6,19 +6,13 @@ wide step).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
-_spec = importlib.util.spec_from_file_location("mollify_tests_vjp_harness", Path(__file__).with_name("test_vjp_harness.py"))
-assert _spec is not None and _spec.loader is not None
-_harness_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness_module)
-h: Any = _harness_module.load_harness()
+from tests.test_models import vjp_harness as h
 
 X = h.randn(2, 3, 4, seed=3)
 
@@ -301,3 +295,40 @@ def test_upsample_in_an_opset_9_model_is_upgraded_to_resize() -> None:
         "Upsample", {"x": ["N", 2, 3, 3]}, dtype=h.F32, attrs={"mode": "nearest"}, initializers={"scales": np.array([1, 1, 2, 2], dtype=np.float32)}, opset=9
     )
     h.check_vjp(model, {"x": h.randn(2, 2, 3, 3, dtype=np.float32)}, eps=0.5, tol=1e-4)
+
+
+RUN_TIME_SLICES: list[tuple[str, int, int, int]] = [
+    ("middle", 1, 4, 2),
+    ("from-the-end", -4, -1, -1),
+    ("past-the-end", 2, 1000, 2),
+    ("before-the-start", -1000, 2, -1),
+    ("empty", 4, 1, 2),
+]
+
+
+@pytest.mark.parametrize(("start", "end", "axis"), [s[1:] for s in RUN_TIME_SLICES], ids=[s[0] for s in RUN_TIME_SLICES])
+def test_unit_step_slices_with_run_time_bounds_pad_the_gradient(start: int, end: int, axis: int) -> None:
+    # starts = Shape(x)[2] - W + start, as legacy torch exports compute chunk bounds: not constants.
+    # With unit steps the gradient is a Pad with amounts computed at run time, no index scatter.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "two"], ["len"]),
+        helper.make_node("Sub", ["len", "width"], ["offset"]),
+        helper.make_node("Add", ["offset", "start0"], ["start"]),
+        helper.make_node("Add", ["offset", "end0"], ["end"]),
+        helper.make_node("Slice", ["x", "start", "end", "axis"], ["y"]),
+    ]
+    inits = {"two": ints(2), "width": ints(5), "start0": ints(start), "end0": ints(end), "axis": ints(axis)}
+    model = _model(nodes, {"x": ["N", 3, "W"]}, inits)
+    gradient = h.build_gradient_model(model)
+    constants = {tensor.name for tensor in gradient.graph.initializer}
+    assert "Pad" in {node.op_type for node in gradient.graph.node}
+    # The only scatter left writes the pad amounts into a constant vector of zeros.
+    assert all(node.input[0] in constants for node in gradient.graph.node if node.op_type == "ScatterElements")
+    x = h.randn(2, 3, 5)
+    if start == 4 and end == 1:
+        run = h.session(gradient)
+        grad = run.run(["mollify_gradient__x"], {"x": x, "mollify_cotangent__y": np.zeros((2, 3, 0))})[0]
+        np.testing.assert_array_equal(grad, np.zeros_like(x))
+        return
+    h.check_vjp(model, {"x": x})

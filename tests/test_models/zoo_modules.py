@@ -1,7 +1,7 @@
 """Reference PyTorch modules and comparison helpers for the autograd zoo tests.
 
-Loaded by the ``test_zoo_*`` files through :func:`load` in each of them (``--import-mode=importlib``
-gives test files no sibling imports). Weights are random but seeded through an explicit
+The ``test_zoo_*`` files get it through the ``zoo`` fixture of ``conftest.py``; benchmarks import it
+as ``tests.test_models.zoo_modules``. Weights are random but seeded through an explicit
 ``torch.Generator``; nothing touches global random state. torchvision does not import beside
 torch 2.13 CPU, so the ResNet-18 layout is written by hand.
 """

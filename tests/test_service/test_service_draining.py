@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,22 @@ import pytest
 from estimator.method import Method
 from models.demo import repository_path
 from service.client import ExplainerClient, ExplainProgress, MollifyError
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DRAIN_S = 2.0
 GRACE_S = 0.5
 DIGIT = np.full((1, 1, 8, 8), 0.5, np.float32)
 ENDLESS = 900_000  # samples: minutes of work, so it is still running when the grace period ends
+
+
+def _queue_depth(metrics_port: int) -> float:
+    """The server's ``mollify_queue_depth`` gauge: requests waiting for a computing slot."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("mollify_queue_depth "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def _lines(stream: Any) -> queue.Queue[str]:
@@ -38,6 +49,7 @@ def _lines(stream: Any) -> queue.Queue[str]:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cache: Path) -> None:
+    metrics_port = free_port()  # the metrics endpoint's flag path needs a number
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -46,7 +58,7 @@ def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cac
         [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(models),
          "--cache-dir", str(graph_cache), "--device", "cpu", "--intra-op-threads", "1",
          "--memory-budget-bytes", "512KiB", "--max-evaluations", "2000000", "--max-concurrent-requests", "1",
-         "--drain-delay-s", str(DRAIN_S)],
+         "--drain-delay-s", str(DRAIN_S), "--metrics-port", str(metrics_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
     try:
@@ -68,14 +80,11 @@ def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cac
 
             second = threading.Thread(target=wait_in_queue, daemon=True)
             second.start()
-            time.sleep(0.3)
+            wait_until(lambda: _queue_depth(metrics_port) == 1, 10, "the second request to queue", interval=0.02)
 
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            deadline = signalled + 5
-            while client.health() != "NOT_SERVING":
-                assert time.monotonic() < deadline, "health never turned NOT_SERVING"
-                time.sleep(0.02)
+            wait_until(lambda: client.health() == "NOT_SERVING", 5, "health to turn NOT_SERVING", interval=0.02)
             assert client.health("digits_cnn") == "NOT_SERVING"
             # Still reachable while draining: a listing is answered.
             assert [m.name for m in client.list_models(timeout=5)] == ["digits_cnn"]

@@ -21,6 +21,7 @@ from estimator.method import Method
 from service.client import ExplainerClient, MollifyError
 from service.server import SERVICE_NAME, MollifyServer
 from service.settings import Settings
+from tests.support import wait_until
 
 X = np.full((1, 4), 0.25, np.float32)
 
@@ -112,21 +113,13 @@ def _explain_in_background(port: int, samples: int, results: dict[str, Any], key
     return thread
 
 
-def _wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.01)
-
-
 def test_stop_drains_then_grants_the_grace_then_cuts_off_with_unavailable(
     slow_server: MollifyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = slow_server.port
     results: dict[str, Any] = {}
     long = _explain_in_background(port, 100_000, results, "long")  # ~1000 s of 10 ms calls: never finishes
-    _wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the long explanation to start")
+    wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the long explanation to start")
 
     with caplog.at_level(logging.INFO, logger="mollify"):
         started = time.monotonic()
@@ -155,20 +148,24 @@ def test_stop_drains_then_grants_the_grace_then_cuts_off_with_unavailable(
 def test_work_that_ends_within_the_grace_is_answered(slow_server: MollifyServer) -> None:
     results: dict[str, Any] = {}
     thread = _explain_in_background(slow_server.port, 40, results, "short")  # ~0.4 s
-    _wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the explanation to start")
+    wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the explanation to start")
     assert slow_server.stop(10, drain_s=0).wait(15)
     thread.join(10)
     [result] = results["short"]
     assert result.samples == 40
 
 
-def test_a_second_stop_skips_the_drain_and_the_grace(slow_server: MollifyServer) -> None:
+def test_a_second_stop_skips_the_drain_and_the_grace(
+    slow_server: MollifyServer, caplog: pytest.LogCaptureFixture
+) -> None:
     results: dict[str, Any] = {}
     thread = _explain_in_background(slow_server.port, 100_000, results, "long")
-    _wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the explanation to start")
+    wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the explanation to start")
     started = time.monotonic()
-    stopped = slow_server.stop(60, drain_s=60)
-    time.sleep(0.2)
+    with caplog.at_level(logging.INFO, logger="mollify"):
+        stopped = slow_server.stop(60, drain_s=60)
+        wait_until(lambda: any(r.getMessage().startswith("draining") for r in caplog.records), 10,
+                   "the first stop to drain")
     assert slow_server.stop(0) is stopped
     assert stopped.wait(10)
     assert time.monotonic() - started < 10

@@ -22,6 +22,7 @@ from estimator.method import Method
 from service.client import ExplainerClient, ExplainProgress, MollifyError
 from service.server import MollifyServer
 from service.settings import Settings
+from tests.support import wait_until
 
 X = np.full((1, 4), 0.25, np.float32)
 
@@ -90,13 +91,8 @@ def slow_client(slow_server: MollifyServer) -> Iterator[ExplainerClient]:
         yield client
 
 
-def _idle(server: MollifyServer, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.scheduler.computing == 0 and server.scheduler.queued == 0:
-            return True
-        time.sleep(0.01)
-    return False
+def _idle(server: MollifyServer) -> bool:
+    return server.scheduler.computing == 0 and server.scheduler.queued == 0
 
 
 def test_overload_is_refused_at_once_and_nothing_is_lost(slow_server: MollifyServer,
@@ -115,7 +111,7 @@ def test_overload_is_refused_at_once_and_nothing_is_lost(slow_server: MollifySer
         codes = list(pool.map(one, range(16)))
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
     assert codes.count("OK") >= 1 and codes.count("RESOURCE_EXHAUSTED") >= 1, codes
-    assert _idle(slow_server)
+    wait_until(lambda: _idle(slow_server), 5, "every slot and queue place to be free")
     assert slow_client.explain("slow", X, method=Method(samples=2), seed=1)[0].samples == 2
 
 
@@ -124,10 +120,10 @@ def test_deadline_shorter_than_the_work_frees_the_slot(slow_server: MollifyServe
     with pytest.raises(MollifyError) as caught:
         slow_client.explain("slow", X, method=Method(samples=400), timeout=0.3)
     assert caught.value.code == "DEADLINE_EXCEEDED"
-    assert _idle(slow_server, 2.0), "the work did not stop at the next chunk"
+    wait_until(lambda: _idle(slow_server), 2.0, "the work to stop at the next chunk")
     fake = slow_server.fakes["slow"]  # type: ignore[attr-defined]
     calls = fake.calls
-    time.sleep(0.1)
+    time.sleep(0.1)  # an observation window: no call may come in it (an absence has no event to wait on)
     assert fake.calls == calls, "the model is still being called after the deadline"
     assert slow_client.explain("slow", X, method=Method(samples=3), seed=2)[0].samples == 3
 
@@ -138,19 +134,15 @@ def test_queued_request_whose_deadline_passes_leaves_the_queue(slow_server: Moll
         target=lambda: slow_client.explain("slow", X, method=Method(samples=60), seed=3), daemon=True
     )
     blocker.start()
-    deadline = time.monotonic() + 5
-    while slow_server.scheduler.computing == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: slow_server.scheduler.computing > 0, 5, "the blocker to compute")
     with pytest.raises(MollifyError) as caught:
         slow_client.explain("slow", X, method=Method(samples=2), timeout=0.2)
     assert caught.value.code == "DEADLINE_EXCEEDED"
-    deadline = time.monotonic() + 2
-    while slow_server.scheduler.queued and time.monotonic() < deadline:  # the waiter polls every 20 ms
-        time.sleep(0.005)
-    assert slow_server.scheduler.queued == 0, "the expired request stayed in the queue"
+    # The waiter polls its deadline every 20 ms.
+    wait_until(lambda: slow_server.scheduler.queued == 0, 2, "the expired request to leave the queue")
     assert slow_server.scheduler.computing == 1  # the blocker still computes: the expired one never got the slot
     blocker.join(10)
-    assert _idle(slow_server)
+    wait_until(lambda: _idle(slow_server), 5, "every slot and queue place to be free")
 
 
 def test_cancelled_stream_frees_its_slot(slow_server: MollifyServer, slow_client: ExplainerClient) -> None:
@@ -158,7 +150,7 @@ def test_cancelled_stream_frees_its_slot(slow_server: MollifyServer, slow_client
     first = next(stream)
     assert isinstance(first, ExplainProgress) and first.samples_done < 500
     stream.close()  # type: ignore[attr-defined]
-    assert _idle(slow_server, 2.0), "the cancelled stream kept its slot"
+    wait_until(lambda: _idle(slow_server), 2.0, "the cancelled stream to free its slot")
     assert slow_client.explain("slow", X, method=Method(samples=2), seed=5)[0].samples == 2
 
 

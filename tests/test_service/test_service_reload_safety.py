@@ -19,6 +19,7 @@ from service.errors import ModelNotReadyError, OverloadedError
 from service.reloads import ReloadGate
 from service.repository import ModelRepository
 from service.settings import Settings
+from tests.support import wait_until
 
 X = np.array([[0.3, -0.2, 0.7, 0.1]], np.float32)
 METHOD = Method(samples=4)
@@ -61,6 +62,11 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
                     else:
                         wrong.append(str(result.attribution))
 
+        def let_the_clients_call(what: str) -> None:
+            """Until at least one call that started after now has been answered."""
+            before = sum(codes.values())
+            wait_until(lambda: sum(codes.values()) > before + len(clients), 30, what)
+
         clients += [threading.Thread(target=explain_in_a_loop) for _ in range(3)]
         for thread in clients:
             thread.start()
@@ -78,7 +84,7 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
                     assert "truncated" in info.candidate_error and "flip/model.onnx" in info.candidate_error
                     assert client.health("flip") == "SERVING"
                     client.reload_models()  # the same half-written files are not tried again
-                    time.sleep(0.1)
+                    let_the_clients_call("calls while the model's files are half-written")
                     handle.write(data[len(data) // 2:])
                 assert client.reload_models().reloaded == ["flip"]
                 info = client.get_model("flip")
@@ -86,7 +92,7 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
                 assert client.health("flip") == "SERVING"
                 [now] = client.explain("flip", X, method=METHOD, seed=7)
                 np.testing.assert_array_equal(now.attribution, references[(step + 1) % 2])
-                time.sleep(0.1)
+                let_the_clients_call("calls to the reloaded model")
     finally:
         stop.set()
         for thread in clients:
@@ -137,7 +143,7 @@ def test_concurrent_reload_requests_share_reloads_that_start_after_them() -> Non
 
     def reload() -> int:
         scans.append(state["version"])
-        time.sleep(0.05)
+        time.sleep(0.05)  # the scenario: a scan takes a while, and requests arrive during it
         return state["version"]
 
     gate = ReloadGate(reload, min_interval_s=0.2, max_waiters=100)
@@ -157,7 +163,7 @@ def test_concurrent_reload_requests_share_reloads_that_start_after_them() -> Non
         thread = threading.Thread(target=ask, args=(version,))
         thread.start()
         threads.append(thread)
-        time.sleep(0.01)
+        time.sleep(0.01)  # the scenario: requests spread over time, several within one reload
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
@@ -221,11 +227,16 @@ def test_reload_requests_beyond_the_waiting_limit_are_refused_naming_the_setting
 
 
 def test_in_process_reloads_are_never_refused() -> None:
-    release = threading.Event()
-    gate = ReloadGate(lambda: release.wait(5), max_waiters=1)
+    release, reloading = threading.Event(), threading.Event()
+
+    def reload() -> bool:
+        reloading.set()
+        return release.wait(5)
+
+    gate = ReloadGate(reload, max_waiters=1)
     first = threading.Thread(target=gate.request)
     first.start()
-    time.sleep(0.05)
+    assert reloading.wait(5)
     with pytest.raises(OverloadedError, match="--reload-min-interval-s"):
         gate.request()
     waiting = threading.Thread(target=lambda: gate.request(may_refuse=False))

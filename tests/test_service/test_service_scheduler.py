@@ -10,6 +10,7 @@ import pytest
 
 from service.errors import OverloadedError, RequestCancelledError, ShuttingDownError
 from service.scheduler import Cancellation, Scheduler
+from tests.support import wait_until
 
 
 def _hold(scheduler: Scheduler, release: threading.Event, started: threading.Event | None = None,
@@ -30,14 +31,6 @@ def _hold(scheduler: Scheduler, release: threading.Event, started: threading.Eve
     return thread
 
 
-def _wait_for(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.005)
-
-
 def test_refuses_beyond_slots_and_queue_then_recovers() -> None:
     changes: list[tuple[int, int]] = []
     scheduler = Scheduler(1, 1, on_change=lambda c, q: changes.append((c, q)))
@@ -45,7 +38,7 @@ def test_refuses_beyond_slots_and_queue_then_recovers() -> None:
     holder = _hold(scheduler, release, started := threading.Event())
     started.wait(5)
     waiter = _hold(scheduler, release)
-    _wait_for(lambda: scheduler.queued == 1)
+    wait_until(lambda: scheduler.queued == 1, 5, "the waiter to queue")
     with pytest.raises(OverloadedError, match="--max-concurrent-requests 1.*--max-queued-requests 1"), \
             scheduler.slot(Cancellation()):
         pass
@@ -70,7 +63,7 @@ def test_waiters_are_served_first_in_first_out() -> None:
     threads = []
     for count, name in enumerate("abcd", start=1):
         threads.append(_hold(scheduler, release_rest, log=log, name=name))
-        _wait_for(lambda count=count: scheduler.queued == count)
+        wait_until(lambda count=count: scheduler.queued == count, 5, f"waiter {name} to queue")
     release_first.set()
     for thread in [first, *threads]:
         thread.join(5)
@@ -95,7 +88,7 @@ def test_cancelled_waiter_leaves_the_queue() -> None:
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    _wait_for(lambda: scheduler.queued == 1)
+    wait_until(lambda: scheduler.queued == 1, 5, "the waiter to queue")
     cancellation.cancel()
     waiter.join(5)
     assert len(errors) == 1 and not errors[0].deadline_exceeded  # type: ignore[attr-defined]

@@ -60,6 +60,8 @@ def test_the_right_token_is_accepted_and_health_is_exempt(token_server: MollifyS
     with ExplainerClient(f"127.0.0.1:{token_server.port}", timeout=10) as anonymous:
         assert anonymous.health() == "SERVING"
         assert anonymous.health("linear") == "SERVING"
+        with pytest.raises(MollifyError):
+            anonymous.list_models()  # refused, and counted as such
     metrics = token_server.metrics.exposition().decode()
     assert 'mollify_requests_total{code="UNAUTHENTICATED",method="ListModels"}' in metrics
 

@@ -7,11 +7,9 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from estimator.method import Method
 from models.demo import repository_path
 from service.client import ExplainerClient, ExplainProgress, MollifyError
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 6000
@@ -37,24 +36,9 @@ def _lines(stream: object) -> queue.Queue[str]:
     return lines
 
 
-def _free_port() -> int:
-    # The one place a test pre-picks a port: the metrics endpoint's flag path needs a number.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()  # the metrics endpoint's flag path needs a number
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -78,14 +62,16 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
 
             shutil.copytree(models / "digits_cnn", models / "digits_copy")
             process.send_signal(signal.SIGHUP)
-            _wait(lambda: "digits_copy" in {m.name for m in client.list_models() if m.ready}, 30, "SIGHUP reload")
+            wait_until(lambda: "digits_copy" in {m.name for m in client.list_models() if m.ready}, 30,
+                       "the SIGHUP reload", interval=0.05)
 
             x = np.full((1, 1, 8, 8), 0.5, np.float32)
             stream = client.explain_stream("digits_cnn", x, method=Method(samples=SAMPLES), seed=3)
             first = next(stream)
             assert isinstance(first, ExplainProgress) and first.samples_done < SAMPLES
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            wait_until(lambda: any("listener closed" in line for line in list(stderr.queue)), 10,
+                       "the listener to close on SIGTERM", interval=0.05)
             with pytest.raises(MollifyError) as refused:
                 client.list_models(timeout=5)
             assert refused.value.code == "UNAVAILABLE"

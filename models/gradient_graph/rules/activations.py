@@ -8,22 +8,12 @@ flattened axes ``[axis, rank)``, default axis 1) and the opset >= 13 ones (one a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
-
-
-def _g(grads: Grads) -> str:
-    grad = grads[0]
-    if grad is None:
-        raise RuntimeError("rule called without an output gradient")
-    return grad
 
 
 def _positive(ctx: VjpContext, x: str, threshold: float = 0.0) -> str:
@@ -32,17 +22,15 @@ def _positive(ctx: VjpContext, x: str, threshold: float = 0.0) -> str:
 
 @register("Relu")
 def relu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    if id(node) in ctx.identity_relus:
-        return [_g(grads)]  # the MaxPools reading this ReLU masked their gradients already
     # The output rather than the input: ``y > 0`` iff ``x > 0``, and the input need not outlive
     # the ReLU, so onnxruntime can fuse the ReLU into the convolution before it.
-    return [ctx.op("Mul", [_g(grads), _positive(ctx, node.output[0])])]
+    return [ctx.op("Mul", [output_grad(grads), _positive(ctx, node.output[0])])]
 
 
 @register("ThresholdedRelu")
 def thresholded_relu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     alpha = float(get_attr(node, "alpha", 1.0))
-    return [ctx.op("Mul", [_g(grads), _positive(ctx, node.input[0], alpha)])]
+    return [ctx.op("Mul", [output_grad(grads), _positive(ctx, node.input[0], alpha)])]
 
 
 @register("LeakyRelu")
@@ -50,12 +38,12 @@ def leaky_relu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) ->
     x = node.input[0]
     alpha = float(get_attr(node, "alpha", 0.01))
     slope = ctx.op("Add", [ctx.op("Mul", [_positive(ctx, x), ctx.scalar(1.0 - alpha, x)]), ctx.scalar(alpha, x)])
-    return [ctx.op("Mul", [_g(grads), slope])]
+    return [ctx.op("Mul", [output_grad(grads), slope])]
 
 
 @register("PRelu")
 def prelu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     x, slope = node.input[0], node.input[1]
     positive = _positive(ctx, x)
     negative = ctx.op("Sub", [ctx.scalar(1.0, x), positive])
@@ -73,14 +61,14 @@ def prelu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list
 def sigmoid(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     y = node.output[0]
     local = ctx.op("Mul", [y, ctx.op("Sub", [ctx.scalar(1.0, y), y])])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Tanh")
 def tanh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     y = node.output[0]
     local = ctx.op("Sub", [ctx.scalar(1.0, y), ctx.op("Mul", [y, y])])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("HardSigmoid")
@@ -90,7 +78,7 @@ def hard_sigmoid(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) 
     beta = float(get_attr(node, "beta", 0.5))
     z = ctx.op("Add", [ctx.op("Mul", [x, ctx.scalar(alpha, x)]), ctx.scalar(beta, x)])
     inside = ctx.op("And", [ctx.op("Greater", [z, ctx.scalar(0.0, x)]), ctx.op("Less", [z, ctx.scalar(1.0, x)])])
-    return [ctx.op("Mul", [_g(grads), ctx.op("Mul", [ctx.mask(inside, x), ctx.scalar(alpha, x)])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [ctx.mask(inside, x), ctx.scalar(alpha, x)])])]
 
 
 @register("HardSwish")
@@ -101,7 +89,7 @@ def hard_swish(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) ->
     below = ctx.op("Less", [x, ctx.scalar(-3.0, x)])
     above = ctx.op("Greater", [x, ctx.scalar(3.0, x)])
     local = ctx.op("Where", [below, ctx.scalar(0.0, x), ctx.op("Where", [above, ctx.scalar(1.0, x), ramp])])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Elu")
@@ -111,7 +99,7 @@ def elu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
     local = ctx.op(
         "Where", [ctx.op("Greater", [x, ctx.scalar(0.0, x)]), ctx.scalar(1.0, x), ctx.op("Add", [y, ctx.scalar(alpha, y)])]
     )
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Selu")
@@ -121,7 +109,7 @@ def selu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     gamma = float(get_attr(node, "gamma", 1.05070102214813232421875))
     negative = ctx.op("Add", [y, ctx.scalar(alpha * gamma, y)])
     local = ctx.op("Where", [ctx.op("Greater", [x, ctx.scalar(0.0, x)]), ctx.scalar(gamma, x), negative])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Celu")
@@ -130,19 +118,19 @@ def celu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     alpha = float(get_attr(node, "alpha", 1.0))
     negative = ctx.op("Add", [ctx.op("Mul", [y, ctx.scalar(1.0 / alpha, y)]), ctx.scalar(1.0, y)])
     local = ctx.op("Where", [ctx.op("Greater", [x, ctx.scalar(0.0, x)]), ctx.scalar(1.0, x), negative])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Softplus")
 def softplus(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Sigmoid", [node.input[0]])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Sigmoid", [node.input[0]])])]
 
 
 @register("Softsign")
 def softsign(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
     denom = ctx.op("Add", [ctx.op("Abs", [x]), ctx.scalar(1.0, x)])
-    return [ctx.op("Div", [_g(grads), ctx.op("Mul", [denom, denom])])]
+    return [ctx.op("Div", [output_grad(grads), ctx.op("Mul", [denom, denom])])]
 
 
 @register("Mish")
@@ -152,7 +140,7 @@ def mish(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     t = ctx.op("Tanh", [ctx.op("Softplus", [x])])
     sech2 = ctx.op("Sub", [ctx.scalar(1.0, x), ctx.op("Mul", [t, t])])
     local = ctx.op("Add", [t, ctx.op("Mul", [ctx.op("Mul", [x, ctx.op("Sigmoid", [x])]), sech2])])
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 @register("Gelu")
@@ -184,7 +172,7 @@ def gelu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
         local = ctx.op("Add", [first, second])
     else:
         raise ctx.unsupported(node, f"approximate={approximate!r} (expected 'none' or 'tanh')")
-    return [ctx.op("Mul", [_g(grads), local])]
+    return [ctx.op("Mul", [output_grad(grads), local])]
 
 
 def _softmax_axes(ctx: VjpContext, node: onnx.NodeProto) -> list[int]:
@@ -199,7 +187,7 @@ def _softmax_axes(ctx: VjpContext, node: onnx.NodeProto) -> list[int]:
 @register("Softmax")
 def softmax(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # gx = y * (g - sum(g * y))
-    g, y = _g(grads), node.output[0]
+    g, y = output_grad(grads), node.output[0]
     inner = ctx.reduce_sum(ctx.op("Mul", [g, y]), _softmax_axes(ctx, node), keepdims=True)
     return [ctx.op("Mul", [y, ctx.op("Sub", [g, inner])])]
 
@@ -207,6 +195,6 @@ def softmax(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> li
 @register("LogSoftmax")
 def log_softmax(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # gx = g - exp(y) * sum(g)
-    g, y = _g(grads), node.output[0]
+    g, y = output_grad(grads), node.output[0]
     total = ctx.reduce_sum(g, _softmax_axes(ctx, node), keepdims=True)
     return [ctx.op("Sub", [g, ctx.op("Mul", [ctx.op("Exp", [y]), total])])]

@@ -21,11 +21,9 @@ import onnx
 from onnx import helper
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt
 from models.gradient_graph.rules.registry import register
 from models.gradient_graph.subgraphs import differentiable_reads
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 
 @register("If")

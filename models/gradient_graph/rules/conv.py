@@ -9,16 +9,13 @@ gradient of a ConvTranspose is a Conv.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad, per_input, refuse_parameter_gradients
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,20 @@ class WindowGeometry:
             pads_end.append(max(full - size, 0))
             output_padding.append(max(size - full, 0))
         return self.pad_begin + pads_end, output_padding
+
+    def transpose(self, ctx: VjpContext, g: str, w: str, group: int | None = None) -> str:
+        """``ConvTranspose(g, w)`` over this geometry: maps a gradient at the outputs back onto the inputs."""
+        pads, output_padding = self.transpose_padding()
+        return ctx.op(
+            "ConvTranspose",
+            [g, w],
+            kernel_shape=self.kernel,
+            strides=self.strides,
+            dilations=self.dilations,
+            pads=pads,
+            output_padding=output_padding if any(output_padding) else None,
+            group=group,
+        )
 
 
 def window_geometry(ctx: VjpContext, node: onnx.NodeProto, x: str, y: str, kernel: list[int] | None) -> WindowGeometry:
@@ -87,19 +98,11 @@ def _kernel_from_weights(ctx: VjpContext, node: onnx.NodeProto) -> list[int] | N
     return [int(d) for d in dims]  # type: ignore[arg-type]
 
 
-def _refuse_weight_gradients(ctx: VjpContext, node: onnx.NodeProto, wrt: Wrt) -> None:
-    if any(wrt[1:]):
-        raise ctx.unsupported(
-            node,
-            "its weights or bias depend on the differentiated input (only the data input is differentiated)",
-        )
-
 
 @register("Conv")
 def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    _refuse_weight_gradients(ctx, node, wrt)
-    g = grads[0]
-    assert g is not None
+    refuse_parameter_gradients(ctx, node, wrt, "weights or bias")
+    g = output_grad(grads)
     x, w, y = node.input[0], node.input[1], node.output[0]
     geometry = window_geometry(ctx, node, x, y, get_attr(node, "kernel_shape") or _kernel_from_weights(ctx, node))
     group = int(get_attr(node, "group", 1))
@@ -118,19 +121,8 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
             pads=pads,
             group=group,
         )
-        return [gx] + [None] * (len(node.input) - 1)
-    pads, output_padding = geometry.transpose_padding()
-    gx = ctx.op(
-        "ConvTranspose",
-        [g, w],
-        kernel_shape=geometry.kernel,
-        strides=geometry.strides,
-        dilations=geometry.dilations,
-        pads=pads,
-        output_padding=output_padding if any(output_padding) else None,
-        group=group,
-    )
-    return [gx] + [None] * (len(node.input) - 1)
+        return per_input(node, [gx])
+    return per_input(node, [geometry.transpose(ctx, g, w, group)])
 
 
 def _flipped_kernel(ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: WindowGeometry, group: int) -> str | None:
@@ -168,9 +160,8 @@ def _flipped_kernel(ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: Win
 @register("ConvTranspose")
 def conv_transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # y[o] += x[i] w[k] at o = i*s + k*d - pad_begin: the input gradient is a Conv with pad_begin.
-    _refuse_weight_gradients(ctx, node, wrt)
-    g = grads[0]
-    assert g is not None
+    refuse_parameter_gradients(ctx, node, wrt, "weights or bias")
+    g = output_grad(grads)
     x, w, y = node.input[0], node.input[1], node.output[0]
     shape_x = ctx.shape(x)
     if shape_x is None:
@@ -212,4 +203,4 @@ def conv_transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt
         pads=begin + pads_end,
         group=int(get_attr(node, "group", 1)),
     )
-    return [gx] + [None] * (len(node.input) - 1)
+    return per_input(node, [gx])

@@ -8,15 +8,11 @@ operand) and broadcasting inside ``...`` are not supported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 _ELLIPSIS = "."  # one placeholder character for "..." while parsing
 
@@ -38,8 +34,7 @@ def _text(term: str) -> str:
 
 @register("Einsum")
 def einsum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     terms, output = _parse(str(get_attr(node, "equation", "")))
     if len(terms) != len(node.input):
         raise ctx.unsupported(node, f"the equation has {len(terms)} operands for {len(node.input)} inputs")

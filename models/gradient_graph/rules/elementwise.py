@@ -8,23 +8,13 @@ piecewise-constant Floor, Ceil, Round, Sign, Hardmax.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import onnx
 
 from models.gradient_graph.context import VjpContext
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
-
-
-def _g(grads: Grads) -> str:
-    grad = grads[0]
-    if grad is None:  # the builder calls single-output rules only with a gradient
-        raise RuntimeError("rule called without an output gradient")
-    return grad
 
 
 def _reduce(ctx: VjpContext, grad: str, operand: str, node: onnx.NodeProto) -> str:
@@ -33,19 +23,19 @@ def _reduce(ctx: VjpContext, grad: str, operand: str, node: onnx.NodeProto) -> s
 
 @register("Add", "Sum")
 def add(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     return [_reduce(ctx, g, x, node) if w else None for x, w in zip(node.input, wrt, strict=False)]
 
 
 @register("Mean")
 def mean(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    scaled = ctx.op("Mul", [_g(grads), ctx.scalar(1.0 / len(node.input), node.output[0])])
+    scaled = ctx.op("Mul", [output_grad(grads), ctx.scalar(1.0 / len(node.input), node.output[0])])
     return [_reduce(ctx, scaled, x, node) if w else None for x, w in zip(node.input, wrt, strict=False)]
 
 
 @register("Sub")
 def sub(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     a, b = node.input[0], node.input[1]
     return [
         _reduce(ctx, g, a, node) if wrt[0] else None,
@@ -55,7 +45,7 @@ def sub(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
 
 @register("Mul")
 def mul(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     a, b = node.input[0], node.input[1]
     return [
         _reduce(ctx, ctx.op("Mul", [g, b]), a, node) if wrt[0] else None,
@@ -65,7 +55,7 @@ def mul(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
 
 @register("Div")
 def div(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     a, b, y = node.input[0], node.input[1], node.output[0]
     g_over_b = ctx.op("Div", [g, b])
     # d(a/b)/db = -a/b^2 = -(a/b)/b: reuse the forward quotient.
@@ -77,12 +67,12 @@ def div(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
 
 @register("Neg")
 def neg(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Neg", [_g(grads)])]
+    return [ctx.op("Neg", [output_grad(grads)])]
 
 
 @register("Pow")
 def pow_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     a, b, y = node.input[0], node.input[1], node.output[0]
     out: list[str | None] = [None, None]
     if wrt[0]:
@@ -110,45 +100,45 @@ def pow_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
 @register("Sqrt")
 def sqrt(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     y = node.output[0]
-    return [ctx.op("Div", [ctx.op("Mul", [_g(grads), ctx.scalar(0.5, y)]), y])]
+    return [ctx.op("Div", [ctx.op("Mul", [output_grad(grads), ctx.scalar(0.5, y)]), y])]
 
 
 @register("Exp")
 def exp(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), node.output[0]])]
+    return [ctx.op("Mul", [output_grad(grads), node.output[0]])]
 
 
 @register("Log")
 def log(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Div", [_g(grads), node.input[0]])]
+    return [ctx.op("Div", [output_grad(grads), node.input[0]])]
 
 
 @register("Abs")
 def abs_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Sign", [node.input[0]])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Sign", [node.input[0]])])]
 
 
 @register("Reciprocal")
 def reciprocal(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     y = node.output[0]
-    return [ctx.op("Neg", [ctx.op("Mul", [_g(grads), ctx.op("Mul", [y, y])])])]
+    return [ctx.op("Neg", [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [y, y])])])]
 
 
 @register("Erf")
 def erf(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
     gauss = ctx.op("Exp", [ctx.op("Neg", [ctx.op("Mul", [x, x])])])
-    return [ctx.op("Mul", [_g(grads), ctx.op("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)])])]
 
 
 @register("Sin")
 def sin(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Cos", [node.input[0]])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Cos", [node.input[0]])])]
 
 
 @register("Cos")
 def cos(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Neg", [ctx.op("Mul", [_g(grads), ctx.op("Sin", [node.input[0]])])])]
+    return [ctx.op("Neg", [ctx.op("Mul", [output_grad(grads), ctx.op("Sin", [node.input[0]])])])]
 
 
 @register("Floor", "Ceil", "Round", "Sign", "Hardmax")
@@ -159,7 +149,7 @@ def piecewise_constant(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt:
 
 @register("Identity")
 def identity(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [_g(grads)]
+    return [output_grad(grads)]
 
 
 @register("Dropout")
@@ -174,13 +164,13 @@ def dropout(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> li
 
 @register("Cast")
 def cast(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.cast_like(_g(grads), node.input[0])]
+    return [ctx.cast_like(output_grad(grads), node.input[0])]
 
 
 @register("Max", "Min")
 def max_min(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # Ties share the gradient equally, as torch.maximum / torch.minimum do.
-    g, y = _g(grads), node.output[0]
+    g, y = output_grad(grads), node.output[0]
     if len(node.input) == 1:
         return [g]
     masks = [ctx.mask(ctx.op("Equal", [x, y]), y) for x in node.input]
@@ -193,7 +183,7 @@ def max_min(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> li
 
 @register("Where")
 def where(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     cond, a, b = node.input
     zero = ctx.scalar(0.0, node.output[0])
     return [
@@ -220,7 +210,7 @@ def _clip_bounds(ctx: VjpContext, node: onnx.NodeProto) -> tuple[str | None, str
 @register("Clip")
 def clip(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # Pass-through where min <= x <= max (both inclusive, as torch.clamp).
-    g, x = _g(grads), node.input[0]
+    g, x = output_grad(grads), node.input[0]
     low, high = _clip_bounds(ctx, node)
     conds: list[str] = []
     if low is not None:
@@ -242,19 +232,19 @@ def clip(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
 
 
 def _inverse_sqrt_rule(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, inside: str, sign: float) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Mul", [ctx.op("Reciprocal", [ctx.op("Sqrt", [inside])]), ctx.scalar(sign, inside)])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [ctx.op("Reciprocal", [ctx.op("Sqrt", [inside])]), ctx.scalar(sign, inside)])])]
 
 
 @register("Tan")
 def tan(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     y = node.output[0]
-    return [ctx.op("Mul", [_g(grads), ctx.op("Add", [ctx.op("Mul", [y, y]), ctx.scalar(1.0, y)])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Add", [ctx.op("Mul", [y, y]), ctx.scalar(1.0, y)])])]
 
 
 @register("Atan")
 def atan(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
-    return [ctx.op("Div", [_g(grads), ctx.op("Add", [ctx.op("Mul", [x, x]), ctx.scalar(1.0, x)])])]
+    return [ctx.op("Div", [output_grad(grads), ctx.op("Add", [ctx.op("Mul", [x, x]), ctx.scalar(1.0, x)])])]
 
 
 @register("Asin", "Acos")
@@ -274,14 +264,14 @@ def asinh_acosh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -
 @register("Atanh")
 def atanh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
-    return [ctx.op("Div", [_g(grads), ctx.op("Sub", [ctx.scalar(1.0, x), ctx.op("Mul", [x, x])])])]
+    return [ctx.op("Div", [output_grad(grads), ctx.op("Sub", [ctx.scalar(1.0, x), ctx.op("Mul", [x, x])])])]
 
 
 @register("Sinh")
 def sinh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Cosh", [node.input[0]])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Cosh", [node.input[0]])])]
 
 
 @register("Cosh")
 def cosh(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    return [ctx.op("Mul", [_g(grads), ctx.op("Sinh", [node.input[0]])])]
+    return [ctx.op("Mul", [output_grad(grads), ctx.op("Sinh", [node.input[0]])])]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad
 from models.gradient_graph.rules.registry import register
 from models.gradient_graph.shapes import Dim
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 
 def _swap_last(ctx: VjpContext, x: str, rank: int) -> str:
@@ -21,8 +17,7 @@ def _swap_last(ctx: VjpContext, x: str, rank: int) -> str:
 
 @register("MatMul")
 def matmul(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     a, b = node.input[0], node.input[1]
     ra, rb = ctx.require_rank(node, a), ctx.require_rank(node, b)
     if ra == 1 and rb == 1:
@@ -72,8 +67,7 @@ def _reduce_matrix(ctx: VjpContext, grad: str, operand: str, promoted: bool, gra
 @register("Gemm")
 def gemm(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # Y = alpha * A' B' + beta * C with A' = A or A^T, B' = B or B^T.
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     a, b = node.input[0], node.input[1]
     alpha = float(get_attr(node, "alpha", 1.0))
     beta = float(get_attr(node, "beta", 1.0))

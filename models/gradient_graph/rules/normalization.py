@@ -10,22 +10,11 @@ statistics, so it is an affine map per channel. LayerNormalization reuses the fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad, refuse_parameter_gradients
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
-
-
-def _refuse_parameter_gradients(ctx: VjpContext, node: onnx.NodeProto, wrt: Wrt) -> None:
-    if any(wrt[1:]):
-        raise ctx.unsupported(
-            node, "its scale, bias or statistics depend on the differentiated input (only the data input is differentiated)"
-        )
 
 
 def _channel_view(ctx: VjpContext, node: onnx.NodeProto, vector: str, x: str) -> str:
@@ -36,11 +25,10 @@ def _channel_view(ctx: VjpContext, node: onnx.NodeProto, vector: str, x: str) ->
 
 @register("BatchNormalization")
 def batch_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    _refuse_parameter_gradients(ctx, node, wrt)
+    refuse_parameter_gradients(ctx, node, wrt, "scale, bias or statistics")
     if int(get_attr(node, "training_mode", 0)) or len([o for o in node.output if o]) > 1:
         raise ctx.unsupported(node, "training mode (batch statistics); export the model in eval mode")
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, scale, var = node.input[0], node.input[1], node.input[4]
     eps = float(get_attr(node, "epsilon", 1e-5))
     factor = ctx.op("Div", [scale, ctx.op("Sqrt", [ctx.op("Add", [var, ctx.scalar(eps, var)])])])
@@ -57,9 +45,8 @@ def _normalised_gradient(ctx: VjpContext, gh: str, xhat: str, inv_std: str, axes
 
 @register("InstanceNormalization")
 def instance_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    _refuse_parameter_gradients(ctx, node, wrt)
-    g = grads[0]
-    assert g is not None
+    refuse_parameter_gradients(ctx, node, wrt, "scale, bias or statistics")
+    g = output_grad(grads)
     x, scale = node.input[0], node.input[1]
     rank = ctx.require_rank(node, x)
     axes = list(range(2, rank))
@@ -74,11 +61,10 @@ def instance_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, 
 
 @register("LayerNormalization")
 def layer_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    _refuse_parameter_gradients(ctx, node, wrt)
+    refuse_parameter_gradients(ctx, node, wrt, "scale, bias or statistics")
     if any(grad is not None for grad in grads[1:]):
         raise ctx.unsupported(node, "its Mean or InvStdDev output is used on the differentiated path")
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, scale = node.input[0], node.input[1]
     rank = ctx.require_rank(node, x)
     axis = int(get_attr(node, "axis", -1))
@@ -98,8 +84,7 @@ def layer_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt
 @register("LpNormalization")
 def lp_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # y = x / n with n = ||x||_p along axis: gx = (g - d * sum(g * y)) / n, d = y (p=2) or sign(x) (p=1).
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, y = node.input[0], node.output[0]
     axis = int(get_attr(node, "axis", -1))
     p = int(get_attr(node, "p", 2))

@@ -7,15 +7,14 @@ use the ``Indices`` output: the forward node's when it has one, else a second Ma
 outputs them (the forward node stays single-output, which onnxruntime runs in its fast blocked
 layout). ONNX indices address the flattened whole input (N·C·H·W), so the gradient is one flat
 ``ScatterElements``; overlapping windows can pick the same element twice, which needs
-``reduction="add"``. A ReLU read only by max-pools is masked on the pooled side (see
-``models.gradient_graph.builder``). AveragePool's gradient is a ConvTranspose of ``g / divisor`` with a
-ones kernel over ``(N·C, 1, H, W)``; the divisor map (``count_include_pad``, ``ceil_mode``,
-pads) is computed at build time from the static sizes.
+``reduction="add"``. A ReLU read only by max-pools is masked on the pooled side (the graph
+pass :mod:`models.gradient_graph.passes.pooled_relu`). AveragePool's gradient is a ConvTranspose
+of ``g / divisor`` with a ones kernel over ``(N·C, 1, H, W)``; the divisor map
+(``count_include_pad``, ``ceil_mode``, pads) is computed at build time from the static sizes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import reduce
 
 import numpy as np
@@ -24,11 +23,9 @@ from onnx import helper
 
 from models.gradient_graph.context import VjpContext, get_attr
 from models.gradient_graph.errors import GradientGraphError
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad
 from models.gradient_graph.rules.conv import WindowGeometry, window_geometry
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 
 @register("MaxPool")
@@ -39,8 +36,6 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> l
     if int(get_attr(node, "storage_order", 0)) != 0:
         raise ctx.unsupported(node, "storage_order=1 (column-major indices)")
     x = node.input[0]
-    if id(node) in ctx.masking_pools:
-        g = ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [node.output[0], ctx.scalar(0.0, x)]), x)])
     tiled = _tiled_max_pool(ctx, node, x, g)
     if tiled is not None:
         return [tiled]
@@ -130,8 +125,7 @@ def _divisors(geometry: WindowGeometry, include_pad: bool) -> list[np.ndarray]:
 
 @register("AveragePool")
 def average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, y = node.input[0], node.output[0]
     geometry = window_geometry(ctx, node, x, y, None)
     include_pad = bool(int(get_attr(node, "count_include_pad", 0)))
@@ -149,23 +143,13 @@ def average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) 
     weights = ctx.full_const(np.full([1, 1, *geometry.kernel], weight_value), x)
     # Every channel uses the same ones kernel: fold channels into the batch and run one group.
     planes = ctx.op("Reshape", [scaled, ctx.ints([-1, 1, *geometry.outputs])])
-    pads, output_padding = geometry.transpose_padding()
-    spread = ctx.op(
-        "ConvTranspose",
-        [planes, weights],
-        kernel_shape=geometry.kernel,
-        strides=geometry.strides,
-        dilations=geometry.dilations,
-        pads=pads,
-        output_padding=output_padding if any(output_padding) else None,
-    )
+    spread = geometry.transpose(ctx, planes, weights)
     return [ctx.op("Reshape", [spread, ctx.shape_of(x)])]
 
 
 @register("GlobalAveragePool")
 def global_average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x = node.input[0]
     rank = ctx.require_rank(node, x)
     sizes = ctx.static_dims(x, list(range(2, rank)))
@@ -180,8 +164,7 @@ def global_average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt
 @register("GlobalMaxPool")
 def global_max_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     # Ties share the gradient equally (as torch.amax).
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, y = node.input[0], node.output[0]
     rank = ctx.require_rank(node, x)
     mask = ctx.mask(ctx.op("Equal", [x, y]), x)

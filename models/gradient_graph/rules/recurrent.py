@@ -22,13 +22,12 @@ inputs is refused). Imports onnx and numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
 from models.gradient_graph.rules.body import BodyEmitter
+from models.gradient_graph.rules.common import Grads, Wrt
 from models.gradient_graph.rules.recurrent_cells import (
     ACTIVATION_PARAMETERS,
     Activation,
@@ -38,9 +37,6 @@ from models.gradient_graph.rules.recurrent_cells import (
     forward_step,
 )
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}

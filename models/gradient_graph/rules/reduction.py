@@ -5,15 +5,11 @@ ReduceMax/ReduceMin share the gradient equally among tied maxima, as ``torch.ama
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad, per_input
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 
 class _Reduction:
@@ -63,12 +59,6 @@ class _Reduction:
         return ctx.reduce_sum(value, self.axes or [], keepdims=True)
 
 
-def _g(grads: Grads) -> str:
-    grad = grads[0]
-    if grad is None:
-        raise RuntimeError("rule called without an output gradient")
-    return grad
-
 
 def _refuse_noop(ctx: VjpContext, node: onnx.NodeProto, r: _Reduction) -> None:
     if r.identity:
@@ -76,22 +66,22 @@ def _refuse_noop(ctx: VjpContext, node: onnx.NodeProto, r: _Reduction) -> None:
 
 
 def _out(node: onnx.NodeProto, grad: str) -> list[str | None]:
-    return [grad] + [None] * (len(node.input) - 1)
+    return per_input(node, [grad])
 
 
 @register("ReduceSum")
 def reduce_sum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     if r.identity:
-        return _out(node, r.grad)
-    return _out(node, ctx.op("Expand", [r.grad, ctx.shape_of(r.x)]))
+        return per_input(node, [r.grad])
+    return per_input(node, [ctx.op("Expand", [r.grad, ctx.shape_of(r.x)])])
 
 
 @register("ReduceMean")
 def reduce_mean(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     if r.identity:
-        return _out(node, r.grad)
+        return per_input(node, [r.grad])
     sizes = None if r.axes is None else ctx.static_dims(r.x, r.axes)
     if sizes is not None:
         count = 1
@@ -104,43 +94,43 @@ def reduce_mean(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -
             "Div",
             [ctx.op("Cast", [ctx.size_of(r.y)], to=dtype), ctx.op("Cast", [ctx.size_of(r.x)], to=dtype)],
         )
-    return _out(node, ctx.op("Expand", [ctx.op("Mul", [r.grad, scale]), ctx.shape_of(r.x)]))
+    return per_input(node, [ctx.op("Expand", [ctx.op("Mul", [r.grad, scale]), ctx.shape_of(r.x)])])
 
 
 @register("ReduceMax", "ReduceMin")
 def reduce_extremum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     if r.identity:
-        return _out(node, r.grad)
+        return per_input(node, [r.grad])
     mask = ctx.mask(ctx.op("Equal", [r.x, r.y_keep]), r.x)
     count = r.reduce_sum(ctx, mask)
-    return _out(node, ctx.op("Mul", [mask, ctx.op("Div", [r.grad, count])]))
+    return per_input(node, [ctx.op("Mul", [mask, ctx.op("Div", [r.grad, count])])])
 
 
 @register("ReduceSumSquare")
 def reduce_sum_square(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     _refuse_noop(ctx, node, r)
     twice = ctx.op("Mul", [r.x, ctx.scalar(2.0, r.x)])
-    return _out(node, ctx.op("Mul", [r.grad, twice]))
+    return per_input(node, [ctx.op("Mul", [r.grad, twice])])
 
 
 @register("ReduceL1")
 def reduce_l1(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     _refuse_noop(ctx, node, r)
-    return _out(node, ctx.op("Mul", [r.grad, ctx.op("Sign", [r.x])]))
+    return per_input(node, [ctx.op("Mul", [r.grad, ctx.op("Sign", [r.x])])])
 
 
 @register("ReduceL2")
 def reduce_l2(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     _refuse_noop(ctx, node, r)
-    return _out(node, ctx.op("Mul", [ctx.op("Div", [r.grad, r.y_keep]), r.x]))
+    return per_input(node, [ctx.op("Mul", [ctx.op("Div", [r.grad, r.y_keep]), r.x])])
 
 
 @register("ReduceLogSumExp")
 def reduce_log_sum_exp(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    r = _Reduction(ctx, node, _g(grads))
+    r = _Reduction(ctx, node, output_grad(grads))
     _refuse_noop(ctx, node, r)
-    return _out(node, ctx.op("Mul", [r.grad, ctx.op("Exp", [ctx.op("Sub", [r.x, r.y_keep])])]))
+    return per_input(node, [ctx.op("Mul", [r.grad, ctx.op("Exp", [ctx.op("Sub", [r.x, r.y_keep])])])])

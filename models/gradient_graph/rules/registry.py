@@ -10,7 +10,8 @@ A rule has the signature ``rule(ctx, node, grads, wrt) -> input_grads``:
 
 It returns one entry per node input: the name of that input's gradient contribution, or ``None``
 where none is needed or the derivative is zero. A variant it cannot differentiate raises
-``ctx.unsupported(node, reason)``: never a wrong graph.
+``ctx.unsupported(node, reason)``: never a wrong graph. :mod:`.common` holds the argument
+aliases (``Grads``, ``Wrt``) and the helpers every rule module shares.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from collections.abc import Callable, Sequence
 import onnx
 
 from models.gradient_graph.context import VjpContext
+from models.gradient_graph.rules.common import Grads, Wrt
 
 __all__ = ["VjpRule", "get_rule", "register", "supported_ops"]
 
-VjpRule = Callable[[VjpContext, onnx.NodeProto, Sequence[str | None], Sequence[bool]], Sequence[str | None]]
+VjpRule = Callable[[VjpContext, onnx.NodeProto, Grads, Wrt], Sequence[str | None]]
 
 _RULES: dict[tuple[str, str], VjpRule] = {}
 

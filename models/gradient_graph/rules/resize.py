@@ -11,18 +11,14 @@ run time, e.g. from ``Shape``, as long as shape inference resolves the output si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import onnx
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad, per_input
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 _COPIED_ATTRIBUTES = (
     "mode",
@@ -71,8 +67,7 @@ def _repeat_factor(matrix: np.ndarray) -> int | None:
 
 @register("Resize", "Upsample")
 def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = grads[0]
-    assert g is not None
+    g = output_grad(grads)
     x, y = node.input[0], node.output[0]
     if node.op_type == "Upsample" or ctx.opset < 11:
         raise ctx.unsupported(node, f"{node.op_type} before opset 11", "Re-export the model with opset 11 or later")
@@ -97,12 +92,12 @@ def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
             raise ctx.need_static(node, f"the size of resized axis {axis}")
         resized.append((axis, size_in[0], size_out[0], scale))
     if not resized:
-        return [g] + [None] * (len(node.input) - 1)
+        return per_input(node, [g])
     out = g
     for axis, n_in, n_out, scale in resized:
         matrix = _per_axis_matrix(node, ctx.opset, n_in, n_out, scale)
         out = _apply_adjoint(ctx, out, x, axis, rank, matrix)
-    return [out] + [None] * (len(node.input) - 1)
+    return per_input(node, [out])
 
 
 def _dim(ctx: VjpContext, name: str, axis: int) -> object:

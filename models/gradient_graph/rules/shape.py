@@ -2,9 +2,11 @@
 
 Also TopK (scatter of the values' gradient to their indices) and CumSum (a reversed CumSum).
 
-Slice gradients use ``Pad`` when the slice parameters and sliced dims are static with unit
-steps; otherwise a run-time index map (``Range`` over the flattened input, sliced like the
-data, then ``ScatterElements``) handles any steps and dynamic starts/ends.
+Slice gradients with unit steps are a ``Pad`` of the output gradient: with amounts fixed at build
+time when the slice parameters and sliced dims are static, else computed at run time from the
+input's shape and the starts/ends (legacy torch exports slice ``chunk``/``split`` pieces with
+starts computed from ``Shape``). Other steps use a run-time index map (``Range`` over the flattened
+input, sliced like the data, then ``ScatterElements``), which moves every element through an index.
 """
 
 from __future__ import annotations
@@ -15,29 +17,18 @@ import numpy as np
 import onnx
 
 from models.gradient_graph.context import VjpContext, get_attr
+from models.gradient_graph.rules.common import Grads, Wrt, output_grad, per_input
 from models.gradient_graph.rules.registry import register
-
-Grads = Sequence[str | None]
-Wrt = Sequence[bool]
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
-def _g(grads: Grads) -> str:
-    grad = grads[0]
-    if grad is None:
-        raise RuntimeError("rule called without an output gradient")
-    return grad
-
-
-def _pad_none(values: list[str | None], node: onnx.NodeProto) -> list[str | None]:
-    return values + [None] * (len(node.input) - len(values))
 
 
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape_like(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
-    return _pad_none([ctx.op("Reshape", [_g(grads), ctx.shape_of(x)])], node)
+    return per_input(node, [ctx.op("Reshape", [output_grad(grads), ctx.shape_of(x)])])
 
 
 @register("Transpose")
@@ -48,7 +39,7 @@ def transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> 
     inverse = [0] * len(perm)
     for i, p in enumerate(perm):
         inverse[int(p)] = i
-    return [ctx.op("Transpose", [_g(grads)], perm=inverse)]
+    return [ctx.op("Transpose", [output_grad(grads)], perm=inverse)]
 
 
 def _axis(ctx: VjpContext, node: onnx.NodeProto, axis: int, tensor: str) -> int:
@@ -59,7 +50,7 @@ def _axis(ctx: VjpContext, node: onnx.NodeProto, axis: int, tensor: str) -> int:
 
 @register("Concat")
 def concat(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g = _g(grads)
+    g = output_grad(grads)
     axis = _axis(ctx, node, int(get_attr(node, "axis", 0)), node.output[0])
     names = list(node.input)
     sizes = [ctx.static_dims(x, [axis]) for x in names]
@@ -84,13 +75,13 @@ def concat(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
 def split(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     axis = int(get_attr(node, "axis", 0))
     parts = [grad if grad is not None else ctx.zeros_like(out) for grad, out in zip(grads, node.output, strict=False)]
-    return _pad_none([ctx.op("Concat", parts, axis=axis)], node)
+    return per_input(node, [ctx.op("Concat", parts, axis=axis)])
 
 
 @register("Expand")
 def expand(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
-    return [ctx.reduce_to_shape(_g(grads), x, ctx.shape(node.output[0])), None]
+    return [ctx.reduce_to_shape(output_grad(grads), x, ctx.shape(node.output[0])), None]
 
 
 @register("Tile")
@@ -109,9 +100,9 @@ def tile(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
             summed.append(len(pieces) - 1)
         pieces.append(ctx.op("Slice", [shape_x, ctx.ints([axis]), ctx.ints([axis + 1])]))
     if not summed:
-        return [_g(grads), None]
+        return [output_grad(grads), None]
     split_shape = ctx.op("Concat", pieces, axis=0)
-    grouped = ctx.op("Reshape", [_g(grads), split_shape])
+    grouped = ctx.op("Reshape", [output_grad(grads), split_shape])
     return [ctx.reduce_sum(grouped, summed, keepdims=False), None]
 
 
@@ -136,7 +127,7 @@ def _slice_params(ctx: VjpContext, node: onnx.NodeProto) -> tuple[list[int], lis
 
 @register("Slice")
 def slice_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g, x = _g(grads), node.input[0]
+    g, x = output_grad(grads), node.input[0]
     params = _slice_params(ctx, node)
     rank = ctx.rank(x)
     if params is not None and rank is not None:
@@ -152,14 +143,54 @@ def slice_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
                     break
                 begin, stop, _ = slice(start, end, 1).indices(dims[0])
                 if stop <= begin:
-                    return _pad_none([None], node)  # an empty slice: zero gradient
+                    return per_input(node, [None])  # an empty slice: zero gradient
                 pads[axis] = begin
                 pads[axis + rank] = dims[0] - stop
             if static:
                 if not any(pads):
-                    return _pad_none([g], node)
-                return _pad_none([ctx.op("Pad", [g, ctx.ints(pads)], mode="constant")], node)
-    return _pad_none([_scatter_through(ctx, node, g, x)], node)
+                    return per_input(node, [g])
+                return per_input(node, [ctx.op("Pad", [g, ctx.ints(pads)], mode="constant")])
+    pads_at_run_time = _unit_step_pads(ctx, node, x)
+    if pads_at_run_time is not None:
+        return per_input(node, [ctx.op("Pad", [g, pads_at_run_time], mode="constant")])
+    return per_input(node, [_scatter_through(ctx, node, g, x)])
+
+
+def _unit_step_pads(ctx: VjpContext, node: onnx.NodeProto, x: str) -> str | None:
+    """The ``Pad`` amounts ([2·rank] int64, computed at run time) that undo a unit-step Slice of ``x``.
+
+    For each sliced axis of size d, a start or end s counts from the end when negative and is
+    clamped to [0, d]; the slice keeps [begin, max(end, begin)), so the gradient is padded by
+    ``begin`` before and ``d − max(end, begin)`` after. ``None`` when the axes or steps are not
+    constants, a step is not 1, the rank is unknown or the opset predates dynamic pads.
+    """
+    rank = ctx.rank(x)
+    if ctx.opset < 11 or rank is None:
+        return None
+    inputs = list(node.input) + [""] * (5 - len(node.input))
+    if inputs[3]:
+        axes = ctx.const_ints(inputs[3])
+    else:
+        starts_shape = ctx.shape(inputs[1])
+        axes = list(range(starts_shape[0])) if starts_shape and isinstance(starts_shape[0], int) else None
+    steps = ctx.const_ints(inputs[4]) if inputs[4] else [1] * len(axes or [])
+    if axes is None or steps is None or any(step != 1 for step in steps):
+        return None
+    axes = [axis + rank if axis < 0 else axis for axis in axes]
+    int64 = onnx.TensorProto.INT64
+    dims = ctx.op("Gather", [ctx.shape_of(x), ctx.ints(axes)])
+    zero = ctx.ints([0])
+
+    def clamped(index: str) -> str:
+        index = ctx.op("Cast", [index], to=int64)
+        from_end = ctx.op("Where", [ctx.op("Less", [index, zero]), ctx.op("Add", [index, dims]), index])
+        return ctx.op("Min", [ctx.op("Max", [from_end, zero]), dims])
+
+    begin = clamped(inputs[1])
+    stop = ctx.op("Max", [clamped(inputs[2]), begin])
+    amounts = ctx.op("Concat", [begin, ctx.op("Sub", [dims, stop])], axis=0)
+    positions = ctx.ints([*axes, *(axis + rank for axis in axes)])
+    return ctx.op("ScatterElements", [ctx.ints([0] * (2 * rank)), positions, amounts], axis=0)
 
 
 def _scatter_through(
@@ -191,7 +222,7 @@ def _scatter_through(
 
 @register("Pad")
 def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g, x = _g(grads), node.input[0]
+    g, x = output_grad(grads), node.input[0]
     mode = get_attr(node, "mode", "constant")
     if len(wrt) > 2 and wrt[2]:
         raise ctx.unsupported(node, "the padding value depends on the differentiated input")
@@ -201,7 +232,7 @@ def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
         if ctx.opset < 11:
             raise ctx.unsupported(node, f"mode={mode!r} before opset 11")
         rest = [node.input[1], "", node.input[3]] if len(node.input) > 3 and node.input[3] else [node.input[1]]
-        return _pad_none([_scatter_through(ctx, node, g, x, rest, add=True)], node)
+        return per_input(node, [_scatter_through(ctx, node, g, x, rest, add=True)])
     rank = ctx.require_rank(node, x)
     if ctx.opset < 11:
         pads = [int(v) for v in get_attr(node, "pads", [])]
@@ -230,12 +261,12 @@ def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
             back[a] = max(-b, 0)
             back[a + rank] = max(-e, 0)
         out = ctx.op("Pad", [out, ctx.ints(back)], mode="constant")
-    return _pad_none([out], node)
+    return per_input(node, [out])
 
 
 @register("Gather")
 def gather(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g, data, indices = _g(grads), node.input[0], node.input[1]
+    g, data, indices = output_grad(grads), node.input[0], node.input[1]
     axis = int(get_attr(node, "axis", 0))
     shape_d = ctx.shape_of(data)
     if axis == 0:
@@ -274,7 +305,7 @@ def _normalised_indices(ctx: VjpContext, indices: str, shape_d: str, axis: int) 
 
 @register("GatherElements")
 def gather_elements(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
-    g, data, indices = _g(grads), node.input[0], node.input[1]
+    g, data, indices = output_grad(grads), node.input[0], node.input[1]
     rank = ctx.require_rank(node, data)
     axis = int(get_attr(node, "axis", 0))
     axis = axis + rank if axis < 0 else axis
@@ -288,7 +319,7 @@ def gather_nd(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> 
         raise ctx.unsupported(node, "batch_dims != 0")
     if ctx.opset < 16:
         raise ctx.unsupported(node, "its gradient needs ScatterND with reduction='add' (opset 16)")
-    g, data, indices = _g(grads), node.input[0], node.input[1]
+    g, data, indices = output_grad(grads), node.input[0], node.input[1]
     return [ctx.op("ScatterND", [ctx.zeros_like(data), indices, g], reduction="add"), None]
 
 
@@ -296,11 +327,11 @@ def gather_nd(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> 
 def depth_space(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     block = int(get_attr(node, "blocksize"))
     if node.op_type == "SpaceToDepth":
-        return [ctx.op("DepthToSpace", [_g(grads)], blocksize=block, mode="DCR")]
+        return [ctx.op("DepthToSpace", [output_grad(grads)], blocksize=block, mode="DCR")]
     mode = get_attr(node, "mode", "DCR")
     if mode != "DCR":
         raise ctx.unsupported(node, f"mode={mode!r} (only DCR is the inverse of SpaceToDepth)")
-    return [ctx.op("SpaceToDepth", [_g(grads)], blocksize=block)]
+    return [ctx.op("SpaceToDepth", [output_grad(grads)], blocksize=block)]
 
 
 @register("TopK")
@@ -322,4 +353,4 @@ def cum_sum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> li
     # y_j = sum_{i <= j} x_i, so gx_i = sum_{j >= i} g_j: the same scan run the other way.
     reverse = int(get_attr(node, "reverse", 0))
     exclusive = int(get_attr(node, "exclusive", 0))
-    return [ctx.op("CumSum", [_g(grads), node.input[1]], exclusive=exclusive, reverse=1 - reverse), None]
+    return [ctx.op("CumSum", [output_grad(grads), node.input[1]], exclusive=exclusive, reverse=1 - reverse), None]

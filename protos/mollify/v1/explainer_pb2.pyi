@@ -287,7 +287,7 @@ class Detection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., class_index: _Optional[int] = ..., layout: _Optional[_Union[DetectionLayout, str]] = ..., box_values: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model_name", "inputs", "target", "method", "seed", "lower", "upper", "extra_inputs")
+    __slots__ = ("model_name", "inputs", "target", "method", "seed", "lower", "upper", "extra_inputs", "explained_input")
     class ExtraInputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +303,7 @@ class ExplainRequest(_message.Message):
     LOWER_FIELD_NUMBER: _ClassVar[int]
     UPPER_FIELD_NUMBER: _ClassVar[int]
     EXTRA_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINED_INPUT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     inputs: Tensor
     target: Target
@@ -311,7 +312,8 @@ class ExplainRequest(_message.Message):
     lower: Tensor
     upper: Tensor
     extra_inputs: _containers.MessageMap[str, Tensor]
-    def __init__(self, model_name: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., extra_inputs: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+    explained_input: str
+    def __init__(self, model_name: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., extra_inputs: _Optional[_Mapping[str, Tensor]] = ..., explained_input: _Optional[str] = ...) -> None: ...
 
 class InstanceExplanation(_message.Message):
     __slots__ = ("instance_index", "rank", "attribution", "standard_error", "outputs", "cotangent", "target_index", "output", "samples", "gradient_evaluations", "seed", "inherent_noise", "relative_error", "queued_ms", "computing_ms", "execution_provider", "method_description", "zero_scale_fraction", "standard_error_note")
