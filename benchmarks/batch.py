@@ -49,9 +49,12 @@ def dataset(model: BatchModel, rows: int, folder: Path) -> Path:
     return path
 
 
-def batch_rate(model: BatchModel, data: Path, engine: str, workers: int, samples: int, block_rows: int,
-               out: Path) -> float:
-    spec = WorkSpec(model=model, source=open_source(data, model), method=Method(samples=samples), target=None, seed=1)
+def batch_rate(
+    model: BatchModel, data: Path, engine: str, workers: int, samples: int, block_rows: int, out: Path
+) -> float:
+    spec = WorkSpec(
+        model=model, source=open_source(data, model), method=Method(samples=samples), target=None, seed=1
+    )
     started = time.perf_counter()
     summary = run_batch(BatchJob(spec, out, block_rows=block_rows, engine=engine, workers=workers))
     return summary.rows / (time.perf_counter() - started)
@@ -62,8 +65,16 @@ def client_rate(name: str, data: Path, workers: int, samples: int, cache: Path) 
     from service.server import create_server
     from service.settings import Settings
 
-    settings = Settings(address="127.0.0.1:0", model_repository=repository_path(), cache_dir=cache, device="cpu",
-                        intra_op_threads=1, max_concurrent_requests=workers, log_level="WARNING", metrics_port=0)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=repository_path(),
+        cache_dir=cache,
+        device="cpu",
+        intra_op_threads=1,
+        max_concurrent_requests=workers,
+        log_level="WARNING",
+        metrics_port=0,
+    )
     server, port = create_server(settings)
     server.start()
     inputs = np.load(data, mmap_mode="r")
@@ -87,12 +98,16 @@ def client_rate(name: str, data: Path, workers: int, samples: int, cache: Path) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000, help="breast-cancer MLP rows (default: 100000)")
     parser.add_argument("--digits-rows", type=int, default=20_000, help="digits CNN images (default: 20000)")
     parser.add_argument("--samples", type=int, default=50, help="SmoothGrad samples N (default: 50)")
     parser.add_argument("--workers", default="1,2", help="worker counts (default: 1,2)")
-    parser.add_argument("--engines", default="local,ray,client", help="what to time (default: local,ray,client)")
+    parser.add_argument(
+        "--engines", default="local,ray,client", help="what to time (default: local,ray,client)"
+    )
     parser.add_argument("--block-rows", type=int, default=512, help="rows per block (default: 512)")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
@@ -114,7 +129,12 @@ def main() -> int:
                         # processes would take CPU from the other engines' measurements.
                         import ray
 
-                        ray.init(num_cpus=count, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+                        ray.init(
+                            num_cpus=count,
+                            include_dashboard=False,
+                            logging_level="ERROR",
+                            log_to_driver=False,
+                        )
                         try:
                             rate = batch_rate(model, data, engine, count, args.samples, args.block_rows, out)
                         finally:

@@ -48,8 +48,14 @@ from service.codec import array_to_tensor, method_to_proto  # noqa: E402
 
 # Status codes a hostile but legitimate workload may see; anything else fails the run.
 EXPECTED_CODES = {
-    "OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED",
-    "DEADLINE_EXCEEDED", "CANCELLED", "UNAVAILABLE",
+    "OK",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "FAILED_PRECONDITION",
+    "RESOURCE_EXHAUSTED",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+    "UNAVAILABLE",
 }
 MAX_CONCURRENT = 2
 RSS_GROWTH_LIMIT = 1.5  # end / warm RSS
@@ -98,7 +104,9 @@ def _pump(stream: Any) -> queue.Queue[str]:
     return lines
 
 
-def _start_server(repository: Path, cache: Path, workdir: Path) -> tuple[subprocess.Popen[str], int, queue.Queue[str]]:
+def _start_server(
+    repository: Path, cache: Path, workdir: Path
+) -> tuple[subprocess.Popen[str], int, queue.Queue[str]]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -107,11 +115,36 @@ def _start_server(repository: Path, cache: Path, workdir: Path) -> tuple[subproc
         "MOLLIFY_GRACE_PERIOD_S": "5",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(repository),
-         "--cache-dir", str(cache), "--device", "cpu", "--intra-op-threads", "1",
-         "--max-concurrent-requests", str(MAX_CONCURRENT), "--max-queued-requests", "8",
-         "--memory-budget-bytes", "8MiB", "--max-evaluations", "200000", "--metrics-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=workdir,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--address",
+            "127.0.0.1:0",
+            "--model-repository",
+            str(repository),
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            "--intra-op-threads",
+            "1",
+            "--max-concurrent-requests",
+            str(MAX_CONCURRENT),
+            "--max-queued-requests",
+            "8",
+            "--memory-budget-bytes",
+            "8MiB",
+            "--max-evaluations",
+            "200000",
+            "--metrics-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=workdir,
     )
     stdout = _pump(process.stdout)
     _pump(process.stderr)  # drained so the server never blocks on a full pipe
@@ -152,7 +185,9 @@ def _explain(client: ExplainerClient, call: ValidCall, timeout: float = 30) -> l
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _malformed(client: ExplainerClient, rng: random.Random) -> tuple[str, Callable[[], Any]]:
@@ -162,30 +197,80 @@ def _malformed(client: ExplainerClient, rng: random.Random) -> tuple[str, Callab
         ("huge-name", lambda: client.explain("m" * 200_000, DIGIT[None])),
         ("bad-shape", lambda: client.explain("digits_cnn", np.zeros((1, 3, 5), np.float32))),
         ("nan", lambda: client.explain("digits_cnn", np.full((1, 1, 8, 8), np.nan, np.float32))),
-        ("zero-samples", lambda: stub.Explain(pb.ExplainRequest(
-            model_name="digits_cnn", inputs=array_to_tensor(DIGIT[None]),
-            method=pb.Method(samples=0)), timeout=10)),
-        ("bad-kernel", lambda: stub.Explain(pb.ExplainRequest(
-            model_name="digits_cnn", inputs=array_to_tensor(DIGIT[None]),
-            method=pb.Method(kernel="laplace" * 1000)), timeout=10)),
-        ("too-many-dims", lambda: stub.Explain(pb.ExplainRequest(
-            model_name="digits_cnn", inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 70)), timeout=10)),
-        ("zero-and-huge-dim", lambda: stub.Explain(pb.ExplainRequest(
-            model_name="digits_cnn", inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 2**62])), timeout=10)),
-        ("fp32-overflow-sigma", lambda: stub.Explain(pb.ExplainRequest(
-            model_name="digits_cnn", inputs=array_to_tensor(DIGIT[None]),
-            method=method_to_proto(Method(samples=2, sigma=3e38))), timeout=10)),
+        (
+            "zero-samples",
+            lambda: stub.Explain(
+                pb.ExplainRequest(
+                    model_name="digits_cnn", inputs=array_to_tensor(DIGIT[None]), method=pb.Method(samples=0)
+                ),
+                timeout=10,
+            ),
+        ),
+        (
+            "bad-kernel",
+            lambda: stub.Explain(
+                pb.ExplainRequest(
+                    model_name="digits_cnn",
+                    inputs=array_to_tensor(DIGIT[None]),
+                    method=pb.Method(kernel="laplace" * 1000),
+                ),
+                timeout=10,
+            ),
+        ),
+        (
+            "too-many-dims",
+            lambda: stub.Explain(
+                pb.ExplainRequest(
+                    model_name="digits_cnn", inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 70)
+                ),
+                timeout=10,
+            ),
+        ),
+        (
+            "zero-and-huge-dim",
+            lambda: stub.Explain(
+                pb.ExplainRequest(
+                    model_name="digits_cnn", inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 2**62])
+                ),
+                timeout=10,
+            ),
+        ),
+        (
+            "fp32-overflow-sigma",
+            lambda: stub.Explain(
+                pb.ExplainRequest(
+                    model_name="digits_cnn",
+                    inputs=array_to_tensor(DIGIT[None]),
+                    method=method_to_proto(Method(samples=2, sigma=3e38)),
+                ),
+                timeout=10,
+            ),
+        ),
         ("over-limit", lambda: client.explain("digits_cnn", DIGIT[None], method=Method(samples=10**7))),
-        ("gl-cap", lambda: client.explain("digits_cnn", DIGIT[None],
-                                          method=Method(base="integrated_gradients", ig_steps=8000))),
-        ("garbage-bytes", lambda: client._channel.unary_unary(
-            "/mollify.v1.ExplainerService/Explain")(b"\xff\xfe not a protobuf", timeout=10)),
+        (
+            "gl-cap",
+            lambda: client.explain(
+                "digits_cnn", DIGIT[None], method=Method(base="integrated_gradients", ig_steps=8000)
+            ),
+        ),
+        (
+            "garbage-bytes",
+            lambda: client._channel.unary_unary("/mollify.v1.ExplainerService/Explain")(
+                b"\xff\xfe not a protobuf", timeout=10
+            ),
+        ),
     ]
     return rng.choice(choices)
 
 
-def _client_loop(address: str, stop: threading.Event, tally: Tally, references: dict[ValidCall, list[np.ndarray]],
-                 flip_versions: list[list[np.ndarray]], seed: int) -> None:
+def _client_loop(
+    address: str,
+    stop: threading.Event,
+    tally: Tally,
+    references: dict[ValidCall, list[np.ndarray]],
+    flip_versions: list[list[np.ndarray]],
+    seed: int,
+) -> None:
     rng = random.Random(seed)
     with ExplainerClient(address, timeout=30) as client:
         while not stop.is_set():
@@ -211,13 +296,17 @@ def _client_loop(address: str, stop: threading.Event, tally: Tally, references: 
                     tally.violate(f"malformed request {name} was answered OK")
                 elif roll < 0.80:
                     operation = "cancel"
-                    stream = client.explain_stream("digits_cnn", DIGIT[None], method=Method(samples=3000), seed=9)
+                    stream = client.explain_stream(
+                        "digits_cnn", DIGIT[None], method=Method(samples=3000), seed=9
+                    )
                     next(stream)
                     stream.close()  # cancels the call on the server
                     tally.record("cancel", "OK")
                 elif roll < 0.90:
                     operation = "deadline"
-                    client.explain("digits_cnn", DIGIT[None], method=Method(samples=20000), seed=1, timeout=0.05)
+                    client.explain(
+                        "digits_cnn", DIGIT[None], method=Method(samples=20000), seed=1, timeout=0.05
+                    )
                     tally.record("deadline", "OK")
                 else:
                     operation = "metadata"
@@ -228,15 +317,18 @@ def _client_loop(address: str, stop: threading.Event, tally: Tally, references: 
             except MollifyError as err:
                 tally.record(operation, err.code, err.message)
                 if operation == "explain flip" and err.code == "FAILED_PRECONDITION":
-                    tally.violate(f"flip, rewritten in place, answered FAILED_PRECONDITION: {err.message[:300]}")
+                    tally.violate(
+                        f"flip, rewritten in place, answered FAILED_PRECONDITION: {err.message[:300]}"
+                    )
             except Exception as err:  # noqa: BLE001 - anything else is a finding, not a crash of the run
                 code = getattr(err, "code", lambda: None)()
                 name = getattr(code, "name", type(err).__name__)
                 tally.record(operation, str(name), str(err))
 
 
-def _reloader(address: str, stop: threading.Event, tally: Tally, repository: Path, cache: Path,
-              versions: list[bytes]) -> dict[str, int]:
+def _reloader(
+    address: str, stop: threading.Event, tally: Tally, repository: Path, cache: Path, versions: list[bytes]
+) -> dict[str, int]:
     counts = collections.Counter[str]()
     target = repository / "flip" / "model.onnx"
     with ExplainerClient(address, timeout=60) as client:
@@ -252,7 +344,9 @@ def _reloader(address: str, stop: threading.Event, tally: Tally, repository: Pat
                     counts["reload-partial"] += 1
                     info = client.get_model("flip")
                     if not info.ready:
-                        tally.violate(f"flip was taken down by a reload of its half-written file: {info.error[:300]}")
+                        tally.violate(
+                            f"flip was taken down by a reload of its half-written file: {info.error[:300]}"
+                        )
                     counts["stale-seen"] += int(info.stale and bool(info.candidate_error))
                 except MollifyError as err:
                     tally.record("reload", err.code, err.message)
@@ -303,18 +397,27 @@ def run(duration: float, clients: int, seed: int) -> int:
         with ExplainerClient(address, timeout=60) as client:
             references = {call: _explain(client, call) for call in VALID}
             flip = VALID[-1]
-            flip_versions = [references[flip], _explain(client, ValidCall("flip_b", flip.inputs, flip.method, flip.seed))]
+            flip_versions = [
+                references[flip],
+                _explain(client, ValidCall("flip_b", flip.inputs, flip.method, flip.seed)),
+            ]
             if _same(flip_versions[0], flip_versions[1]):
-                raise RuntimeError("the two versions of flip explain alike; the chaos could not tell them apart")
+                raise RuntimeError(
+                    "the two versions of flip explain alike; the chaos could not tell them apart"
+                )
         for call in VALID[:3]:  # warm every path before the first reading
             with ExplainerClient(address, timeout=60) as client:
                 _explain(client, call)
         # A short concurrent warm-up grows the server's worker pools to what this many clients use,
         # so that the before/after comparison sees leaks, not pools filling up.
         warm_stop, warm_tally = threading.Event(), Tally()
-        warmers = [threading.Thread(target=_client_loop,
-                                    args=(address, warm_stop, warm_tally, references, flip_versions, seed + 100 + i))
-                   for i in range(clients)]
+        warmers = [
+            threading.Thread(
+                target=_client_loop,
+                args=(address, warm_stop, warm_tally, references, flip_versions, seed + 100 + i),
+            )
+            for i in range(clients)
+        ]
         for thread in warmers:
             thread.start()
         time.sleep(min(5.0, duration / 4))
@@ -326,12 +429,18 @@ def run(duration: float, clients: int, seed: int) -> int:
         warm_rss, warm_threads = _status(process.pid)
 
         stop = threading.Event()
-        threads = [threading.Thread(target=_client_loop, args=(address, stop, tally, references, flip_versions, seed + i))
-                   for i in range(clients)]
+        threads = [
+            threading.Thread(
+                target=_client_loop, args=(address, stop, tally, references, flip_versions, seed + i)
+            )
+            for i in range(clients)
+        ]
         reload_counts: dict[str, int] = {}
         reloader = threading.Thread(
             target=lambda: reload_counts.update(
-                _reloader(address, stop, tally, repository, cache, [_variant(original), original])))
+                _reloader(address, stop, tally, repository, cache, [_variant(original), original])
+            )
+        )
         for thread in [*threads, reloader]:
             thread.start()
         time.sleep(duration)
@@ -363,7 +472,9 @@ def run(duration: float, clients: int, seed: int) -> int:
             for thread in burst:
                 thread.join()
             if burst_errors:
-                tally.violate(f"a burst of {MAX_CONCURRENT} requests after the chaos got {burst_errors}: a slot leaked")
+                tally.violate(
+                    f"a burst of {MAX_CONCURRENT} requests after the chaos got {burst_errors}: a slot leaked"
+                )
         time.sleep(1.0)
         end_rss, end_threads = _status(process.pid)
         if end_rss > RSS_GROWTH_LIMIT * warm_rss:
@@ -400,12 +511,16 @@ def run(duration: float, clients: int, seed: int) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     total = sum(tally.codes.values())
-    print(f"chaos run: {duration:.0f} s, {clients} clients, {total} calls, whole run {time.monotonic() - started:.0f} s")
+    print(
+        f"chaos run: {duration:.0f} s, {clients} clients, {total} calls, whole run {time.monotonic() - started:.0f} s"
+    )
     print(f"{'operation:status':<36} {'count':>7}")
     for key, count in sorted(tally.codes.items()):
         print(f"{key:<36} {count:>7}")
     print(f"reloader: {reload_counts}")
-    print(f"server RSS {warm_rss / 2**20:.0f} → {end_rss / 2**20:.0f} MiB, threads {warm_threads} → {end_threads}")
+    print(
+        f"server RSS {warm_rss / 2**20:.0f} → {end_rss / 2**20:.0f} MiB, threads {warm_threads} → {end_threads}"
+    )
     if tally.violations:
         print(f"FAILED: {len(tally.violations)} violations")
         for line in tally.violations[:30]:
@@ -416,7 +531,9 @@ def run(duration: float, clients: int, seed: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of chaos (at most 100)")
     parser.add_argument("--clients", type=int, default=6, help="concurrent client threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the clients' choices")

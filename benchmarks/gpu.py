@@ -81,9 +81,19 @@ class DeviceSampler:
         if self.available:
             self._samples = []
             self._process = subprocess.Popen(
-                ["nvidia-smi", "-i", str(self._index), "--query-gpu=utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits", "-lms", "50"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                [
+                    "nvidia-smi",
+                    "-i",
+                    str(self._index),
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    "50",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             self._thread = threading.Thread(target=self._read, daemon=True)
             self._thread.start()
         return self
@@ -171,15 +181,24 @@ class Bench:
         print(f"  {row.model} N={row.samples} {row.what}: {row.best:.4f} s", flush=True)
 
 
-def _export(name: str, module: torch.nn.Module, shape: tuple[int, ...], folder: Path, seed: int) -> np.ndarray:
+def _export(
+    name: str, module: torch.nn.Module, shape: tuple[int, ...], folder: Path, seed: int
+) -> np.ndarray:
     zoo = _zoo()
     x = zoo.random_input((1, *shape), seed).numpy()
     target = folder / name
     target.mkdir(parents=True)
     model = export_torch_onnx(module, torch.from_numpy(np.repeat(x, 2, axis=0)))
     (target / "model.onnx").write_bytes(model.SerializeToString())
-    ModelConfig(name=name, input_name="input", input_shape=shape, explained_tensor="logits",
-                lower=LOWER, upper=UPPER, description=name).save(target)
+    ModelConfig(
+        name=name,
+        input_name="input",
+        input_shape=shape,
+        explained_tensor="logits",
+        lower=LOWER,
+        upper=UPPER,
+        description=name,
+    ).save(target)
     return x
 
 
@@ -197,17 +216,32 @@ class _Recorder:
         return self.model(inputs, cotangents, weight_overrides)  # type: ignore[arg-type]
 
 
-def run_model(bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int, ...], workdir: Path) -> None:
+def run_model(
+    bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int, ...], workdir: Path
+) -> None:
     args = bench.args
     repository, cache = workdir / "models" / name, workdir / "cache"
     x = _export(name, module, shape, repository, seed=1)
-    settings = Settings(address="127.0.0.1:0", model_repository=repository, cache_dir=cache, device=args.device,
-                        max_concurrent_requests=1, max_queued_requests=16, max_evaluations=10_000_000,
-                        max_message_bytes=256 << 20, log_level="WARNING")
-    graph = cached_gradient_graph((repository / name / "model.onnx").read_bytes(), "input", shape, "logits", cache)
-    session = GradientSession(graph, input_name="input", device=args.device, options=settings.runtime_options())
-    forward = ForwardSession(str(repository / name / "model.onnx"), device=args.device,
-                             options=settings.runtime_options())
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=repository,
+        cache_dir=cache,
+        device=args.device,
+        max_concurrent_requests=1,
+        max_queued_requests=16,
+        max_evaluations=10_000_000,
+        max_message_bytes=256 << 20,
+        log_level="WARNING",
+    )
+    graph = cached_gradient_graph(
+        (repository / name / "model.onnx").read_bytes(), "input", shape, "logits", cache
+    )
+    session = GradientSession(
+        graph, input_name="input", device=args.device, options=settings.runtime_options()
+    )
+    forward = ForwardSession(
+        str(repository / name / "model.onnx"), device=args.device, options=settings.runtime_options()
+    )
     server, port = create_server(settings)
     server.start()
     torch_module = module.to(bench.torch_device)
@@ -216,8 +250,15 @@ def run_model(bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int
             for samples in args.samples:
                 method = Method(samples=samples, alpha=ALPHA)
                 recorder = _Recorder(session)
-                reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1,
-                                    memory_budget_bytes=settings.memory_budget_bytes)
+                reference = explain(
+                    recorder,
+                    x[0],
+                    method,
+                    lower=LOWER,
+                    upper=UPPER,
+                    seed=1,
+                    memory_budget_bytes=settings.memory_budget_bytes,
+                )
                 calls = list(recorder.batches)
                 target = int(np.argmax(reference.outputs))
                 rng = np.random.default_rng(2)
@@ -231,8 +272,15 @@ def run_model(bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int
                 note = f"{len(calls) - 1} chunks of <= {max(calls[1:] or calls)} rows"
 
                 def direct(method: Method = method) -> object:
-                    return explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1,
-                                   memory_budget_bytes=settings.memory_budget_bytes)
+                    return explain(
+                        session,
+                        x[0],
+                        method,
+                        lower=LOWER,
+                        upper=UPPER,
+                        seed=1,
+                        memory_budget_bytes=settings.memory_budget_bytes,
+                    )
 
                 def grpc(method: Method = method) -> object:
                     return client.explain(name, x, method=method, seed=1)
@@ -245,12 +293,22 @@ def run_model(bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int
                     with ThreadPoolExecutor(4) as pool:
                         return list(pool.map(one, range(4)))
 
-                def raw(rows: np.ndarray = rows, cotangents: np.ndarray = cotangents,
-                        starts: np.ndarray = starts) -> object:
-                    return [session(rows[a:b], cotangents[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+                def raw(
+                    rows: np.ndarray = rows, cotangents: np.ndarray = cotangents, starts: np.ndarray = starts
+                ) -> object:
+                    return [
+                        session(rows[a:b], cotangents[a:b])
+                        for a, b in zip(starts[:-1], starts[1:], strict=True)
+                    ]
 
-                captum = _captum(torch_module, torch.from_numpy(x).to(bench.torch_device), samples,
-                                 ALPHA * (UPPER - LOWER), target, chunk=max(calls[1:] or calls))
+                captum = _captum(
+                    torch_module,
+                    torch.from_numpy(x).to(bench.torch_device),
+                    samples,
+                    ALPHA * (UPPER - LOWER),
+                    target,
+                    chunk=max(calls[1:] or calls),
+                )
                 bench.measure(Row(name, samples, "mollify", note=note), direct, repeats)
                 bench.measure(Row(name, samples, "grpc"), grpc, repeats)
                 if samples <= 100:
@@ -268,8 +326,9 @@ def run_model(bench: Bench, name: str, module: torch.nn.Module, shape: tuple[int
         torch_module.to("cpu")
 
 
-def _captum(module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float, target: int,
-            chunk: int) -> Callable[[], object] | None:
+def _captum(
+    module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float, target: int, chunk: int
+) -> Callable[[], object] | None:
     try:
         from captum.attr import NoiseTunnel, Saliency
     except ImportError:
@@ -278,30 +337,50 @@ def _captum(module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float
 
     def run() -> object:
         # Captum's own batching (nt_samples_batch_size) keeps N = 1000 within the device's memory.
-        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=target,
-                                abs=False, nt_samples_batch_size=min(samples, chunk))
+        return tunnel.attribute(
+            x,
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=sigma,
+            target=target,
+            abs=False,
+            nt_samples_batch_size=min(samples, chunk),
+        )
 
     return run
 
 
 def report(bench: Bench) -> None:
-    header = f"{'model':10} {'N':>5} {'what':9} {'best s':>9} {'median s':>9} {'peak MiB':>9} {'util %':>7}  note"
-    print(f"\ndevice {bench.args.device} ({_device_name(bench)}), SmoothGrad alpha = {ALPHA}, "
-          f"one instance; fastest of {bench.args.repeats} (N > 100: one run)")
+    header = (
+        f"{'model':10} {'N':>5} {'what':9} {'best s':>9} {'median s':>9} {'peak MiB':>9} {'util %':>7}  note"
+    )
+    print(
+        f"\ndevice {bench.args.device} ({_device_name(bench)}), SmoothGrad alpha = {ALPHA}, "
+        f"one instance; fastest of {bench.args.repeats} (N > 100: one run)"
+    )
     print(header)
     print("-" * len(header))
     for row in bench.rows:
-        print(f"{row.model:10} {row.samples:5d} {row.what:9} {row.best:9.4f} {row.median:9.4f} "
-              f"{row.peak_mib:9.0f} {row.utilisation:7.1f}  {row.note}")
-    print(f"\ntargets (ResNet-50, N = 50): mollify <= {TARGET_VS_RAW} x raw, >= {TARGET_VS_CAPTUM} x faster than "
-          f"captum, grpc - mollify <= {TARGET_GRPC_S * 1000:.0f} ms")
+        print(
+            f"{row.model:10} {row.samples:5d} {row.what:9} {row.best:9.4f} {row.median:9.4f} "
+            f"{row.peak_mib:9.0f} {row.utilisation:7.1f}  {row.note}"
+        )
+    print(
+        f"\ntargets (ResNet-50, N = 50): mollify <= {TARGET_VS_RAW} x raw, >= {TARGET_VS_CAPTUM} x faster than "
+        f"captum, grpc - mollify <= {TARGET_GRPC_S * 1000:.0f} ms"
+    )
     by = {(r.model, r.samples, r.what): r.best for r in bench.rows}
     for model in sorted({r.model for r in bench.rows}):
         for samples in bench.args.samples:
-            best = {what: by.get((model, samples, what), float("nan")) for what in ("mollify", "raw", "captum", "grpc")}
-            print(f"  {model} N={samples}: mollify/raw {best['mollify'] / best['raw']:.3f}, captum/mollify "
-                  f"{best['captum'] / best['mollify']:.2f}, grpc-mollify "
-                  f"{(best['grpc'] - best['mollify']) * 1000:.2f} ms")
+            best = {
+                what: by.get((model, samples, what), float("nan"))
+                for what in ("mollify", "raw", "captum", "grpc")
+            }
+            print(
+                f"  {model} N={samples}: mollify/raw {best['mollify'] / best['raw']:.3f}, captum/mollify "
+                f"{best['captum'] / best['mollify']:.2f}, grpc-mollify "
+                f"{(best['grpc'] - best['mollify']) * 1000:.2f} ms"
+            )
     print(f"total {time.perf_counter() - bench.started:.0f} s")
 
 
@@ -310,14 +389,22 @@ def _device_name(bench: Bench) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
-    parser.add_argument("--quick", action="store_true", help="N = 4 and 8, 32x32 inputs, narrow layouts (CPU check)")
+    parser.add_argument(
+        "--quick", action="store_true", help="N = 4 and 8, 32x32 inputs, narrow layouts (CPU check)"
+    )
     parser.add_argument("--samples", default=None, help="comma-separated N (default 50,1000; quick: 4,8)")
     parser.add_argument("--models", default="resnet18,resnet50")
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (quick: 1)")
-    parser.add_argument("--time-limit-s", type=float, default=200.0,
-                        help="no measurement starts after this many seconds (default 200)")
+    parser.add_argument(
+        "--time-limit-s",
+        type=float,
+        default=200.0,
+        help="no measurement starts after this many seconds (default 200)",
+    )
     args = parser.parse_args(argv)
     args.samples = [int(n) for n in (args.samples or ("4,8" if args.quick else "50,1000")).split(",")]
     args.repeats = args.repeats or (1 if args.quick else 3)

@@ -98,7 +98,9 @@ def _timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(case: Case, batch: int, repeats: int, threads: int | None, profile: Path | None, seed: int = 0) -> Row:
+def measure(
+    case: Case, batch: int, repeats: int, threads: int | None, profile: Path | None, seed: int = 0
+) -> Row:
     zoo = _zoo()
     module = zoo.init_module(case.module(), seed)
     inputs = zoo.random_input((batch, *case.instance_shape), seed + 1)
@@ -175,7 +177,8 @@ def profile_gradient_graph(
     model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     warm_from = model_runs[0][1] if len(model_runs) > runs else 0
     events = [
-        e for e in events
+        e
+        for e in events
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= warm_from
     ]
     by_op: dict[str, float] = defaultdict(float)
@@ -222,7 +225,9 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", default="resnet18,digits_cnn")

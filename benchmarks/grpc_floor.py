@@ -44,8 +44,12 @@ def _session() -> GradientSession:
 
     config = ModelConfig.load(_DEMO)
     model = onnx.load(str(_DEMO / "model.onnx"))
-    graph = build_gradient_model(model, [config.input_name], config.explained_tensor,
-                                 input_shapes={config.input_name: config.input_shape})
+    graph = build_gradient_model(
+        model,
+        [config.input_name],
+        config.explained_tensor,
+        input_shapes={config.input_name: config.input_shape},
+    )
     graph.ir_version = min(graph.ir_version, 10)
     return GradientSession(graph, input_name=config.input_name, device="cpu", intra_op_threads=2)
 
@@ -66,7 +70,9 @@ def _raw_calls(session: GradientSession) -> Callable[[np.ndarray], tuple[np.ndar
 
 
 class _BareServicer(pb_grpc.ExplainerServiceServicer):
-    def __init__(self, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]
+    ) -> None:
         self._run = run
         self._shape = shape
 
@@ -74,14 +80,21 @@ class _BareServicer(pb_grpc.ExplainerServiceServicer):
         x = np.frombuffer(request.inputs.raw_contents, np.float32).reshape((1, *self._shape))
         outputs, gradient = self._run(x)
         tensor = codec.array_to_tensor(gradient)
-        return pb.ExplainResponse(explanations=[pb.InstanceExplanation(
-            attribution=tensor, standard_error=tensor, outputs=codec.array_to_tensor(outputs))])
+        return pb.ExplainResponse(
+            explanations=[
+                pb.InstanceExplanation(
+                    attribution=tensor, standard_error=tensor, outputs=codec.array_to_tensor(outputs)
+                )
+            ]
+        )
 
 
 def serve() -> None:
     session = _session()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_ExplainerServiceServicer_to_server(_BareServicer(_raw_calls(session), session.input_shape), server)
+    pb_grpc.add_ExplainerServiceServicer_to_server(
+        _BareServicer(_raw_calls(session), session.input_shape), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"listening on 127.0.0.1:{port}", flush=True)
@@ -136,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         process.terminate()
         process.wait(timeout=30)
     raw, bare = min(times["raw"]), min(times["bare"])
-    print(f"digits CNN, SmoothGrad N = {SAMPLES} (clean row + {SAMPLES} rows), fastest mean of {args.burst} "
-          f"back-to-back calls over {args.repeats} rounds")
+    print(
+        f"digits CNN, SmoothGrad N = {SAMPLES} (clean row + {SAMPLES} rows), fastest mean of {args.burst} "
+        f"back-to-back calls over {args.repeats} rounds"
+    )
     print(f"{'raw graph runs in-process':34} {raw * 1000:8.3f} ms")
     print(f"{'bare gRPC servicer, same runs':34} {bare * 1000:8.3f} ms")
     print(f"{'bare - raw (transport floor)':34} {(bare - raw) * 1000:8.3f} ms")

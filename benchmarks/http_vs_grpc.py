@@ -62,14 +62,35 @@ class _Server:
     """``python -m service`` with gRPC and HTTP on free ports."""
 
     def __init__(self, repository: Path, cache: Path) -> None:
-        args = [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
-                "--model-repository", str(repository), "--cache-dir", str(cache), "--device", "cpu",
-                "--max-concurrent-requests", "1", "--max-evaluations", "10000000",
-                "--max-message-bytes", "256MiB", "--log-level", "WARNING"]
+        args = [
+            sys.executable,
+            "-m",
+            "service",
+            "--address",
+            "127.0.0.1:0",
+            "--http-address",
+            "127.0.0.1:0",
+            "--model-repository",
+            str(repository),
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            "--max-concurrent-requests",
+            "1",
+            "--max-evaluations",
+            "10000000",
+            "--max-message-bytes",
+            "256MiB",
+            "--log-level",
+            "WARNING",
+        ]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout or ()], daemon=True).start()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in self.process.stdout or ()], daemon=True
+        ).start()
         banner = lines.get(timeout=600)
         if not banner.startswith("listening on"):
             raise RuntimeError(f"server did not start: {banner}")
@@ -82,12 +103,14 @@ class _Server:
 
 
 def _http_explain(port: int, model: str, x: np.ndarray, samples: int) -> np.ndarray:
-    body = json.dumps({"instances": x.tolist(),
-                       "parameters": {"samples": samples, "alpha": ALPHA, "seed": SEED}}).encode()
+    body = json.dumps(
+        {"instances": x.tolist(), "parameters": {"samples": samples, "alpha": ALPHA, "seed": SEED}}
+    ).encode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        connection.request("POST", f"/v1/models/{model}:explain", body=body,
-                           headers={"content-type": "application/json"})
+        connection.request(
+            "POST", f"/v1/models/{model}:explain", body=body, headers={"content-type": "application/json"}
+        )
         response = connection.getresponse()
         document = json.loads(response.read())
     finally:
@@ -108,11 +131,13 @@ def _best(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str,
     return {name: (min(values), statistics.median(values)) for name, values in times.items()}
 
 
-def _measure(server: _Server, name: str, x: np.ndarray, samples: int,
-             repeats: int) -> tuple[bool, dict[str, tuple[float, float]]]:
+def _measure(
+    server: _Server, name: str, x: np.ndarray, samples: int, repeats: int
+) -> tuple[bool, dict[str, tuple[float, float]]]:
     """Whether both front ends return bitwise the same attribution, and their timings."""
     method = Method(samples=samples, alpha=ALPHA)
     with ExplainerClient(server.address) as client:
+
         def grpc_call() -> np.ndarray:
             return client.explain(name, x, method=method, seed=SEED)[0].attribution
 
@@ -124,7 +149,9 @@ def _measure(server: _Server, name: str, x: np.ndarray, samples: int,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="resnet18,digits_cnn")
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
@@ -146,14 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratio = timings["http"][0] / timings["grpc"][0]
             floor = ratio <= FLOOR_RESNET if name == "resnet18" else True
             failed |= not (same and floor)
-            rows.append((case.label, timings["grpc"], timings["http"], ratio, same, floor, name == "resnet18"))
-    print(f"N = {args.samples}, alpha = {ALPHA}, seed = {SEED}, one instance; fastest of {args.repeats} "
-          f"(median); {os.cpu_count()} CPUs")
+            rows.append(
+                (case.label, timings["grpc"], timings["http"], ratio, same, floor, name == "resnet18")
+            )
+    print(
+        f"N = {args.samples}, alpha = {ALPHA}, seed = {SEED}, one instance; fastest of {args.repeats} "
+        f"(median); {os.cpu_count()} CPUs"
+    )
     print(f"{'model':<28} {'gRPC e2e':>20} {'HTTP e2e':>20} {'HTTP/gRPC':>10}  bitwise equal")
     for label, grpc_t, http_t, ratio, same, floor, checked in rows:
         verdict = f" (floor ≤ {FLOOR_RESNET}: {'ok' if floor else 'MISSED'})" if checked else ""
-        print(f"{label:<28} {grpc_t[0] * 1e3:>9.1f} ({grpc_t[1] * 1e3:>6.1f}) ms "
-              f"{http_t[0] * 1e3:>9.1f} ({http_t[1] * 1e3:>6.1f}) ms {ratio:>9.3f}{verdict}  {same}")
+        print(
+            f"{label:<28} {grpc_t[0] * 1e3:>9.1f} ({grpc_t[1] * 1e3:>6.1f}) ms "
+            f"{http_t[0] * 1e3:>9.1f} ({http_t[1] * 1e3:>6.1f}) ms {ratio:>9.3f}{verdict}  {same}"
+        )
     return 1 if failed else 0
 
 

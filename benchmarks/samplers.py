@@ -52,8 +52,13 @@ def _demo(name: str, cache: Path) -> Subject:
 
     folder = repository_path() / name
     config = ModelConfig.load(folder)
-    path = cached_gradient_graph((folder / "model.onnx").read_bytes(), config.input_name, config.input_shape,
-                                 config.explained_tensor, cache)
+    path = cached_gradient_graph(
+        (folder / "model.onnx").read_bytes(),
+        config.input_name,
+        config.input_shape,
+        config.explained_tensor,
+        cache,
+    )
     session = GradientSession(path, input_name=config.input_name, device="cpu")
     if name == "digits_cnn":
         data = digits_data()
@@ -82,12 +87,21 @@ def _resnet(cache: Path, workdir: Path) -> Subject:
 
 def _attribution(subject: Subject, samples: int, sampler: str, seed: int) -> np.ndarray:
     method = Method(samples=samples, sampler=sampler, replicates=REPLICATES)  # type: ignore[arg-type]
-    result = explain(subject.session, subject.x, method, ClassTarget(subject.target), lower=subject.lower,
-                     upper=subject.upper, seed=seed)
+    result = explain(
+        subject.session,
+        subject.x,
+        method,
+        ClassTarget(subject.target),
+        lower=subject.lower,
+        upper=subject.upper,
+        seed=seed,
+    )
     return np.asarray(result.attribution, dtype=np.float64)
 
 
-def measure(subject: Subject, reference: int, grid: list[int], seeds: int, target: float) -> dict[str, list[float]]:
+def measure(
+    subject: Subject, reference: int, grid: list[int], seeds: int, target: float
+) -> dict[str, list[float]]:
     started = time.perf_counter()
     truth = _attribution(subject, reference, "iid", 10_000)
     norm = float(np.linalg.norm(truth))
@@ -98,16 +112,24 @@ def measure(subject: Subject, reference: int, grid: list[int], seeds: int, targe
             continue
         errors[sampler] = []
         for n in grid:
-            runs = [np.linalg.norm(_attribution(subject, n, sampler, seed) - truth) / norm for seed in range(seeds)]
+            runs = [
+                np.linalg.norm(_attribution(subject, n, sampler, seed) - truth) / norm
+                for seed in range(seeds)
+            ]
             errors[sampler].append(float(np.mean(runs)))
             if errors[sampler][-1] <= target and n >= 40:
                 break
-    print(f"  ({subject.label}: reference N = {reference}, {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    print(
+        f"  ({subject.label}: reference N = {reference}, {time.perf_counter() - started:.0f} s)",
+        file=sys.stderr,
+    )
     return errors
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="digits_cnn,breast_cancer_mlp,resnet18")
     parser.add_argument("--reference", type=int, default=20_000)
     parser.add_argument("--resnet-reference", type=int, default=2_000)
@@ -122,18 +144,32 @@ def main() -> int:
         cache = Path(work) / "cache"
         for name in args.models.split(","):
             if name == "resnet18":
-                subject, reference, cap, seeds = _resnet(cache, Path(work)), args.resnet_reference, \
-                    args.resnet_max_samples, max(2, args.seeds // 2)
+                subject, reference, cap, seeds = (
+                    _resnet(cache, Path(work)),
+                    args.resnet_reference,
+                    args.resnet_max_samples,
+                    max(2, args.seeds // 2),
+                )
             else:
-                subject, reference, cap, seeds = _demo(name, cache), args.reference, args.max_samples, args.seeds
+                subject, reference, cap, seeds = (
+                    _demo(name, cache),
+                    args.reference,
+                    args.max_samples,
+                    args.seeds,
+                )
             grid = [10 * 2**k for k in range(20) if 10 * 2**k <= cap]
             errors = measure(subject, reference, grid, seeds, args.target)
             rows.append((subject.label, reference, grid, errors))
 
-    print(f"\nSmoothGrad (gaussian, α = 0.2): samples to reach {100 * args.target:.0f} % mean relative error "
-          f"against an i.i.d. reference; structured samplers use {REPLICATES} replicates")
-    print(f"{'model':<22} {'reference N':>11} " + " ".join(f"{s:>16}" for s in SAMPLER_NAMES)
-          + f" {'error at N=40 (iid→best)':>26}")
+    print(
+        f"\nSmoothGrad (gaussian, α = 0.2): samples to reach {100 * args.target:.0f} % mean relative error "
+        f"against an i.i.d. reference; structured samplers use {REPLICATES} replicates"
+    )
+    print(
+        f"{'model':<22} {'reference N':>11} "
+        + " ".join(f"{s:>16}" for s in SAMPLER_NAMES)
+        + f" {'error at N=40 (iid→best)':>26}"
+    )
     for label, reference, grid, errors in rows:
         cells = []
         for sampler in SAMPLER_NAMES:
@@ -144,7 +180,11 @@ def main() -> int:
                 cells.append(str(found) if found is not None else f"> {grid[len(errors[sampler]) - 1]}")
         at40 = {s: errors[s][2] for s in SAMPLER_NAMES if len(errors[s]) > 2 and not np.isnan(errors[s][2])}
         best = min(at40, key=lambda s: at40[s]) if at40 else "-"
-        note = f"{at40.get('iid', float('nan')):.3f} → {at40.get(best, float('nan')):.3f} ({best})" if at40 else "-"
+        note = (
+            f"{at40.get('iid', float('nan')):.3f} → {at40.get(best, float('nan')):.3f} ({best})"
+            if at40
+            else "-"
+        )
         print(f"{label:<22} {reference:>11} " + " ".join(f"{c:>16}" for c in cells) + f" {note:>26}")
     return 0
 

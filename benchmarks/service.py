@@ -91,8 +91,9 @@ def _cases(zoo: ModuleType) -> dict[str, Case]:
 
     return {
         "resnet18": Case("resnet18", "ResNet-18 layout 3x224x224", zoo.ResNet18, (3, 224, 224)),
-        "digits_cnn": Case("digits_cnn", "digits CNN 1x8x8", digits_cnn_module, (1, 8, 8), repeat_factor=4,
-                           burst=20),
+        "digits_cnn": Case(
+            "digits_cnn", "digits CNN 1x8x8", digits_cnn_module, (1, 8, 8), repeat_factor=4, burst=20
+        ),
     }
 
 
@@ -134,14 +135,34 @@ class ServerProcess:
     """``python -m service`` on a free port; ``peak_rss`` reads its VmHWM, ``reset_peak`` clears it."""
 
     def __init__(self, repository: Path, cache: Path, threads: int, concurrency: int, budget: int) -> None:
-        args = [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(repository),
-                "--cache-dir", str(cache), "--device", "cpu", "--max-concurrent-requests", str(concurrency),
-                "--max-queued-requests", "32", "--max-evaluations", "10000000", "--log-level", "WARNING"]
+        args = [
+            sys.executable,
+            "-m",
+            "service",
+            "--address",
+            "127.0.0.1:0",
+            "--model-repository",
+            str(repository),
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            "--max-concurrent-requests",
+            str(concurrency),
+            "--max-queued-requests",
+            "32",
+            "--max-evaluations",
+            "10000000",
+            "--log-level",
+            "WARNING",
+        ]
         args += ["--intra-op-threads", str(threads), "--memory-budget-bytes", str(budget)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout or ()], daemon=True).start()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in self.process.stdout or ()], daemon=True
+        ).start()
         banner = lines.get(timeout=600)
         if not banner.startswith("listening on"):
             raise RuntimeError(f"server did not start: {banner}")
@@ -188,8 +209,15 @@ def _prepare(case: Case, folder: Path, seed: int) -> tuple[torch.nn.Module, np.n
     target = folder / case.name
     target.mkdir(parents=True)
     (target / "model.onnx").write_bytes(original.SerializeToString())
-    ModelConfig(name=case.name, input_name="input", input_shape=case.instance_shape, explained_tensor="logits",
-                lower=LOWER, upper=UPPER, description=case.label).save(target)
+    ModelConfig(
+        name=case.name,
+        input_name="input",
+        input_shape=case.instance_shape,
+        explained_tensor="logits",
+        lower=LOWER,
+        upper=UPPER,
+        description=case.label,
+    ).save(target)
     return module, x
 
 
@@ -198,7 +226,9 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
     module, x = _prepare(case, repository, seed=0)
     method = Method(samples=args.samples, alpha=ALPHA)
     result = Result(case.label, args.samples)
-    server = ServerProcess(repository, cache, args.threads, args.concurrency, args.memory_budget)  # resolved in main()
+    server = ServerProcess(
+        repository, cache, args.threads, args.concurrency, args.memory_budget
+    )  # resolved in main()
     try:
         with ExplainerClient(server.address, timeout=60) as client:
             info = client.get_model(case.name)
@@ -208,38 +238,58 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
         model_bytes = (repository / case.name / "model.onnx").read_bytes()
         graph = cached_gradient_graph(model_bytes, "input", case.instance_shape, "logits", cache)
         session = GradientSession(graph, input_name="input", device="cpu", intra_op_threads=args.threads)
-        forward = ForwardSession(str(repository / case.name / "model.onnx"), device="cpu",
-                                 intra_op_threads=args.threads)
+        forward = ForwardSession(
+            str(repository / case.name / "model.onnx"), device="cpu", intra_op_threads=args.threads
+        )
         # Record the model calls the estimator makes under the server's memory budget, so that the
         # raw runs repeat exactly them: the clean pass, then the noisy rows in the same chunks.
         recorder = _Recorder(session)
         budget = args.memory_budget
-        reference = explain(recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget)
+        reference = explain(
+            recorder, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget
+        )
         result.chunk_rows = int(reference.extras["chunk_rows"])
         result.calls = list(recorder.batches)
         result.bytes_per_sample = session.bytes_per_sample
         rows = np.repeat(x, sum(result.calls), axis=0)
-        rows[1:] += np.random.default_rng(2).normal(0, ALPHA * (UPPER - LOWER), rows[1:].shape).astype(np.float32)
+        rows[1:] += (
+            np.random.default_rng(2).normal(0, ALPHA * (UPPER - LOWER), rows[1:].shape).astype(np.float32)
+        )
         cotangents = np.zeros((len(rows), *session.output_shape), np.float32)
         cotangents[:, int(np.argmax(reference.outputs))] = 1.0
         starts = np.cumsum([0, *result.calls])
         batch = np.repeat(x, args.samples, axis=0)
-        captum = _captum(module, torch.from_numpy(x), args.samples, ALPHA * (UPPER - LOWER),
-                         int(np.argmax(reference.outputs)))
+        captum = _captum(
+            module,
+            torch.from_numpy(x),
+            args.samples,
+            ALPHA * (UPPER - LOWER),
+            int(np.argmax(reference.outputs)),
+        )
 
         with ExplainerClient(server.address, timeout=600) as client:
+
             def e2e() -> object:
                 return client.explain(case.name, x, method=method, seed=1)
 
             def raw() -> object:
-                return [session(rows[a:b], cotangents[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+                return [
+                    session(rows[a:b], cotangents[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)
+                ]
 
             def direct() -> object:
-                return explain(session, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget)
+                return explain(
+                    session, x[0], method, lower=LOWER, upper=UPPER, seed=1, memory_budget_bytes=budget
+                )
 
             print("  latency: e2e, raw, direct, Captum, forward in turns", flush=True)
-            functions = {"e2e": e2e, "raw": raw, "direct": direct, "captum": captum,
-                         "forward": lambda: forward.run(batch)}
+            functions = {
+                "e2e": e2e,
+                "raw": raw,
+                "direct": direct,
+                "captum": captum,
+                "forward": lambda: forward.run(batch),
+            }
             timings: dict[str, list[float]] = {name: [] for name in functions}
             for function in functions.values():
                 function()
@@ -247,20 +297,22 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
             isolated: dict[str, list[float]] = {name: [] for name in functions}
             for repeat in range(args.repeats * case.repeat_factor):
                 # Rotate the order so that no measurement always follows the same neighbour.
-                for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
                     timings[name].append(_timed(functions[name], case.burst))
                     if case.burst > 1:
                         isolated[name].append(_timed(functions[name]))
             if case.burst > 1:
                 result.isolated = {k: min(v) for k, v in isolated.items()}
             result.e2e_s, result.raw_s, result.direct_s, result.captum_s, result.forward_s = (
-                min(timings[k]) for k in functions)
+                min(timings[k]) for k in functions
+            )
             result.medians = {k: statistics.median(v) for k, v in timings.items()}
 
             for clients in args.clients:
                 print(f"  throughput: {clients} clients", flush=True)
                 result.throughput[clients], result.refused[clients] = _throughput(
-                    server.address, case.name, x, method, clients, args.requests_per_client)
+                    server.address, case.name, x, method, clients, args.requests_per_client
+                )
 
             if args.rss_samples:
                 for samples in (args.samples, args.rss_samples):
@@ -274,19 +326,24 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> Result:
     return result
 
 
-def _captum(module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float, target: int) -> Callable[[], object]:
+def _captum(
+    module: torch.nn.Module, x: torch.Tensor, samples: int, sigma: float, target: int
+) -> Callable[[], object]:
     from captum.attr import NoiseTunnel, Saliency
 
     tunnel = NoiseTunnel(Saliency(module))
 
     def run() -> object:
-        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=target, abs=False)
+        return tunnel.attribute(
+            x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=target, abs=False
+        )
 
     return run
 
 
-def _throughput(address: str, model: str, x: np.ndarray, method: Method, clients: int,
-                requests: int) -> tuple[float, int]:
+def _throughput(
+    address: str, model: str, x: np.ndarray, method: Method, clients: int, requests: int
+) -> tuple[float, int]:
     """Explanations per second with ``clients`` concurrent clients of ``requests`` calls each."""
     refused = 0
 
@@ -313,49 +370,77 @@ def _verdict(ok: bool) -> str:
 
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> int:
-    print(f"\nSmoothGrad N = {args.samples}, one instance, fastest of {args.repeats} repeats in seconds (the small "
-          "model: x4 repeats of 20 back-to-back calls, their mean); medians below, then the small model's "
-          "isolated calls (one call after a 0.1 s pause: every thread asleep)")
-    header = (f"{'model':28} {'calls':>9} {'e2e':>9} {'direct':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} "
-              f"{'e2e-dir':>9} {'captum':>9} {'e2e/capt':>8} {'raw/capt':>8} {'ORT fwd':>9}")
+    print(
+        f"\nSmoothGrad N = {args.samples}, one instance, fastest of {args.repeats} repeats in seconds (the small "
+        "model: x4 repeats of 20 back-to-back calls, their mean); medians below, then the small model's "
+        "isolated calls (one call after a 0.1 s pause: every thread asleep)"
+    )
+    header = (
+        f"{'model':28} {'calls':>9} {'e2e':>9} {'direct':>9} {'raw':>9} {'e2e/raw':>8} {'e2e-raw':>9} "
+        f"{'e2e-dir':>9} {'captum':>9} {'e2e/capt':>8} {'raw/capt':>8} {'ORT fwd':>9}"
+    )
     print(header)
     for r in results:
         calls = f"{r.calls[0]}+{sum(r.calls[1:])}/{len(r.calls) - 1}" if len(r.calls) > 1 else str(r.calls)
-        print(f"{r.label:28} {calls:>9} {r.e2e_s:9.4f} {r.direct_s:9.4f} {r.raw_s:9.4f} {r.e2e_s / r.raw_s:8.3f} "
-              f"{(r.e2e_s - r.raw_s) * 1000:7.2f}ms {(r.e2e_s - r.direct_s) * 1000:7.2f}ms {r.captum_s:9.4f} "
-              f"{r.e2e_s / r.captum_s:8.3f} {r.raw_s / r.captum_s:8.3f} {r.forward_s:9.4f}")
+        print(
+            f"{r.label:28} {calls:>9} {r.e2e_s:9.4f} {r.direct_s:9.4f} {r.raw_s:9.4f} {r.e2e_s / r.raw_s:8.3f} "
+            f"{(r.e2e_s - r.raw_s) * 1000:7.2f}ms {(r.e2e_s - r.direct_s) * 1000:7.2f}ms {r.captum_s:9.4f} "
+            f"{r.e2e_s / r.captum_s:8.3f} {r.raw_s / r.captum_s:8.3f} {r.forward_s:9.4f}"
+        )
     for r in results:
-        print(f"{'  medians':28} {'':>9} " + " ".join(f"{r.medians[k]:9.4f}" for k in ("e2e", "direct", "raw"))
-              + f" {'':8} {'':9} {'':9} {r.medians['captum']:9.4f} {'':8} {'':8} {r.medians['forward']:9.4f}")
+        print(
+            f"{'  medians':28} {'':>9} "
+            + " ".join(f"{r.medians[k]:9.4f}" for k in ("e2e", "direct", "raw"))
+            + f" {'':8} {'':9} {'':9} {r.medians['captum']:9.4f} {'':8} {'':8} {r.medians['forward']:9.4f}"
+        )
     for r in results:
         if r.isolated:
             i = r.isolated
-            print(f"{'  isolated calls':28} {'':>9} {i['e2e']:9.4f} {i['direct']:9.4f} {i['raw']:9.4f} "
-                  f"{i['e2e'] / i['raw']:8.3f} {(i['e2e'] - i['raw']) * 1000:7.2f}ms {(i['e2e'] - i['direct']) * 1000:7.2f}ms "
-                  f"{i['captum']:9.4f} {'':8} {'':8} {i['forward']:9.4f}")
-    print("calls: clean-pass rows + noisy rows / model calls (memory-budget chunks); direct: estimator.explain "
-          "in-process (e2e-dir = gRPC + service); "
-          + "; ".join(f"{r.label}: {r.bytes_per_sample / 2**20:.1f} MiB per sample" for r in results))
-    print(f"\nAggregate throughput (explanations/s; refused in brackets), {args.requests_per_client} requests "
-          f"per client, server --max-concurrent-requests {args.concurrency}")
+            print(
+                f"{'  isolated calls':28} {'':>9} {i['e2e']:9.4f} {i['direct']:9.4f} {i['raw']:9.4f} "
+                f"{i['e2e'] / i['raw']:8.3f} {(i['e2e'] - i['raw']) * 1000:7.2f}ms "
+                f"{(i['e2e'] - i['direct']) * 1000:7.2f}ms "
+                f"{i['captum']:9.4f} {'':8} {'':8} {i['forward']:9.4f}"
+            )
+    print(
+        "calls: clean-pass rows + noisy rows / model calls (memory-budget chunks); direct: estimator.explain "
+        "in-process (e2e-dir = gRPC + service); "
+        + "; ".join(f"{r.label}: {r.bytes_per_sample / 2**20:.1f} MiB per sample" for r in results)
+    )
+    print(
+        f"\nAggregate throughput (explanations/s; refused in brackets), {args.requests_per_client} requests "
+        f"per client, server --max-concurrent-requests {args.concurrency}"
+    )
     for r in results:
-        cells = "  ".join(f"{c:2d} clients: {r.throughput[c]:7.2f} [{r.refused[c]}]" for c in sorted(r.throughput))
+        cells = "  ".join(
+            f"{c:2d} clients: {r.throughput[c]:7.2f} [{r.refused[c]}]" for c in sorted(r.throughput)
+        )
         print(f"{r.label:28} {cells}")
     failures = 0
     print("\nFloors")
     for r in results:
         checks: list[tuple[str, bool]] = []
         if r.label.startswith("ResNet"):
-            checks += [(f"e2e <= {FLOOR_VS_RAW} x raw ({r.e2e_s / r.raw_s:.3f})", r.e2e_s <= FLOOR_VS_RAW * r.raw_s),
-                       (f"e2e <= {FLOOR_VS_CAPTUM} x Captum ({r.e2e_s / r.captum_s:.3f})",
-                        r.e2e_s <= FLOOR_VS_CAPTUM * r.captum_s)]
+            checks += [
+                (f"e2e <= {FLOOR_VS_RAW} x raw ({r.e2e_s / r.raw_s:.3f})", r.e2e_s <= FLOOR_VS_RAW * r.raw_s),
+                (
+                    f"e2e <= {FLOOR_VS_CAPTUM} x Captum ({r.e2e_s / r.captum_s:.3f})",
+                    r.e2e_s <= FLOOR_VS_CAPTUM * r.captum_s,
+                ),
+            ]
         else:
-            checks.append((f"e2e <= raw + 1 ms ({(r.e2e_s - r.raw_s) * 1000:.2f} ms over)",
-                           r.e2e_s <= r.raw_s + FLOOR_SMALL_OVERHEAD_S))
+            checks.append(
+                (
+                    f"e2e <= raw + 1 ms ({(r.e2e_s - r.raw_s) * 1000:.2f} ms over)",
+                    r.e2e_s <= r.raw_s + FLOOR_SMALL_OVERHEAD_S,
+                )
+            )
         if len(r.rss) == 2:
             small, large = (r.rss[k] for k in sorted(r.rss))
-            text = (f"peak RSS N={max(r.rss)} <= {FLOOR_RSS} x N={min(r.rss)} "
-                    f"({large / 2**20:.0f} MiB vs {small / 2**20:.0f} MiB = {large / small:.3f})")
+            text = (
+                f"peak RSS N={max(r.rss)} <= {FLOOR_RSS} x N={min(r.rss)} "
+                f"({large / 2**20:.0f} MiB vs {small / 2**20:.0f} MiB = {large / small:.3f})"
+            )
             if r.label.startswith("ResNet"):
                 checks.append((text, large <= FLOOR_RSS * small))
             else:
@@ -378,18 +463,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-samples", type=int, default=1000, help="0 skips the RSS comparison")
     # The floors were set at 256 MiB, the budget of the first releases: the server's default now
     # follows the machine's memory, and peak RSS is flat in N only beyond one budget's worth of rows.
-    parser.add_argument("--memory-budget", type=int, default=256 << 20, help="bytes per explanation (server and direct)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads, server and raw (default: the server's default)")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="server --max-concurrent-requests (default: the server's default for this machine)")
+    parser.add_argument(
+        "--memory-budget", type=int, default=256 << 20, help="bytes per explanation (server and direct)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime intra-op threads, server and raw (default: the server's default)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="server --max-concurrent-requests (default: the server's default for this machine)",
+    )
     args = parser.parse_args(argv)
     # The server's own defaults, resolved here so that the raw runs use the same thread count.
-    defaults = Settings(max_concurrent_requests=args.concurrency or default_concurrency(),
-                        intra_op_threads=args.threads)
+    defaults = Settings(
+        max_concurrent_requests=args.concurrency or default_concurrency(), intra_op_threads=args.threads
+    )
     args.concurrency, args.threads = defaults.max_concurrent_requests, defaults.session_threads()
-    print(f"server: --max-concurrent-requests {args.concurrency}, --intra-op-threads {args.threads} "
-          "(raw and direct runs use the same threads)")
+    print(
+        f"server: --max-concurrent-requests {args.concurrency}, --intra-op-threads {args.threads} "
+        "(raw and direct runs use the same threads)"
+    )
     torch.manual_seed(0)
     cases = _cases(_zoo())
     results = []

@@ -75,18 +75,32 @@ def _export(model: Any, folder: Path) -> str:
     ids, mask = (torch.from_numpy(a) for a in _inputs())
     folder.mkdir(parents=True)
     path = folder / "model.onnx"
-    torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                      dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}},
-                      dynamo=False, opset_version=17)
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+        opset_version=17,
+    )
     proto = onnx.load(str(path))
     proto.ir_version = min(proto.ir_version, 10)
     onnx.save(proto, str(path))
-    embedding = next(n.output[0] for n in proto.graph.node
-                     if n.op_type == "Gather" and n.input[0] == "embedding.weight")
-    ModelConfig.from_dict({
-        "name": "bert_base", "input_name": "input_ids", "input_shape": [TOKENS], "explained_tensor": "logits",
-        "explained_input": embedding, "labels": ["a", "b"],
-    }).save(folder)
+    embedding = next(
+        n.output[0] for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == "embedding.weight"
+    )
+    ModelConfig.from_dict(
+        {
+            "name": "bert_base",
+            "input_name": "input_ids",
+            "input_shape": [TOKENS],
+            "explained_tensor": "logits",
+            "explained_input": embedding,
+            "labels": ["a", "b"],
+        }
+    ).save(folder)
     return str(embedding)
 
 
@@ -102,11 +116,15 @@ def _captum(model: Any, samples: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--memory-budget", type=int, default=2048, help="MiB per explanation (server setting)")
+    parser.add_argument(
+        "--memory-budget", type=int, default=2048, help="MiB per explanation (server setting)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = _text_module(args.layers)
@@ -114,9 +132,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         root = Path(work) / "models"
         _export(model, root / "bert_base")
-        settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=Path(work) / "cache", device="cpu",
-                            intra_op_threads=2, max_concurrent_requests=1, max_evaluations=1_000_000,
-                            max_message_bytes=64 << 20, memory_budget_bytes=args.memory_budget << 20)
+        settings = Settings(
+            address="127.0.0.1:0",
+            model_repository=root,
+            cache_dir=Path(work) / "cache",
+            device="cpu",
+            intra_op_threads=2,
+            max_concurrent_requests=1,
+            max_evaluations=1_000_000,
+            max_message_bytes=64 << 20,
+            memory_budget_bytes=args.memory_budget << 20,
+        )
         server, port = create_server(settings)
         server.start()
         try:
@@ -128,8 +154,13 @@ def main() -> int:
                     """Seconds for one explanation, and the norm of its per-token standard error."""
                     started = time.perf_counter()
                     (explanation,) = client.explain(
-                        "bert_base", ids, method=Method(samples=n, sigma=SIGMA, sampler=sampler),  # type: ignore[arg-type]
-                        target=ClassTarget(1), seed=0, extra_inputs={"attention_mask": mask})
+                        "bert_base",
+                        ids,
+                        method=Method(samples=n, sigma=SIGMA, sampler=sampler),  # type: ignore[arg-type]
+                        target=ClassTarget(1),
+                        seed=0,
+                        extra_inputs={"attention_mask": mask},
+                    )
                     return time.perf_counter() - started, float(np.linalg.norm(explanation.standard_error))
 
                 # Both sides are warmed at the full N: a server answers many requests, and the
@@ -145,7 +176,9 @@ def main() -> int:
                 # Equal error: the antithetic sampler's standard error at N, scaled to the N it needs
                 # to match the i.i.d. error at N (the error of a mean falls as 1/sqrt(N)).
                 _, errors["antithetic"] = mollify(args.samples, "antithetic")
-                needed = max(20, 2 * math.ceil(args.samples * (errors["antithetic"] / errors["iid"]) ** 2 / 2))
+                needed = max(
+                    20, 2 * math.ceil(args.samples * (errors["antithetic"] / errors["iid"]) ** 2 / 2)
+                )
                 times["antithetic"] = [mollify(needed, "antithetic")[0] for _ in range(args.repeats)]
                 rss_small = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 mollify(4 * args.samples)
@@ -153,15 +186,23 @@ def main() -> int:
         finally:
             server.stop(0).wait()
     best = {name: min(values) for name, values in times.items()}
-    print(f"BERT-base-sized encoder ({args.layers} layers, 768 wide, {TOKENS} tokens), SmoothGrad at the token "
-          f"embedding, σ = {SIGMA}, fastest of {args.repeats} after a warm-up at N = {args.samples}")
+    print(
+        f"BERT-base-sized encoder ({args.layers} layers, 768 wide, {TOKENS} tokens), SmoothGrad at the token "
+        f"embedding, σ = {SIGMA}, fastest of {args.repeats} after a warm-up at N = {args.samples}"
+    )
     print("| Mollify over gRPC | Captum NoiseTunnel(Saliency) | Mollify / Captum | peak RSS N=4·N vs N |")
     print("|---|---|---|---|")
-    print(f"| {best['mollify']:.2f} s (N = {args.samples}) | {best['captum']:.2f} s (N = {args.samples}) | "
-          f"{best['mollify'] / best['captum']:.2f} | {rss_large / rss_small:.2f} (process, torch included) |")
-    print(f"| {best['antithetic']:.2f} s (antithetic, N = {needed}, same standard error) | "
-          f"{best['captum']:.2f} s (N = {args.samples}) | {best['antithetic'] / best['captum']:.2f} | |")
-    print(f"standard error norm at N = {args.samples}: i.i.d. {errors['iid']:.3g}, antithetic {errors['antithetic']:.3g}")
+    print(
+        f"| {best['mollify']:.2f} s (N = {args.samples}) | {best['captum']:.2f} s (N = {args.samples}) | "
+        f"{best['mollify'] / best['captum']:.2f} | {rss_large / rss_small:.2f} (process, torch included) |"
+    )
+    print(
+        f"| {best['antithetic']:.2f} s (antithetic, N = {needed}, same standard error) | "
+        f"{best['captum']:.2f} s (N = {args.samples}) | {best['antithetic'] / best['captum']:.2f} | |"
+    )
+    print(
+        f"standard error norm at N = {args.samples}: i.i.d. {errors['iid']:.3g}, antithetic {errors['antithetic']:.3g}"
+    )
     return 0
 
 

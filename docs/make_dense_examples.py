@@ -52,7 +52,9 @@ def _draw_object(image: np.ndarray, kind: int, cy: int, cx: int, half: int) -> N
     image[shape] = 0.9
 
 
-def detector_sample(rng: np.random.Generator, objects: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def detector_sample(
+    rng: np.random.Generator, objects: int
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """An image ``(H, W)`` in [0, 1] and its objects ``(class, cy, cx, half size)`` in distinct grid cells."""
     height, width = DETECTOR_SHAPE
     image = rng.uniform(0.0, 0.15, size=DETECTOR_SHAPE)
@@ -62,7 +64,9 @@ def detector_sample(rng: np.random.Generator, objects: int) -> tuple[np.ndarray,
             break
         half = int(rng.integers(3, 6))
         cy, cx = int(rng.integers(half + 1, height - half - 1)), int(rng.integers(half + 1, width - half - 1))
-        if all(abs(cy - y) > 2 * max(half, h) + 2 or abs(cx - x) > 2 * max(half, h) + 2 for _, y, x, h in placed):
+        if all(
+            abs(cy - y) > 2 * max(half, h) + 2 or abs(cx - x) > 2 * max(half, h) + 2 for _, y, x, h in placed
+        ):
             kind = int(rng.integers(len(CLASSES)))
             _draw_object(image, kind, cy, cx, half)
             placed.append((kind, cy, cx, half))
@@ -81,15 +85,21 @@ class YoloStyleHead(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         height, width = DETECTOR_SHAPE
-        rows, columns = torch.meshgrid(torch.arange(height // STRIDE), torch.arange(width // STRIDE), indexing="ij")
+        rows, columns = torch.meshgrid(
+            torch.arange(height // STRIDE), torch.arange(width // STRIDE), indexing="ij"
+        )
         self.register_buffer("cells", torch.stack([columns, rows]).float()[None])  # [1, 2, gh, gw]: x, y
         self.register_buffer("scale", torch.tensor([STRIDE / width, STRIDE / height]).view(1, 2, 1, 1))
         self.register_buffer("size", torch.tensor([12 / width, 12 / height]).view(1, 2, 1, 1))
         self.body = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.ReLU(),
-            nn.Conv2d(16, 24, 3, padding=1, stride=2), nn.ReLU(),
-            nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(16, 24, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(24, 24, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(24, 4 + len(CLASSES), 1),
         )
 
@@ -133,7 +143,9 @@ def train_detector(seed: int, steps: int = 500) -> YoloStyleHead:
     return model.eval()
 
 
-def _outline(image: np.ndarray, box: tuple[float, float, float, float], colour: tuple[float, float, float]) -> np.ndarray:
+def _outline(
+    image: np.ndarray, box: tuple[float, float, float, float], colour: tuple[float, float, float]
+) -> np.ndarray:
     """``image`` as RGB with the box ``(cx, cy, w, h)`` (fractions of the image) outlined."""
     height, width = image.shape
     rgb = np.repeat(image[..., None], 3, axis=2)
@@ -151,27 +163,37 @@ def detector_example(out: Path, seed: int) -> Path:
     model = train_detector(seed)
     rng = np.random.default_rng(seed + 1)
     image, objects = detector_sample(rng, 3)
-    _, gradient = export_torch_module(model, torch.tensor(image[None, None]).repeat(2, 1, 1, 1), dynamo=False,
-                                      output_names=("detections",))
+    _, gradient = export_torch_module(
+        model, torch.tensor(image[None, None]).repeat(2, 1, 1, 1), dynamo=False, output_names=("detections",)
+    )
     session = GradientSession(gradient, device="cpu")
     target = DetectionTarget()
     result = explain(session, image[None], METHOD, target, lower=0.0, upper=1.0, seed=seed)
     detection, class_index = detection_of(target, result.cotangent)
     outputs = np.asarray(result.outputs)
     cx, cy, w, h = (float(v) for v in outputs[:4, detection])
-    title = (f"YOLO-style head [1, 4+3, 96] · synthetic shapes: {', '.join(CLASSES[k] for k, *_ in objects)}\n"
-             f"SmoothGrad(α=0.1, N=64) · class {CLASSES[class_index]} of detection {detection} "
-             f"(score {outputs[4 + class_index, detection]:.2f})")
+    title = (
+        f"YOLO-style head [1, 4+3, 96] · synthetic shapes: {', '.join(CLASSES[k] for k, *_ in objects)}\n"
+        f"SmoothGrad(α=0.1, N=64) · class {CLASSES[class_index]} of detection {detection} "
+        f"(score {outputs[4 + class_index, detection]:.2f})"
+    )
     path = out / "dense_detection.heatmap.png"
-    render_heatmap(path, _outline(image, (cx, cy, w, h), (0.1, 0.8, 0.2)), np.asarray(result.attribution)[0], title=title,
-                   style=HeatmapStyle(panel_px=224))
+    render_heatmap(
+        path,
+        _outline(image, (cx, cy, w, h), (0.1, 0.8, 0.2)),
+        np.asarray(result.attribution)[0],
+        title=title,
+        style=HeatmapStyle(panel_px=224),
+    )
     return path
 
 
 # -------------------------------------------------------------------------------------- text map
 
 
-def text_sample(rng: np.random.Generator, words: int = 3) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+def text_sample(
+    rng: np.random.Generator, words: int = 3
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
     """A line image ``(H, W)``, its text mask and the words' boxes ``(top, bottom, left, right)``."""
     height, width = TEXT_SHAPE
     image = rng.uniform(0.0, 0.2, size=TEXT_SHAPE)
@@ -199,9 +221,12 @@ def train_text_detector(seed: int, steps: int = 300) -> nn.Module:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=4, dilation=4), nn.ReLU(),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=4, dilation=4),
+        nn.ReLU(),
         nn.Conv2d(8, 1, 3, padding=1),
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -220,22 +245,29 @@ def text_map_example(out: Path, seed: int) -> Path:
     model = train_text_detector(seed)
     rng = np.random.default_rng(seed + 2)
     image, _, boxes = text_sample(rng)
-    _, gradient = export_torch_module(model, torch.tensor(image[None, None]).repeat(2, 1, 1, 1), dynamo=False,
-                                      output_names=("text_logits",))
+    _, gradient = export_torch_module(
+        model, torch.tensor(image[None, None]).repeat(2, 1, 1, 1), dynamo=False, output_names=("text_logits",)
+    )
     session = GradientSession(gradient, device="cpu")
     top, bottom, left, right = boxes[1]  # the middle word
     axes = (0, slice(top, bottom), slice(left, right))
     result = explain(session, image[None], METHOD, RegionTarget(axes=axes), lower=0.0, upper=1.0, seed=seed)
-    title = (f"text detector, map [1, 1, 48, 192] · a synthetic line of {len(boxes)} words\n"
-             f"SmoothGrad(α=0.1, N=64) · the sum over {format_region(axes)} (the middle word)")
+    title = (
+        f"text detector, map [1, 1, 48, 192] · a synthetic line of {len(boxes)} words\n"
+        f"SmoothGrad(α=0.1, N=64) · the sum over {format_region(axes)} (the middle word)"
+    )
     path = out / "dense_text_region.heatmap.png"
-    render_heatmap(path, image, np.asarray(result.attribution)[0], title=title, style=HeatmapStyle(panel_px=384))
+    render_heatmap(
+        path, image, np.asarray(result.attribution)[0], title=title, style=HeatmapStyle(panel_px=384)
+    )
     return path
 
 
 def _shrink(path: Path) -> None:
     """Re-save with a 256-colour palette: a fraction of the bytes, no visible change at this size."""
-    Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True
+    )
 
 
 def main() -> None:

@@ -94,7 +94,6 @@ __all__ = [
 ]
 
 
-
 def __getattr__(name: str) -> Any:
     if _MISSING is not None and name in __all__:
         raise ImportError(

@@ -72,7 +72,9 @@ class SampleRows(ABC):
         """Noise centers of rows with these steps, ``(rows, D)``; ``x_rows`` is ``x`` once per row."""
         return x_rows
 
-    def inputs(self, steps: np.ndarray, points: np.ndarray, x_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def inputs(
+        self, steps: np.ndarray, points: np.ndarray, x_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The model inputs of these rows and the end points of their samples, from ``points`` (the
         centers, noisy when input noise is used)."""
         return points, x_rows
@@ -82,7 +84,9 @@ class SampleRows(ABC):
         return None
 
     @abstractmethod
-    def row_value(self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray) -> np.ndarray | None:
+    def row_value(
+        self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray
+    ) -> np.ndarray | None:
         """Fold one row, in row order: the sample's attribution ``(D,)`` once its last row is in, else ``None``.
 
         ``point`` is what the model saw, ``endpoint`` the sample's end point, ``gradient`` float64.
@@ -137,7 +141,9 @@ class _PointwiseRows(SampleRows):
     def batch_values(self, points: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         return self.attributor.attribution(points, gradients)
 
-    def row_value(self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    def row_value(
+        self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray
+    ) -> np.ndarray:
         return self.attributor.attribution(point[None], gradient[None])[0]
 
 
@@ -201,7 +207,9 @@ class IntegratedGradientsAttributor(Attributor):
 class _PathRows(SampleRows):
     """The rows of integrated gradients: one per path point, summed with the rule's step sizes."""
 
-    def __init__(self, x: np.ndarray, baseline: np.ndarray, step_sizes: np.ndarray, alphas: np.ndarray) -> None:
+    def __init__(
+        self, x: np.ndarray, baseline: np.ndarray, step_sizes: np.ndarray, alphas: np.ndarray
+    ) -> None:
         self.x, self.baseline, self.step_sizes, self.alphas = x, baseline, step_sizes, alphas
         self.rows_per_sample = int(alphas.size)
         self._partial: np.ndarray | None = None  # running Σ_k w_k G_k of the open sample
@@ -210,7 +218,9 @@ class _PathRows(SampleRows):
         """Path points ``x0 + a_k (x − x0)`` of these steps, ``(len(steps), D)``, built per chunk."""
         return path_points(self.x, self.baseline, self.alphas[steps])
 
-    def row_value(self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray) -> np.ndarray | None:
+    def row_value(
+        self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray
+    ) -> np.ndarray | None:
         if step == 0:
             self._partial = self.step_sizes[0] * gradient
         else:
@@ -226,7 +236,9 @@ class _InnerPath(_PathRows):
 
     noise_per_row = True
 
-    def __init__(self, x: np.ndarray, baseline: np.ndarray, step_sizes: np.ndarray, alphas: np.ndarray) -> None:
+    def __init__(
+        self, x: np.ndarray, baseline: np.ndarray, step_sizes: np.ndarray, alphas: np.ndarray
+    ) -> None:
         super().__init__(x, baseline, step_sizes, alphas)
         self.center_count = int(alphas.size)
 
@@ -239,7 +251,9 @@ class _OuterPath(_PathRows):
 
     repeats_draws = True
 
-    def inputs(self, steps: np.ndarray, points: np.ndarray, x_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def inputs(
+        self, steps: np.ndarray, points: np.ndarray, x_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         return self.baseline + self.alphas[steps][:, None] * (points - self.baseline), points
 
 

@@ -366,7 +366,9 @@ class _Run:
         self._rows = request.sample_rows
         self._stochastic = get_smoothing(request.method.mode).stochastic
         # Every row's center x as one broadcast view, sliced per chunk.
-        self._x_rows = np.broadcast_to(request.x, (max(1, min(request.chunk_rows, self.plan.rows)), request.x.size))
+        self._x_rows = np.broadcast_to(
+            request.x, (max(1, min(request.chunk_rows, self.plan.rows)), request.x.size)
+        )
         self._streams = None
         if request.noise is not None:
             # Outer-smoothed IG repeats a sample's draw on each of its rows, possibly across chunks.
@@ -396,7 +398,9 @@ class _Run:
         else:
             inputs = np.empty((batch, *self.r.input_shape), dtype=np.float32)
             rows = inputs.reshape(batch, -1)
-            for_each_slice(lambda a, b: np.copyto(rows[a:b], points[a:b], casting="same_kind"), batch, rows.shape[1])
+            for_each_slice(
+                lambda a, b: np.copyto(rows[a:b], points[a:b], casting="same_kind"), batch, rows.shape[1]
+            )
         cotangents = np.empty((batch, *self.r.output_shape), dtype=np.float32)
         cotangents[...] = cotangent
         try:
@@ -431,7 +435,9 @@ class _Run:
 
     def _non_finite_noisy(self, outputs: np.ndarray, gradients: np.ndarray) -> NoReturn:
         batch = outputs.shape[0]
-        finite = np.isfinite(outputs.reshape(batch, -1)).all(axis=1) & np.isfinite(gradients.reshape(batch, -1)).all(axis=1)
+        finite = np.isfinite(outputs.reshape(batch, -1)).all(axis=1) & np.isfinite(
+            gradients.reshape(batch, -1)
+        ).all(axis=1)
         bad = batch - int(np.count_nonzero(finite))
         m = self.r.method
         raise NonFiniteNoisyGradientsError(
@@ -485,7 +491,9 @@ class _Run:
                 prefetch = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mollify-prefetch"))
             # The builds run in the caller's context: its thread budget applies to them too.
             context = contextvars.copy_context()
-            upcoming = prefetch.submit(self._build_in, context.copy(), *chunks[0]) if prefetch is not None else None
+            upcoming = (
+                prefetch.submit(self._build_in, context.copy(), *chunks[0]) if prefetch is not None else None
+            )
             try:
                 for index, (start, stop) in enumerate(chunks):
                     if upcoming is None:
@@ -495,7 +503,9 @@ class _Run:
                         upcoming = None
                         if prefetch is not None and index + 1 < len(chunks):
                             upcoming = prefetch.submit(self._build_in, context.copy(), *chunks[index + 1])
-                    overrides = self._weight_overrides(start // plan.rows_per_unit) if plan.weight_noise else None
+                    overrides = (
+                        self._weight_overrides(start // plan.rows_per_unit) if plan.weight_noise else None
+                    )
                     assert self.cotangent is not None
                     _, gradients = self._call(points, self.cotangent, overrides)
                     self._absorb(start, stop, points, endpoints, gradients)
@@ -545,7 +555,11 @@ class _Run:
         if steps == 1:
             centers = r.x[None, :]
             scales = noise.scale_of(centers)
-            return noise.inherent_noise(centers), float(scales.mean()), float(np.count_nonzero(scales == 0.0)) / scales.size
+            return (
+                noise.inherent_noise(centers),
+                float(scales.mean()),
+                float(np.count_nonzero(scales == 0.0)) / scales.size,
+            )
         block = max(1, _SUMMARY_BLOCK_VALUES // max(1, r.x.size))
         inherent = scale_sum = zeros = 0.0
         for start in range(0, steps, block):

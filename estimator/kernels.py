@@ -77,7 +77,8 @@ class Kernel(ABC):
 
 
 class GaussianKernel(Kernel):
-    """``k(t) = exp(-t²/2)/√(2π)``: SmoothGrad's noise (Smilkov et al. 2017) and AdaptGrad's (Zhou et al. 2024, AdaptGrad)."""
+    """``k(t) = exp(-t²/2)/√(2π)``: SmoothGrad's noise (Smilkov et al. 2017) and AdaptGrad's
+    (Zhou et al. 2024, AdaptGrad)."""
 
     name = "gaussian"
 

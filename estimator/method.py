@@ -42,8 +42,8 @@ class Method:
         sigma: fixed / truncated policies: explicit scale in input units, a scalar or a per-feature
             array broadcastable to one instance; overrides ``alpha`` when given.
         confidence: adaptive policy: the confidence level c (AdaptGrad's 0.95).
-        adaptive_rule: ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad, p = (3 + c)/4; ``two_sided`` is the authors'
-            released code, p = (1 + c)/2.
+        adaptive_rule: ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad, p = (3 + c)/4;
+            ``two_sided`` is the authors' released code, p = (1 + c)/2.
         samples: N, input-noise draws (input and fusion modes); the cap when ``tol`` is set
             unless ``max_samples`` is given.
         weight_draws: M, weight-noise draws (parameter and fusion modes).

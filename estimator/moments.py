@@ -96,7 +96,7 @@ class UnitMoments:
         shift = self._shift
 
         def fold(start: int, stop: int) -> None:
-            for part in ([block[i : i + 1] for i in range(block.shape[0])] if one_by_one else [block]):
+            for part in [block[i : i + 1] for i in range(block.shape[0])] if one_by_one else [block]:
                 d = np.subtract(part[:, :, start:stop], shift[:, start:stop], dtype=np.float64)
                 self._sum[:, start:stop] += d[0] if d.shape[0] == 1 else d.sum(axis=0)
                 self._cross[:, start:stop] += self._products(d)

@@ -175,7 +175,8 @@ class InputNoise:
 
     def inherent_noise(self, centers: np.ndarray) -> float:
         """Mean over ``centers`` (``(B, D)``) and features of the out-of-domain probability
-        (Zhou et al. 2024, AdaptGrad, Eq. 9–10), for the kernel as sampled (restricted to its window when heavy-tailed)."""
+        (Zhou et al. 2024, AdaptGrad, Eq. 9–10), for the kernel as sampled (restricted to its window
+        when heavy-tailed)."""
         if self.policy == "truncated":
             return 0.0
         scale = self.scale_at(centers)

@@ -102,8 +102,8 @@ def resolve_baseline(
 ) -> np.ndarray:
     """The IG baseline ``x0`` as a float64 array of ``input_shape``.
 
-    ``zero`` → 0, ``black`` → ``lower``, ``white`` → ``upper`` (IG(B) / IG(W) of Zhou et al. 2024, AdaptGrad), or an array
-    broadcastable to ``input_shape``.
+    ``zero`` → 0, ``black`` → ``lower``, ``white`` → ``upper`` (IG(B) / IG(W) of Zhou et al. 2024,
+    AdaptGrad), or an array broadcastable to ``input_shape``.
     """
     if isinstance(baseline, str):
         check_choice(baseline, "ig_baseline", BASELINE_NAMES)

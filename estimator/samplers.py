@@ -62,7 +62,9 @@ class Sampler(ABC):
         """Draws per unit for ``samples`` draws in ``replicates`` randomisations."""
         return 1
 
-    def check(self, samples: int, replicates: int, features: int | None, field: str = "method.samples") -> None:
+    def check(
+        self, samples: int, replicates: int, features: int | None, field: str = "method.samples"
+    ) -> None:
         """Raise :class:`InvalidArgumentError` when ``samples`` cannot be laid out by this sampler
         (any number of draws can, unless a sampler says otherwise)."""
         return None
@@ -85,7 +87,9 @@ class AntitheticSampler(Sampler):
     def unit_draws(self, samples: int, replicates: int) -> int:
         return 2
 
-    def check(self, samples: int, replicates: int, features: int | None, field: str = "method.samples") -> None:
+    def check(
+        self, samples: int, replicates: int, features: int | None, field: str = "method.samples"
+    ) -> None:
         if samples % 2:
             raise InvalidArgumentError(
                 f"{field}: the antithetic sampler draws pairs (u, −u); expected an even number; got {samples}"
@@ -95,7 +99,7 @@ class AntitheticSampler(Sampler):
         first, last = start // 2, (stop - 1) // 2 + 1
         base = draws.cached_rows(a, b, first, last)
         out = np.repeat(base, 2, axis=0)[start - 2 * first : stop - 2 * first]
-        odd = (np.arange(start, stop) % 2 == 1)
+        odd = np.arange(start, stop) % 2 == 1
         if draws.noise.direct:
             out[odd] = -out[odd]
         else:
@@ -111,7 +115,9 @@ class _PointSetSampler(Sampler):
     def unit_draws(self, samples: int, replicates: int) -> int:
         return max(1, samples // replicates)
 
-    def check(self, samples: int, replicates: int, features: int | None, field: str = "method.samples") -> None:
+    def check(
+        self, samples: int, replicates: int, features: int | None, field: str = "method.samples"
+    ) -> None:
         if replicates < 2:
             raise InvalidArgumentError(
                 f"method.replicates: the {self.name} sampler needs at least 2 independent randomisations for a "
@@ -151,7 +157,9 @@ class LatinHypercubeSampler(_PointSetSampler):
 class SobolSampler(_PointSetSampler):
     name = "sobol"
 
-    def check(self, samples: int, replicates: int, features: int | None, field: str = "method.samples") -> None:
+    def check(
+        self, samples: int, replicates: int, features: int | None, field: str = "method.samples"
+    ) -> None:
         super().check(samples, replicates, features, field)
         if features is not None and features > MAX_SOBOL_DIMENSIONS:
             raise InvalidArgumentError(
@@ -196,7 +204,9 @@ class SampledDraws:
         repeats: the last draw may be asked for again (outer-smoothed IG spans rows).
     """
 
-    def __init__(self, noise: InputNoise, seed: int, sampler: Sampler, unit_draws: int, repeats: bool = False) -> None:
+    def __init__(
+        self, noise: InputNoise, seed: int, sampler: Sampler, unit_draws: int, repeats: bool = False
+    ) -> None:
         self.noise = noise
         self.seed = seed
         self.sampler = sampler

@@ -56,7 +56,8 @@ def snap_to_domain(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def adaptive_quantile_level(confidence: float, rule: str = "one_sided") -> float:
     """The probability level ``p`` whose quantile maps the distance to a bound onto the kernel scale.
 
-    ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad: ``p = (3 + c)/4`` (for the gaussian, ``Q(p) = √2·erfinv((1 + c)/2)``).
+    ``one_sided`` is Eq. 13 of Zhou et al. 2024, AdaptGrad: ``p = (3 + c)/4`` (for the gaussian,
+    ``Q(p) = √2·erfinv((1 + c)/2)``).
     ``two_sided`` is the authors' released code: ``p = (1 + c)/2`` (``Q(p) = √2·erfinv(c)``), i.e. the
     interval ``[-d, d]`` holds probability ``c``.
     """
@@ -150,7 +151,8 @@ def inherent_noise(
     scale: ArrayLike,
     kernel: str | Kernel = "gaussian",
 ) -> np.ndarray:
-    """Per-feature probability that ``x + u`` leaves ``[lower, upper]`` (Zhou et al. 2024, AdaptGrad, Eq. 9–10), any kernel.
+    """Per-feature probability that ``x + u`` leaves ``[lower, upper]`` (Zhou et al. 2024, AdaptGrad,
+    Eq. 9–10), any kernel.
 
     ``A_j = 1 − (CDF((x_max − x_j)/ε_j) − CDF((x_min − x_j)/ε_j))``; 0 where ``ε_j = 0`` and ``x_j`` is
     inside the domain (1 where it is outside). A point within float rounding of a bound

@@ -196,7 +196,9 @@ def _check_input_noise(method: Method, input_shape: tuple[int, ...] | None) -> N
     if method.sigma is not None:
         sigma = check_float_array(method.sigma, "method.sigma", input_shape)
         if np.any(sigma < 0):
-            raise InvalidArgumentError(f"method.sigma: expected values >= 0; got minimum {float(sigma.min())}")
+            raise InvalidArgumentError(
+                f"method.sigma: expected values >= 0; got minimum {float(sigma.min())}"
+            )
 
 
 def _check_sampler(method: Method, smoothing: Smoothing, input_shape: tuple[int, ...] | None) -> None:
@@ -216,7 +218,9 @@ def _check_sampler(method: Method, smoothing: Smoothing, input_shape: tuple[int,
 def _check_weight_noise(method: Method) -> None:
     check_int(method.weight_draws, "method.weight_draws", minimum=1)
     check_float(method.weight_sigma, "method.weight_sigma", non_negative=True)
-    if not isinstance(method.weight_exclude, tuple | list) or not all(isinstance(p, str) for p in method.weight_exclude):
+    if not isinstance(method.weight_exclude, tuple | list) or not all(
+        isinstance(p, str) for p in method.weight_exclude
+    ):
         raise InvalidArgumentError(
             f"method.weight_exclude: expected a tuple of glob patterns; got {method.weight_exclude!r}"
         )

@@ -144,7 +144,9 @@ def resolve_target(
 # ------------------------------------------------------------------------------------------ regions
 
 
-def region_indicator(target: RegionTarget, output_shape: tuple[int, ...], field: str = "target") -> np.ndarray:
+def region_indicator(
+    target: RegionTarget, output_shape: tuple[int, ...], field: str = "target"
+) -> np.ndarray:
     """The bool array of ``output_shape`` that is true on the region of ``target``.
 
     Raises:
@@ -194,7 +196,9 @@ def _mask(value: Any, output_shape: tuple[int, ...], field: str) -> np.ndarray:
 def _index(axes: Any, output_shape: tuple[int, ...], field: str) -> tuple[int | slice, ...]:
     """``axes`` checked against ``output_shape``: every index and slice bound inside its axis."""
     if not isinstance(axes, tuple | list):
-        raise InvalidArgumentError(f"{field}: expected a tuple of indices and slices; got {type(axes).__name__}")
+        raise InvalidArgumentError(
+            f"{field}: expected a tuple of indices and slices; got {type(axes).__name__}"
+        )
     if len(axes) > len(output_shape):
         raise InvalidArgumentError(
             f"{field}: expected at most {len(output_shape)} entries, one per axis of the output's instance "
@@ -290,7 +294,11 @@ def _detection_geometry(
     box_values = check_int(target.box_values, f"{field}.box_values", minimum=0)
     core = _detection_core_shape(output_shape)
     if core is None:
-        expected = "[box_values + classes, anchors]" if layout == "channels_first" else "[anchors, box_values + classes]"
+        expected = (
+            "[box_values + classes, anchors]"
+            if layout == "channels_first"
+            else "[anchors, box_values + classes]"
+        )
         raise InvalidArgumentError(
             f"{field}: expected a detector output of instance shape {expected} ({layout}; leading axes of size 1 "
             f"allowed); got {output_shape} (explain a region of it instead)"
@@ -331,7 +339,9 @@ def _detection_core_shape(output_shape: tuple[int, ...]) -> tuple[int, int] | No
 def _class_scores(target: DetectionTarget, outputs: np.ndarray) -> np.ndarray:
     """``(A, C)`` class scores of every detection."""
     core = np.asarray(outputs, dtype=np.float64).reshape(outputs.shape[-2:])
-    scores = core[target.box_values :, :].T if target.layout == "channels_first" else core[:, target.box_values :]
+    scores = (
+        core[target.box_values :, :].T if target.layout == "channels_first" else core[:, target.box_values :]
+    )
     return scores
 
 
@@ -342,7 +352,9 @@ def _resolve_detection(
     index, class_index = target.index, target.class_index
     if index is None or class_index is None:
         if outputs is None:
-            raise ValueError("resolve_target: outputs at the clean input are required for this DetectionTarget")
+            raise ValueError(
+                "resolve_target: outputs at the clean input are required for this DetectionTarget"
+            )
         scores = _class_scores(target, np.asarray(outputs).reshape(output_shape))
         if index is None:
             per_detection = scores.max(axis=1) if class_index is None else scores[:, class_index]

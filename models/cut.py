@@ -110,8 +110,11 @@ def _float_descendants(graph: onnx.GraphProto, tensor: str, types: Mapping[str, 
     for node in graph.node:
         if _reads(node) & reached:
             # An untyped tensor (shape inference gave up) counts as float: refusing needs certainty.
-            reached.update(name for name in node.output
-                           if name and types.get(name, onnx.TensorProto.FLOAT) in FLOAT_ELEMENT_TYPES)
+            reached.update(
+                name
+                for name in node.output
+                if name and types.get(name, onnx.TensorProto.FLOAT) in FLOAT_ELEMENT_TYPES
+            )
     return reached
 
 
@@ -128,7 +131,9 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     declared = {value.name for value in source.input}
     for init in source.initializer:
         if init.name not in declared:
-            skeleton.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+            skeleton.graph.input.append(
+                helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton)
     except Exception:  # noqa: BLE001 - a model shape inference rejects still has its declared types
@@ -140,7 +145,9 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def candidate_tensors(model: onnx.ModelProto, explained: str, types: Mapping[str, int] | None = None) -> list[str]:
+def candidate_tensors(
+    model: onnx.ModelProto, explained: str, types: Mapping[str, int] | None = None
+) -> list[str]:
     """Float node outputs the explained tensor depends on, embedding lookups (``Gather`` of a weight)
     first, then in graph order; at most a few, for error messages."""
     graph = model.graph
@@ -160,7 +167,9 @@ def candidate_tensors(model: onnx.ModelProto, explained: str, types: Mapping[str
     return (lookups + others)[:_CANDIDATES_SHOWN]
 
 
-def _refuse(model: onnx.ModelProto, explained: str, reason: str, types: Mapping[str, int]) -> InvalidModelError:
+def _refuse(
+    model: onnx.ModelProto, explained: str, reason: str, types: Mapping[str, int]
+) -> InvalidModelError:
     shown = candidate_tensors(model, explained, types)
     listing = ", ".join(repr(name) for name in shown) if shown else "none found"
     return InvalidModelError(f"{reason}; float tensors the explained tensor depends on include: {listing}")
@@ -193,19 +202,33 @@ def cut_model(
     if explained not in produced and explained not in {v.name for v in inputs}:
         raise InvalidModelError(f"the explained tensor {explained!r} is not a tensor of the graph")
     if tensor in weights:
-        raise _refuse(model, explained, f"explained_input {tensor!r} is a weight (an initializer), not a computed tensor",
-                      types)
+        raise _refuse(
+            model,
+            explained,
+            f"explained_input {tensor!r} is a weight (an initializer), not a computed tensor",
+            types,
+        )
     if tensor not in produced:
         raise _refuse(model, explained, f"explained_input {tensor!r} is not a tensor of the graph", types)
     elem = types.get(tensor)
     if elem not in FLOAT_ELEMENT_TYPES:
         kind = onnx.TensorProto.DataType.Name(elem) if elem else "of an unknown type"
-        raise _refuse(model, explained, f"explained_input {tensor!r} is {kind}, not a float tensor: noise and "
-                      "gradients need a float tensor (explain the embedding output, not the token ids)", types)
+        raise _refuse(
+            model,
+            explained,
+            f"explained_input {tensor!r} is {kind}, not a float tensor: noise and "
+            "gradients need a float tensor (explain the embedding output, not the token ids)",
+            types,
+        )
     suffix_nodes, suffix_reads = _ancestors(graph, [explained], tensor)
     if tensor == explained or explained not in _float_descendants(graph, tensor, types):
-        raise _refuse(model, explained, f"explained_input {tensor!r} is not upstream of the explained tensor "
-                      f"{explained!r} through float tensors, so its gradient is identically zero", types)
+        raise _refuse(
+            model,
+            explained,
+            f"explained_input {tensor!r} is not upstream of the explained tensor "
+            f"{explained!r} through float tensors, so its gradient is identically zero",
+            types,
+        )
     prefix_nodes, prefix_reads = _ancestors(graph, [tensor], None)
     input_names = [value.name for value in inputs]
     prefix_inputs = tuple(name for name in input_names if name in prefix_reads)
@@ -215,7 +238,9 @@ def cut_model(
     dims: list[int | str | None] = [batch, *(instance_shape or [])]
     cut_value = helper.make_tensor_value_info(tensor, elem_type, dims if instance_shape is not None else None)
     prefix = _submodel(model, prefix_nodes, prefix_inputs, prefix_reads, [tensor], types)
-    suffix = _submodel(model, suffix_nodes, suffix_inputs, suffix_reads, [explained], types, first_input=cut_value)
+    suffix = _submodel(
+        model, suffix_nodes, suffix_inputs, suffix_reads, [explained], types, first_input=cut_value
+    )
     return CutModel(tensor, explained, prefix, suffix, prefix_inputs, suffix_inputs)
 
 
@@ -258,9 +283,13 @@ def _submodel(
         if name in infos:
             sub.output.append(infos[name])
         else:
-            sub.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
+            sub.output.append(
+                helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
+            )
     skip = {value.name for value in [*sub.input, *sub.output]}
-    sub.value_info.extend(value for value in graph.value_info if value.name in reads and value.name not in skip)
+    sub.value_info.extend(
+        value for value in graph.value_info if value.name in reads and value.name not in skip
+    )
     return result
 
 
@@ -272,7 +301,12 @@ def embedding_table(model: onnx.ModelProto, tensor: str) -> onnx.TensorProto | N
         if tensor in node.output and node.op_type == "Gather" and node.domain in ("", "ai.onnx"):
             axis = next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "axis"), 0)
             table = weights.get(node.input[0])
-            if axis == 0 and table is not None and len(table.dims) == 2 and table.data_type in FLOAT_ELEMENT_TYPES:
+            if (
+                axis == 0
+                and table is not None
+                and len(table.dims) == 2
+                and table.data_type in FLOAT_ELEMENT_TYPES
+            ):
                 return table
     return None
 

@@ -118,9 +118,7 @@ def export_torch_module(
         module, example_input, input_name=input_name, output_names=output_names, dynamo=dynamo, opset=opset
     )
     shape = tuple(int(d) for d in np.shape(example_input)[1:])
-    gradient = build_gradient_model(
-        original, [input_name], explained, input_shapes={input_name: shape}
-    )
+    gradient = build_gradient_model(original, [input_name], explained, input_shapes={input_name: shape})
     gradient.ir_version = min(gradient.ir_version, MAX_IR_VERSION)
     if path is not None:
         target = Path(path)
@@ -197,11 +195,15 @@ def _default_opset(model: onnx.ModelProto) -> int:
 def _example_tensor(example_input: Any, *, dynamo: bool) -> torch.Tensor:
     import torch
 
-    example = torch.as_tensor(np.asarray(example_input) if isinstance(example_input, np.ndarray) else example_input)
+    example = torch.as_tensor(
+        np.asarray(example_input) if isinstance(example_input, np.ndarray) else example_input
+    )
     if not torch.is_floating_point(example):
         raise ExportError(f"example_input must be a float tensor, got dtype {example.dtype}")
     if example.ndim < 1 or example.shape[0] < 1:
-        raise ExportError(f"example_input must have a batch dimension of size >= 1, got shape {tuple(example.shape)}")
+        raise ExportError(
+            f"example_input must have a batch dimension of size >= 1, got shape {tuple(example.shape)}"
+        )
     if dynamo and example.shape[0] == 1:
         example = example.repeat(2, *([1] * (example.ndim - 1)))
     return example.detach()

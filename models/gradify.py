@@ -189,7 +189,9 @@ def summarize(model: onnx.ModelProto) -> GradientModelSummary:
         cotangent=tensor(metadata.cotangent),
         gradients=tuple(tensor(metadata.gradients[name]) for name in metadata.inputs),
         outputs=tuple(
-            tensor(v.name) for v in graph.output if v.name not in gradient_outputs and v.name != metadata.explained
+            tensor(v.name)
+            for v in graph.output
+            if v.name not in gradient_outputs and v.name != metadata.explained
         ),
         weight_count=len(metadata.weights),
         weight_elements=sum(sizes.get(name, 0) for name in metadata.weights),
@@ -224,7 +226,9 @@ class SessionCheck:
         ]
 
 
-def check_gradient_model(model: str | os.PathLike[str] | onnx.ModelProto, device: str = "auto") -> SessionCheck:
+def check_gradient_model(
+    model: str | os.PathLike[str] | onnx.ModelProto, device: str = "auto"
+) -> SessionCheck:
     """Load a gradient model in ONNX Runtime and run one all-zero sample with a ones cotangent.
 
     Raises:

@@ -104,7 +104,8 @@ def as_target(target: TargetLike) -> ExplainTarget:
     if isinstance(target, ExplainTarget):
         return target
     if isinstance(
-        target, ClassTarget | PredictedClassTarget | CotangentTarget | TopKTarget | RegionTarget | DetectionTarget
+        target,
+        ClassTarget | PredictedClassTarget | CotangentTarget | TopKTarget | RegionTarget | DetectionTarget,
     ):
         return ExplainTarget(selection=target)
     if isinstance(target, bool):
@@ -185,9 +186,7 @@ class ExplainerClient:
             self._channel = grpc.insecure_channel(address, options=options)
         self._stub = pb_grpc.ExplainerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.address = address
         self.timeout = timeout
         # Per model: whether its request input is integer (token ids); asked once, on first integer input.
@@ -283,9 +282,13 @@ class ExplainerClient:
             One explanation per instance in batch order; with a top-k target, k per instance
             (ranks in order within an instance).
         """
-        def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None) -> list[InstanceExplanation]:
-            request = self._explain_request(model, part, method, target, part_seed, lower, upper, extra,
-                                            explained_input)
+
+        def call(
+            part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None
+        ) -> list[InstanceExplanation]:
+            request = self._explain_request(
+                model, part, method, target, part_seed, lower, upper, extra, explained_input
+            )
             response = self._call(self._stub.Explain, request, timeout)
             return [codec.explanation_from_proto(e) for e in response.explanations]
 
@@ -293,7 +296,9 @@ class ExplainerClient:
         if not isinstance(sent, np.ndarray):
             return call(sent, seed, extra_inputs)
         # Larger than the server's max-instances: several requests, one seed (service/client_chunks.py).
-        return client_chunks.explain_in_chunks(call, sent, seed, extra_inputs, self._chunk_plan(model, timeout))
+        return client_chunks.explain_in_chunks(
+            call, sent, seed, extra_inputs, self._chunk_plan(model, timeout)
+        )
 
     def explain_text(
         self,
@@ -326,7 +331,9 @@ class ExplainerClient:
         except TextError as err:
             raise MollifyError("INVALID_ARGUMENT", str(err)) from None
         ids, extra = tokenizer.request(encoded)
-        results = self.explain(model, ids, method=method, target=target, seed=seed, timeout=timeout, extra_inputs=extra)
+        results = self.explain(
+            model, ids, method=method, target=target, seed=seed, timeout=timeout, extra_inputs=extra
+        )
         try:
             return text_explanations(encoded, results)
         except TextError as err:
@@ -350,14 +357,21 @@ class ExplainerClient:
 
         Closing the iterator early cancels the request on the server.
         """
-        def call(part: Any, part_seed: int | None, extra: Mapping[str, np.ndarray] | None,
-                 ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
+
+        def call(
+            part: Any,
+            part_seed: int | None,
+            extra: Mapping[str, np.ndarray] | None,
+        ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
             request = pb.ExplainStreamRequest(
-                request=self._explain_request(model, part, method, target, part_seed, lower, upper, extra,
-                                              explained_input)
+                request=self._explain_request(
+                    model, part, method, target, part_seed, lower, upper, extra, explained_input
+                )
             )
             try:
-                stream = self._stub.ExplainStream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+                stream = self._stub.ExplainStream(
+                    request, timeout=self._timeout(timeout), metadata=self._metadata
+                )
             except grpc.RpcError as err:
                 raise _to_error(err) from None
             return self._iterate_stream(stream)
@@ -365,10 +379,13 @@ class ExplainerClient:
         sent = self._as_sent(model, inputs, timeout)
         if not isinstance(sent, np.ndarray):
             return call(sent, seed, extra_inputs)
-        return client_chunks.stream_in_chunks(call, sent, seed, extra_inputs, self._chunk_plan(model, timeout))
+        return client_chunks.stream_in_chunks(
+            call, sent, seed, extra_inputs, self._chunk_plan(model, timeout)
+        )
 
     def _chunk_plan(self, model: str, timeout: float | None) -> client_chunks.ChunkPlan:
         """The server's learned max-instances, and how to find which extra inputs have a batch axis."""
+
         def ranks() -> dict[str, int]:
             return {t.name: len(t.shape) for t in self.get_model(model, timeout=timeout).graph_inputs}
 
@@ -427,7 +444,9 @@ class ExplainerClient:
             request = pb.ExplainRequest(
                 model_name=model,
                 # Integer inputs (token ids) keep their type: the server checks them against the model's.
-                inputs=codec.array_to_tensor(batch if batch.dtype.kind in "iu" else batch.astype(np.float32, copy=False)),
+                inputs=codec.array_to_tensor(
+                    batch if batch.dtype.kind in "iu" else batch.astype(np.float32, copy=False)
+                ),
                 target=codec.target_to_proto(as_target(target)),
                 method=codec.method_to_proto(method if method is not None else Method()),
                 explained_input=explained_input,

@@ -31,7 +31,9 @@ _LIMIT = re.compile(r"inputs holds (\d+) instances; the limit is (\d+)")
 Extra = Mapping[str, np.ndarray] | None
 # (inputs, seed, extra inputs) -> results of one request
 Call = Callable[[np.ndarray, "int | None", Extra], list[InstanceExplanation]]
-StreamCall = Callable[[np.ndarray, "int | None", Extra], Iterator["ExplainProgress | list[InstanceExplanation]"]]
+StreamCall = Callable[
+    [np.ndarray, "int | None", Extra], Iterator["ExplainProgress | list[InstanceExplanation]"]
+]
 
 
 def instance_limit(error: Exception) -> int | None:
@@ -51,26 +53,44 @@ class ChunkPlan:
     ranks: Callable[[], Mapping[str, int]] | None = None
 
 
-def _parts(batch: np.ndarray, extra: Extra, limit: int, plan: ChunkPlan) -> Iterator[tuple[int, np.ndarray, Extra]]:
+def _parts(
+    batch: np.ndarray, extra: Extra, limit: int, plan: ChunkPlan
+) -> Iterator[tuple[int, np.ndarray, Extra]]:
     ranks = plan.ranks() if extra and plan.ranks is not None else {}
     for start in range(0, len(batch), limit):
         stop = min(start + limit, len(batch))
-        part_extra = None if extra is None else {
-            name: (value[start:stop] if np.ndim(value) == ranks.get(name, -1) and len(value) == len(batch) else value)
-            for name, value in extra.items()
-        }
+        part_extra = (
+            None
+            if extra is None
+            else {
+                name: (
+                    value[start:stop]
+                    if np.ndim(value) == ranks.get(name, -1) and len(value) == len(batch)
+                    else value
+                )
+                for name, value in extra.items()
+            }
+        )
         yield start, batch[start:stop], part_extra
 
 
 def _shifted(result: Any, start: int, total: int | None = None) -> Any:
     if isinstance(result, ExplainProgress):
-        return dataclasses.replace(result, instance_index=result.instance_index + start,
-                                   explanations_total=total if total is not None else result.explanations_total)
+        return dataclasses.replace(
+            result,
+            instance_index=result.instance_index + start,
+            explanations_total=total if total is not None else result.explanations_total,
+        )
     return dataclasses.replace(result, instance_index=result.instance_index + start)
 
 
-def explain_in_chunks(call: Call, batch: np.ndarray, seed: int | None, extra: Extra, plan: ChunkPlan,
-                      ) -> list[InstanceExplanation]:
+def explain_in_chunks(
+    call: Call,
+    batch: np.ndarray,
+    seed: int | None,
+    extra: Extra,
+    plan: ChunkPlan,
+) -> list[InstanceExplanation]:
     """``call`` on the whole batch, or on chunks of at most the server's limit (see the module docstring)."""
     if plan.limit is None or len(batch) <= plan.limit:
         try:
@@ -87,8 +107,13 @@ def explain_in_chunks(call: Call, batch: np.ndarray, seed: int | None, extra: Ex
     return results
 
 
-def stream_in_chunks(call: StreamCall, batch: np.ndarray, seed: int | None, extra: Extra, plan: ChunkPlan,
-                     ) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
+def stream_in_chunks(
+    call: StreamCall,
+    batch: np.ndarray,
+    seed: int | None,
+    extra: Extra,
+    plan: ChunkPlan,
+) -> Iterator[ExplainProgress | list[InstanceExplanation]]:
     """Like :func:`explain_in_chunks` for a stream: progress events of every chunk (instance indices
     and totals of the whole batch), then all results in one list."""
     if plan.limit is None or len(batch) <= plan.limit:

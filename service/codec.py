@@ -80,10 +80,19 @@ _ENUM_TO_NUMBER = {
     name: {enum.Name(number)[len(prefix) :].lower(): number for number in enum.values() if number}
     for name, (enum, prefix) in _ENUM_FIELDS.items()
 }
-_ENUM_TO_VALUE = {name: {number: value for value, number in table.items()} for name, table in _ENUM_TO_NUMBER.items()}
+_ENUM_TO_VALUE = {
+    name: {number: value for value, number in table.items()} for name, table in _ENUM_TO_NUMBER.items()
+}
 # Method fields carried by a proto3 `optional` scalar of the same name (unset = Method default).
 _OPTIONAL_FIELDS = (
-    "alpha", "confidence", "samples", "weight_draws", "weight_sigma", "ig_steps", "channel_axis", "replicates",
+    "alpha",
+    "confidence",
+    "samples",
+    "weight_draws",
+    "weight_sigma",
+    "ig_steps",
+    "channel_axis",
+    "replicates",
 )
 _DEFAULT_METHOD = Method()
 
@@ -159,7 +168,11 @@ def tensor_to_array(tensor: pb.Tensor, field: str, *, keep_float64: bool = False
             rounded to float32).
     """
     if tensor.datatype not in _FLOAT_TYPES:
-        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        actual = (
+            pb.DataType.Name(tensor.datatype)
+            if tensor.datatype in pb.DataType.values()
+            else str(tensor.datatype)
+        )
         raise InvalidRequestError(f"{field}.datatype must be DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}")
     array = _wire_array(tensor, field)
     wire = array.dtype
@@ -189,7 +202,11 @@ def tensor_to_any_array(tensor: pb.Tensor, field: str) -> np.ndarray:
     if tensor.datatype in _FLOAT_TYPES:
         return tensor_to_array(tensor, field)
     if tensor.datatype not in _NUMPY_DTYPES:
-        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        actual = (
+            pb.DataType.Name(tensor.datatype)
+            if tensor.datatype in pb.DataType.values()
+            else str(tensor.datatype)
+        )
         known = [pb.DataType.Name(number) for number in _NUMPY_DTYPES]
         raise InvalidRequestError(f"{field}.datatype must be one of {known}, got {actual}")
     array = _wire_array(tensor, field)
@@ -244,7 +261,9 @@ def method_from_proto(message: pb.Method, field: str = "method") -> Method:
         if number not in table:
             enum = _ENUM_FIELDS[name][0]
             known = [v.name for v in enum.DESCRIPTOR.values if v.number != 0]
-            raise InvalidRequestError(f"{field}.{name} must be one of {known}, got the unknown value {number}")
+            raise InvalidRequestError(
+                f"{field}.{name} must be one of {known}, got the unknown value {number}"
+            )
         values[name] = table[number]
     for name in _OPTIONAL_FIELDS:
         if message.HasField(name):
@@ -359,14 +378,18 @@ def _region_from_proto(message: pb.Region, field: str) -> RegionTarget:
         if kind == "index":
             axes.append(int(item.index))
         elif kind == "slice":
-            bounds = [getattr(item.slice, part) if item.slice.HasField(part) else None
-                      for part in ("start", "stop", "step")]
+            bounds = [
+                getattr(item.slice, part) if item.slice.HasField(part) else None
+                for part in ("start", "stop", "step")
+            ]
             axes.append(slice(*bounds))
         else:
             raise InvalidRequestError(
                 f"{field}.axes[{axis}] must set index or slice (an empty slice takes the whole axis), got neither"
             )
-    reduction = _enum_value(message.reduction, _REGION_REDUCTIONS, pb.RegionReduction, f"{field}.reduction", "sum")
+    reduction = _enum_value(
+        message.reduction, _REGION_REDUCTIONS, pb.RegionReduction, f"{field}.reduction", "sum"
+    )
     mask = _mask_to_array(message.mask, f"{field}.mask") if message.HasField("mask") else None
     return RegionTarget(axes=tuple(axes), mask=mask, reduction=reduction)  # type: ignore[arg-type]
 
@@ -374,7 +397,11 @@ def _region_from_proto(message: pb.Region, field: str) -> RegionTarget:
 def _mask_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
     """A region mask: BOOL or UINT8 as they are, FP32/FP64 as float32 (0/1 is checked by the estimator)."""
     if tensor.datatype not in _MASK_TYPES:
-        actual = pb.DataType.Name(tensor.datatype) if tensor.datatype in pb.DataType.values() else str(tensor.datatype)
+        actual = (
+            pb.DataType.Name(tensor.datatype)
+            if tensor.datatype in pb.DataType.values()
+            else str(tensor.datatype)
+        )
         raise InvalidRequestError(
             f"{field}.datatype must be DATA_TYPE_BOOL, DATA_TYPE_UINT8, DATA_TYPE_FP32 or DATA_TYPE_FP64, got {actual}"
         )
@@ -397,8 +424,10 @@ def _detection_to_proto(detection: DetectionTarget) -> pb.Detection:
         raise InvalidRequestError(
             f"target.detection.layout must be one of {sorted(_DETECTION_LAYOUTS)}, got {detection.layout!r}"
         )
-    message = pb.Detection(layout=_DETECTION_LAYOUTS[detection.layout],
-                           box_values=_wire_int(detection.box_values, "target.detection.box_values"))
+    message = pb.Detection(
+        layout=_DETECTION_LAYOUTS[detection.layout],
+        box_values=_wire_int(detection.box_values, "target.detection.box_values"),
+    )
     if detection.index is not None:
         message.index = _wire_int(detection.index, "target.detection.index")
     if detection.class_index is not None:
@@ -407,7 +436,9 @@ def _detection_to_proto(detection: DetectionTarget) -> pb.Detection:
 
 
 def _detection_from_proto(message: pb.Detection, field: str) -> DetectionTarget:
-    layout = _enum_value(message.layout, _DETECTION_LAYOUTS, pb.DetectionLayout, f"{field}.layout", "channels_first")
+    layout = _enum_value(
+        message.layout, _DETECTION_LAYOUTS, pb.DetectionLayout, f"{field}.layout", "channels_first"
+    )
     return DetectionTarget(
         index=int(message.index) if message.HasField("index") else None,
         class_index=int(message.class_index) if message.HasField("class_index") else None,
@@ -507,7 +538,11 @@ def progress_from_proto(message: pb.ExplainProgress) -> ExplainProgress:
 
 
 def _tensor_info_to_proto(info: TensorDescription) -> pb.TensorInfo:
-    return pb.TensorInfo(name=info.name, datatype=_DTYPE_NAMES.get(info.dtype, pb.DATA_TYPE_UNSPECIFIED), shape=list(info.shape))
+    return pb.TensorInfo(
+        name=info.name,
+        datatype=_DTYPE_NAMES.get(info.dtype, pb.DATA_TYPE_UNSPECIFIED),
+        shape=list(info.shape),
+    )
 
 
 _DTYPE_BY_NUMBER = {number: name for name, number in _DTYPE_NAMES.items()}
@@ -533,11 +568,14 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         error=info.error,
         input=pb.TensorInfo(
             name=info.input_name,
-            datatype=_DTYPE_NAMES.get(info.request_inputs[0].dtype if info.request_inputs else "float32",
-                                      pb.DATA_TYPE_UNSPECIFIED),
+            datatype=_DTYPE_NAMES.get(
+                info.request_inputs[0].dtype if info.request_inputs else "float32", pb.DATA_TYPE_UNSPECIFIED
+            ),
             shape=list(info.input_shape),
         ),
-        output=pb.TensorInfo(name=info.output_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.output_shape)),
+        output=pb.TensorInfo(
+            name=info.output_name, datatype=pb.DATA_TYPE_FP32, shape=list(info.output_shape)
+        ),
         graph_inputs=[_tensor_info_to_proto(t) for t in info.graph_inputs],
         graph_outputs=[_tensor_info_to_proto(t) for t in info.graph_outputs],
         lower=array_to_tensor(info.lower),
@@ -610,7 +648,9 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         config_source=message.config_source,
         layout=message.layout,
         request_inputs=tuple(_tensor_info_from_proto(t) for t in message.request_inputs),
-        explained_input=_tensor_info_from_proto(message.explained_input) if message.HasField("explained_input") else None,
+        explained_input=_tensor_info_from_proto(message.explained_input)
+        if message.HasField("explained_input")
+        else None,
         tokenizer=message.tokenizer,
     )
 

@@ -96,17 +96,32 @@ class Call:
         """Record ``error`` and return how to answer it (status code, HTTP status, message)."""
         failure = failure_for(error, self.id)
         if failure.unexpected:
-            _log.error("unexpected error", exc_info=error, extra={"request_id": self.id, "method": self.method})
+            _log.error(
+                "unexpected error", exc_info=error, extra={"request_id": self.id, "method": self.method}
+            )
         internal = failure.http_status == 500
-        self._record(failure.code.name, logging.WARNING if internal else logging.INFO,
-                     error=str(error) if internal else failure.message)
+        self._record(
+            failure.code.name,
+            logging.WARNING if internal else logging.INFO,
+            error=str(error) if internal else failure.message,
+        )
         return failure
 
     def _record(self, code: str, level: int, **extra: Any) -> None:
         seconds = time.perf_counter() - self.started
         self.metrics.request_done(self.method, code, seconds)
-        _log.log(level, "rpc", extra={"request_id": self.id, "method": self.method, "code": code,
-                                      "ms": round(seconds * 1000, 3), **self.fields, **extra})
+        _log.log(
+            level,
+            "rpc",
+            extra={
+                "request_id": self.id,
+                "method": self.method,
+                "code": code,
+                "ms": round(seconds * 1000, 3),
+                **self.fields,
+                **extra,
+            },
+        )
 
 
 class MollifyCore:
@@ -149,7 +164,9 @@ class MollifyCore:
             inferred_bounds=(settings.inferred_lower, settings.inferred_upper),
         )
         self.scheduler = Scheduler(
-            settings.max_concurrent_requests, settings.max_queued_requests, on_change=self.metrics.scheduler_changed
+            settings.max_concurrent_requests,
+            settings.max_queued_requests,
+            on_change=self.metrics.scheduler_changed,
         )
         self.explainer = Explainer(
             self.repository,
@@ -179,7 +196,9 @@ class MollifyCore:
         return authorization is not None and bearer_token_matches(self._token, authorization)
 
     def explain(
-        self, query: ExplainQuery, cancellation: Cancellation,
+        self,
+        query: ExplainQuery,
+        cancellation: Cancellation,
         progress: Callable[[ExplainProgress], None] | None = None,
     ) -> list[InstanceExplanation]:
         return self.explainer.explain(query, cancellation, progress)

@@ -85,8 +85,9 @@ class Limits:
 class WorkObserver(Protocol):
     """Receives what every explanation cost (metrics)."""
 
-    def explanation_done(self, model: str, samples: int, gradient_evaluations: int, seconds: float) -> None: ...
-
+    def explanation_done(
+        self, model: str, samples: int, gradient_evaluations: int, seconds: float
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,22 @@ class Explainer:
         self._check_row_fits(entry.name, session)
         with self.scheduler.slot(cancellation) as queued_s:
             run = _Run(
-                entry=entry, session=session, query=query, ranks=ranks,
+                entry=entry,
+                session=session,
+                query=query,
+                ranks=ranks,
                 # One seed for the whole request: instance i's result equals a one-instance request.
                 seed=query.seed if query.seed is not None else secrets.randbits(63),
-                lower=lower, upper=upper, queued_s=queued_s, cancellation=cancellation, on_progress=on_progress,
+                lower=lower,
+                upper=upper,
+                queued_s=queued_s,
+                cancellation=cancellation,
+                on_progress=on_progress,
                 extras=extras,
             )
-            return [result for index, x in enumerate(inputs) for result in self._explain_instance(run, index, x)]
+            return [
+                result for index, x in enumerate(inputs) for result in self._explain_instance(run, index, x)
+            ]
 
     def _explain_instance(self, run: _Run, index: int, x: np.ndarray) -> list[InstanceExplanation]:
         """Explain one instance: one target, or the top k classes (the first found as the prediction)."""
@@ -218,16 +228,30 @@ class Explainer:
             x = bound.value
         rank = 0
         while rank < len(targets):
+
             def report(progress: Progress, rank: int = rank) -> None:
                 if run.on_progress is not None:
-                    run.on_progress(ExplainProgress(index, rank, total, progress.samples_done,
-                                                    progress.samples_planned, progress.relative_error))
+                    run.on_progress(
+                        ExplainProgress(
+                            index,
+                            rank,
+                            total,
+                            progress.samples_done,
+                            progress.samples_planned,
+                            progress.relative_error,
+                        )
+                    )
 
             started = time.perf_counter()
             try:
                 explanation = explain(
-                    model, x, method, targets[rank],
-                    lower=run.lower, upper=run.upper, seed=run.seed,
+                    model,
+                    x,
+                    method,
+                    targets[rank],
+                    lower=run.lower,
+                    upper=run.upper,
+                    seed=run.seed,
                     memory_budget_bytes=self.memory_budget_bytes,
                     max_evaluations=self.limits.max_evaluations,
                     should_stop=run.cancellation.should_stop,
@@ -248,8 +272,10 @@ class Explainer:
                     run.entry.name, explanation.samples, explanation.gradient_evaluations, seconds
                 )
             if rank == 0 and isinstance(selection, TopKTarget):
-                targets.extend(ClassTarget(c) for c in _runner_up_classes(explanation.outputs,
-                                                                         explanation.target_index, run.ranks))
+                targets.extend(
+                    ClassTarget(c)
+                    for c in _runner_up_classes(explanation.outputs, explanation.target_index, run.ranks)
+                )
             results.append(
                 InstanceExplanation(
                     attribution=np.asarray(explanation.attribution, dtype=np.float32),
@@ -357,7 +383,9 @@ class Explainer:
             check_target(selection, tuple(session.output_shape), "target.region")
         elif isinstance(selection, DetectionTarget):
             check_target(selection, tuple(session.output_shape), "target.detection")
-        if isinstance(selection, CotangentTarget) and tuple(selection.cotangent.shape) != tuple(session.output_shape):
+        if isinstance(selection, CotangentTarget) and tuple(selection.cotangent.shape) != tuple(
+            session.output_shape
+        ):
             raise InvalidRequestError(
                 f"target.cotangent.shape must be the explained tensor's instance shape "
                 f"{list(session.output_shape)}, got {list(selection.cotangent.shape)}"
@@ -379,7 +407,9 @@ MAX_MAGNITUDE = 1e19
 """Largest magnitude of a request value in input units (inputs, bounds, σ, IG baseline) or of a
 cotangent. Float32 (what models compute in) ends at 3.4e38; the square of 1e19 still fits, so
 noise, bound spans, variances and norms inside a model stay finite."""
-_MAGNITUDE_WHY = " (models compute in float32, whose range ends at 3.4e38; the squares of larger values overflow)"
+_MAGNITUDE_WHY = (
+    " (models compute in float32, whose range ends at 3.4e38; the squares of larger values overflow)"
+)
 
 
 def _check_magnitude(value: np.ndarray | float, field: str) -> None:
@@ -418,13 +448,26 @@ def _check_bounds_given(query: ExplainQuery, session: InstanceSession) -> None:
     )
 
 
-def _instance_method(method: Method, session: InstanceSession, x: np.ndarray, extras: Mapping[str, np.ndarray]) -> Method:
+def _instance_method(
+    method: Method, session: InstanceSession, x: np.ndarray, extras: Mapping[str, np.ndarray]
+) -> Method:
     """``method`` with the model's defaults where the request left them unset: the channel
     reduction of an embedding (per-token sums), and the padding-token IG baseline."""
-    if method.channel_axis is None and method.channel_reduction == "none" and session.channel_axis is not None:
-        method = dataclasses.replace(method, channel_axis=session.channel_axis,
-                                     channel_reduction=session.channel_reduction)  # type: ignore[arg-type]
-    if method.base == "integrated_gradients" and isinstance(method.ig_baseline, str) and method.ig_baseline == "zero":
+    if (
+        method.channel_axis is None
+        and method.channel_reduction == "none"
+        and session.channel_axis is not None
+    ):
+        method = dataclasses.replace(
+            method,
+            channel_axis=session.channel_axis,
+            channel_reduction=session.channel_reduction,  # type: ignore[arg-type]
+        )
+    if (
+        method.base == "integrated_gradients"
+        and isinstance(method.ig_baseline, str)
+        and method.ig_baseline == "zero"
+    ):
         baseline = session.default_baseline(x, extras)
         if baseline is not None:
             method = dataclasses.replace(method, ig_baseline=baseline)

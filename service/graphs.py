@@ -37,8 +37,14 @@ import models.gradient_graph as gradient_graph
 from models.gradient_graph import build_gradient_model, load_model
 from models.gradient_graph.external_data import data_files, has_external_data, save_model
 
-__all__ = ["CACHE_FORMAT", "GradientGraph", "cached_gradient_graph", "gradient_graph_for", "graph_key",
-           "verify_cache_entry"]
+__all__ = [
+    "CACHE_FORMAT",
+    "GradientGraph",
+    "cached_gradient_graph",
+    "gradient_graph_for",
+    "graph_key",
+    "verify_cache_entry",
+]
 
 # Bump when the cache layout changes; the builder's own source is hashed separately.
 CACHE_FORMAT = "mollify-gradient-graph-2"
@@ -197,7 +203,9 @@ def _write_entry(built: onnx.ModelProto, path: Path, header: dict[str, Any], fol
         written = save_model(built, staging / path.name, external_data_dir=folder)
         files = {w.name: {"bytes": w.stat().st_size, "sha256": _file_sha256(w)} for w in written}
         manifest = staging / path.with_suffix(_MANIFEST_SUFFIX).name
-        manifest.write_text(json.dumps({**header, "files": files}, sort_keys=True, indent=1), encoding="utf-8")
+        manifest.write_text(
+            json.dumps({**header, "files": files}, sort_keys=True, indent=1), encoding="utf-8"
+        )
         # The old manifest goes first: files without their manifest are never trusted, so a reader
         # cannot pair an old manifest with new files (it rebuilds instead).
         (cache / manifest.name).unlink(missing_ok=True)
@@ -247,15 +255,20 @@ def gradient_graph_for(
     if model is None:
         model = load_model(model_source) if folder is None else load_model(model_source, external_data=False)
     key = graph_key(model_source, input_name, input_shape, explained, model=model, extra_shapes=extra_shapes)
-    pins = {input_name: list(input_shape), **{name: list(dims) for name, dims in (extra_shapes or {}).items()}}
+    pins = {
+        input_name: list(input_shape),
+        **{name: list(dims) for name, dims in (extra_shapes or {}).items()},
+    }
     path = Path(cache_dir) / f"{key}.onnx"
     header = _entry_header(key, input_name, input_shape, explained)
     reason = "a rebuild was asked for" if rebuild else verify_cache_entry(path, header)
     if reason is None:
         return GradientGraph(path=path)
     if reason:
-        _log.warning("rebuilding a cached gradient graph that cannot be served",
-                     extra={"path": str(path), "reason": reason, "explained": explained})
+        _log.warning(
+            "rebuilding a cached gradient graph that cannot be served",
+            extra={"path": str(path), "reason": reason, "explained": explained},
+        )
     built = build_gradient_model(
         model,
         inputs=[input_name],
@@ -274,8 +287,9 @@ def gradient_graph_for(
         )
         if has_external_data(built) and not references_files:
             # A graph too large to stay inline was moved to a data file of the failed write: build again.
-            built = build_gradient_model(model, inputs=[input_name], explained=explained,
-                                         input_shapes=pins, external_data_dir=folder)
+            built = build_gradient_model(
+                model, inputs=[input_name], explained=explained, input_shapes=pins, external_data_dir=folder
+            )
         return GradientGraph(model=built, external_data_dir=folder if references_files else None)
     return GradientGraph(path=path)
 
@@ -296,8 +310,9 @@ def cached_gradient_graph(
         OSError: the cache folder cannot be written.
         models.gradient_graph.GradientGraphError: as :func:`gradient_graph_for`.
     """
-    graph = gradient_graph_for(model_source, input_name, input_shape, explained, cache_dir, model=model,
-                               rebuild=rebuild)
+    graph = gradient_graph_for(
+        model_source, input_name, input_shape, explained, cache_dir, model=model, rebuild=rebuild
+    )
     if graph.path is None:
         raise OSError(f"the gradient-graph cache {cache_dir} cannot be written")
     return graph.path

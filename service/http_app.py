@@ -59,23 +59,29 @@ Handler = Callable[[Request], Awaitable[Response]]
 def create_app(core: MollifyCore) -> Starlette:
     """The ASGI app of ``core``'s HTTP front end."""
     routes = _Routes(core)
-    return Starlette(routes=[
-        Route("/v1/models", routes.v1_models, methods=["GET"]),
-        Route("/v1/models/{name}:explain", routes.v1_explain, methods=["POST"]),
-        Route("/v1/models/{name}", routes.v1_model, methods=["GET"]),
-        Route("/v2", routes.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", routes.live, methods=["GET"]),
-        Route("/v2/health/ready", routes.ready, methods=["GET"]),
-        Route("/v2/models/{name}", routes.v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/ready", routes.v2_model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/explain", routes.v2_explain, methods=["POST"]),
-        Route("/metrics", routes.metrics, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/models", routes.v1_models, methods=["GET"]),
+            Route("/v1/models/{name}:explain", routes.v1_explain, methods=["POST"]),
+            Route("/v1/models/{name}", routes.v1_model, methods=["GET"]),
+            Route("/v2", routes.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", routes.live, methods=["GET"]),
+            Route("/v2/health/ready", routes.ready, methods=["GET"]),
+            Route("/v2/models/{name}", routes.v2_model, methods=["GET"]),
+            Route("/v2/models/{name}/ready", routes.v2_model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/explain", routes.v2_explain, methods=["POST"]),
+            Route("/metrics", routes.metrics, methods=["GET"]),
+        ]
+    )
 
 
 def _json(document: Any, request_id: str, status: int = 200) -> Response:
-    return Response(http_codec.to_json(document), status_code=status, media_type=_JSON,
-                    headers={"x-request-id": request_id})
+    return Response(
+        http_codec.to_json(document),
+        status_code=status,
+        media_type=_JSON,
+        headers={"x-request-id": request_id},
+    )
 
 
 class _Routes:
@@ -87,17 +93,28 @@ class _Routes:
     # ------------------------------------------------------------------------ explain
 
     async def v1_explain(self, request: Request) -> Response:
-        return await self._explain(request, "http.v1.explain", http_codec.v1_query,
-                                   lambda query, info, results, rid: http_codec.v1_response(query.model, results, rid))
+        return await self._explain(
+            request,
+            "http.v1.explain",
+            http_codec.v1_query,
+            lambda query, info, results, rid: http_codec.v1_response(query.model, results, rid),
+        )
 
     async def v2_explain(self, request: Request) -> Response:
         return await self._explain(
-            request, "http.v2.explain", http_codec.oip_query,
-            lambda query, info, results, rid: http_codec.oip_response(query.model, info.version, results, rid),
+            request,
+            "http.v2.explain",
+            http_codec.oip_query,
+            lambda query, info, results, rid: http_codec.oip_response(
+                query.model, info.version, results, rid
+            ),
         )
 
     async def _explain(
-        self, request: Request, method: str, decode: Callable[[str, Any, tuple[TensorDescription, ...]], ExplainQuery],
+        self,
+        request: Request,
+        method: str,
+        decode: Callable[[str, Any, tuple[TensorDescription, ...]], ExplainQuery],
         encode: Callable[[ExplainQuery, ModelInfo, list[InstanceExplanation], str], dict[str, Any]],
     ) -> Response:
         call = self._core.call(method, request.headers.get("x-request-id"))
@@ -136,8 +153,9 @@ class _Routes:
     # ------------------------------------------------------------------------- models
 
     async def v1_models(self, request: Request) -> Response:
-        return await self._answer(request, "http.v1.list_models",
-                                  lambda: {"models": [m.name for m in self._core.list_models()]})
+        return await self._answer(
+            request, "http.v1.list_models", lambda: {"models": [m.name for m in self._core.list_models()]}
+        )
 
     async def v1_model(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -145,12 +163,16 @@ class _Routes:
 
     async def v2_model(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return await self._answer(request, "http.v2.model_metadata",
-                                  lambda: http_codec.model_metadata(self._core.model(name)))
+        return await self._answer(
+            request, "http.v2.model_metadata", lambda: http_codec.model_metadata(self._core.model(name))
+        )
 
     async def server_metadata(self, request: Request) -> Response:
-        return await self._answer(request, "http.v2.server_metadata",
-                                  lambda: {"name": "mollify", "version": _VERSION, "extensions": ["explain"]})
+        return await self._answer(
+            request,
+            "http.v2.server_metadata",
+            lambda: {"name": "mollify", "version": _VERSION, "extensions": ["explain"]},
+        )
 
     async def _answer(self, request: Request, method: str, answer: Callable[[], dict[str, Any]]) -> Response:
         call = self._core.call(method, request.headers.get("x-request-id"))
@@ -188,8 +210,11 @@ class _Routes:
             document, ok = answer()
         except Exception as err:  # noqa: BLE001 - the boundary maps every error to a status
             failure = failure_for(err, request_id)
-            return _json({"error": failure.message, "code": failure.code.name, "request_id": request_id},
-                         request_id, failure.http_status)
+            return _json(
+                {"error": failure.message, "code": failure.code.name, "request_id": request_id},
+                request_id,
+                failure.http_status,
+            )
         return _json(document, request_id, 200 if ok else 503)
 
     async def metrics(self, request: Request) -> Response:
@@ -218,8 +243,11 @@ class _Routes:
     @staticmethod
     def _failed(call: Call, error: BaseException) -> Response:
         failure = call.failed(error)
-        response = _json({"error": failure.message, "code": failure.code.name, "request_id": call.id},
-                         call.id, failure.http_status)
+        response = _json(
+            {"error": failure.message, "code": failure.code.name, "request_id": call.id},
+            call.id,
+            failure.http_status,
+        )
         if isinstance(error, UnauthenticatedError):
             response.headers["www-authenticate"] = "Bearer"
         return response

@@ -60,10 +60,15 @@ _METHOD_FIELDS = pb.Method.DESCRIPTOR.fields_by_name
 _REQUEST_FIELDS = ("target", "seed", "lower", "upper", "explained_input")
 PARAMETER_NAMES: tuple[str, ...] = tuple(sorted(_METHOD_FIELDS)) + _REQUEST_FIELDS
 """Every key ``parameters`` may hold."""
-OIP_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-                                            "FP16": np.dtype(np.float16), "INT64": np.dtype(np.int64),
-                                            "INT32": np.dtype(np.int32), "UINT8": np.dtype(np.uint8),
-                                            "BOOL": np.dtype(np.bool_)}
+OIP_DATATYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "FP16": np.dtype(np.float16),
+    "INT64": np.dtype(np.int64),
+    "INT32": np.dtype(np.int32),
+    "UINT8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
 """OIP datatypes a request input may have."""
 _OIP_NAMES = {str(dtype): name for name, dtype in OIP_DATATYPES.items()}
 _TENSOR = pb.Tensor.DESCRIPTOR
@@ -91,7 +96,9 @@ def v1_query(model: str, document: Any, request_inputs: tuple[TensorDescription,
     body = _object(document, "the request body")
     _only(body, ("instances", "parameters"), "the request body")
     if "instances" not in body:
-        raise InvalidRequestError('the request body needs "instances": a list of instances, each a nested list')
+        raise InvalidRequestError(
+            'the request body needs "instances": a list of instances, each a nested list'
+        )
     instances = body["instances"]
     if not isinstance(instances, list):
         raise InvalidRequestError(f'"instances" must be a list of instances, got {type(instances).__name__}')
@@ -136,8 +143,10 @@ def oip_query(model: str, document: Any, request_inputs: tuple[TensorDescription
     if not isinstance(inputs, list) or len(inputs) != wanted:
         count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
         named = f" ({', '.join(t.name for t in request_inputs)})" if wanted > 1 else " (the explained input)"
-        raise InvalidRequestError(f'"inputs" must be a list of exactly {wanted} tensor{"s" if wanted > 1 else ""}'
-                                  f"{named}, got {count}")
+        raise InvalidRequestError(
+            f'"inputs" must be a list of exactly {wanted} tensor{"s" if wanted > 1 else ""}'
+            f"{named}, got {count}"
+        )
     arrays = [_oip_array(index, tensor) for index, tensor in enumerate(inputs)]
     if wanted == 1:
         sent = arrays[0][1]
@@ -151,7 +160,9 @@ def oip_query(model: str, document: Any, request_inputs: tuple[TensorDescription
             f"inputs must be named after the request inputs of model {model!r}, one each: {names}; got "
             f"{[name for name, _ in arrays]}"
         )
-    return _query(model, by_name[names[0]], body.get("parameters"), {name: by_name[name] for name in names[1:]})
+    return _query(
+        model, by_name[names[0]], body.get("parameters"), {name: by_name[name] for name in names[1:]}
+    )
 
 
 def _oip_array(index: int, value: Any) -> tuple[str, np.ndarray]:
@@ -160,17 +171,30 @@ def _oip_array(index: int, value: Any) -> tuple[str, np.ndarray]:
     tensor = _object(value, field)
     for key in ("name", "datatype", "shape", "data"):
         if key not in tensor:
-            raise InvalidRequestError(f'{field} needs "{key}" (an OIP tensor has name, datatype, shape and data)')
+            raise InvalidRequestError(
+                f'{field} needs "{key}" (an OIP tensor has name, datatype, shape and data)'
+            )
     datatype = tensor["datatype"]
     if datatype not in OIP_DATATYPES:
-        raise InvalidRequestError(f"{field}.datatype must be one of {sorted(OIP_DATATYPES)}, got {datatype!r}")
+        raise InvalidRequestError(
+            f"{field}.datatype must be one of {sorted(OIP_DATATYPES)}, got {datatype!r}"
+        )
     shape = tensor["shape"]
-    if (not isinstance(shape, list) or not shape or len(shape) > codec.MAX_DIMENSIONS
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise InvalidRequestError(f"{field}.shape must be a list of non-negative integers, batch first; got {shape!r}")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > codec.MAX_DIMENSIONS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise InvalidRequestError(
+            f"{field}.shape must be a list of non-negative integers, batch first; got {shape!r}"
+        )
     dtype = OIP_DATATYPES[datatype]
-    data = (_integer_array(tensor["data"], f"{field}.data", dtype) if dtype.kind in "iub"
-            else _float_array(tensor["data"], f"{field}.data", dtype))
+    data = (
+        _integer_array(tensor["data"], f"{field}.data", dtype)
+        if dtype.kind in "iub"
+        else _float_array(tensor["data"], f"{field}.data", dtype)
+    )
     if data.size != int(np.prod(shape, dtype=np.int64)):
         raise InvalidRequestError(
             f"{field}.data holds {data.size} values; shape {shape} needs {int(np.prod(shape, dtype=np.int64))}"
@@ -180,7 +204,9 @@ def _oip_array(index: int, value: Any) -> tuple[str, np.ndarray]:
 
 def _typed_array(value: Any, field: str, description: TensorDescription | None) -> np.ndarray:
     """JSON numbers in the dtype of the request input they are for (float32 when unknown)."""
-    dtype = np.dtype(description.dtype) if description is not None and description.dtype in _OIP_NAMES else None
+    dtype = (
+        np.dtype(description.dtype) if description is not None and description.dtype in _OIP_NAMES else None
+    )
     if dtype is not None and dtype.kind in "iub":
         return _integer_array(value, field, dtype)
     return _float_array(value, field)
@@ -198,8 +224,9 @@ def _query(
         method = {k: v for k, v in params.items() if k in _METHOD_FIELDS}
         request.method.CopyFrom(_message(method, pb.Method, "parameters"))
         if "target" in params:
-            request.target.CopyFrom(_message(_object(params["target"], "parameters.target"), pb.Target,
-                                             "parameters.target"))
+            request.target.CopyFrom(
+                _message(_object(params["target"], "parameters.target"), pb.Target, "parameters.target")
+            )
         if "seed" in params:
             seed = params["seed"]
             if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -238,7 +265,9 @@ def _proto_json(value: Any, descriptor: Descriptor, field: str) -> Any:
         if spec is not None and spec.message_type is _TENSOR and not isinstance(item, dict):
             converted[key] = json_format.MessageToDict(_tensor(item, where))
         elif spec is not None and spec.message_type is not None:
-            converted[key] = _proto_json(_object(item, where) if item != {} else item, spec.message_type, where)
+            converted[key] = _proto_json(
+                _object(item, where) if item != {} else item, spec.message_type, where
+            )
         elif spec is not None and spec.type == FieldDescriptor.TYPE_ENUM and isinstance(item, str):
             converted[key] = _enum_name(item, spec)
         else:
@@ -296,7 +325,9 @@ def _integer_array(value: Any, field: str, dtype: np.dtype[Any]) -> np.ndarray:
         try:
             array = np.asarray(value, dtype=np.int64)
         except OverflowError:
-            raise InvalidRequestError(f"{field} holds values outside the {dtype} range [{low}, {high}]") from None
+            raise InvalidRequestError(
+                f"{field} holds values outside the {dtype} range [{low}, {high}]"
+            ) from None
     return array.astype(dtype)
 
 
@@ -314,7 +345,9 @@ def _check_numbers(value: Any, field: str) -> None:
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, bool) or not isinstance(item, int | float):
-            raise InvalidRequestError(f"{field} must hold numbers only, got {type(item).__name__} {str(item)[:40]!r}")
+            raise InvalidRequestError(
+                f"{field} must hold numbers only, got {type(item).__name__} {str(item)[:40]!r}"
+            )
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:
@@ -374,14 +407,25 @@ def v1_explanation(result: InstanceExplanation) -> dict[str, Any]:
 
 def v1_response(model: str, results: list[InstanceExplanation], request_id: str) -> dict[str, Any]:
     """``{"explanations": [...]}``: one entry per instance (per rank of a top-k target)."""
-    return {"model_name": model, "request_id": request_id, "explanations": [v1_explanation(r) for r in results]}
+    return {
+        "model_name": model,
+        "request_id": request_id,
+        "explanations": [v1_explanation(r) for r in results],
+    }
 
 
 def _oip_tensor(name: str, datatype: str, array: np.ndarray) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": _values(array.reshape(-1))}
+    return {
+        "name": name,
+        "datatype": datatype,
+        "shape": list(array.shape),
+        "data": _values(array.reshape(-1)),
+    }
 
 
-def oip_response(model: str, version: str, results: list[InstanceExplanation], request_id: str) -> dict[str, Any]:
+def oip_response(
+    model: str, version: str, results: list[InstanceExplanation], request_id: str
+) -> dict[str, Any]:
     """The explanations as OIP output tensors, one row per explanation (instance × rank).
 
     ``attribution`` (FP32), ``standard_error`` (FP32; only when defined for every row, else
@@ -403,13 +447,20 @@ def oip_response(model: str, version: str, results: list[InstanceExplanation], r
         ("inherent_noise", "FP64", np.float64, lambda r: r.inherent_noise),
     )
     for name, datatype, dtype, get in columns:
-        outputs.append(_oip_tensor(name, datatype, np.array([get(r) for r in results], dtype=dtype).reshape(rows)))
+        outputs.append(
+            _oip_tensor(name, datatype, np.array([get(r) for r in results], dtype=dtype).reshape(rows))
+        )
     notes = sorted({r.standard_error_note for r in results if r.standard_error_note})
     parameters: dict[str, Any] = {"request_id": request_id}
     if notes:
         parameters["standard_error_note"] = "; ".join(notes)
-    return {"model_name": model, "model_version": version, "id": request_id, "parameters": parameters,
-            "outputs": outputs}
+    return {
+        "model_name": model,
+        "model_version": version,
+        "id": request_id,
+        "parameters": parameters,
+        "outputs": outputs,
+    }
 
 
 def model_metadata(info: ModelInfo) -> dict[str, Any]:
@@ -419,8 +470,11 @@ def model_metadata(info: ModelInfo) -> dict[str, Any]:
         "name": info.name,
         "versions": [info.version] if info.version else [],
         "platform": "mollify_onnx",
-        "inputs": [{"name": t.name, "datatype": _OIP_NAMES.get(t.dtype, "FP32"), "shape": [-1, *t.shape]}
-                   for t in info.request_inputs] or [{"name": info.input_name, "datatype": "FP32", "shape": shape}],
+        "inputs": [
+            {"name": t.name, "datatype": _OIP_NAMES.get(t.dtype, "FP32"), "shape": [-1, *t.shape]}
+            for t in info.request_inputs
+        ]
+        or [{"name": info.input_name, "datatype": "FP32", "shape": shape}],
         "outputs": [
             {"name": "attribution", "datatype": "FP32", "shape": shape},
             {"name": "standard_error", "datatype": "FP32", "shape": shape},

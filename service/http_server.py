@@ -47,29 +47,45 @@ class HttpFrontEnd:
         OSError: the address cannot be listened on (the message says why and names the setting).
     """
 
-    def __init__(self, core: MollifyCore, address: str, *, tls_cert: Path | None = None,
-                 tls_key: Path | None = None, grace_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        core: MollifyCore,
+        address: str,
+        *,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        grace_s: float = 30.0,
+    ) -> None:
         host, port = split_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             self._socket = socket.create_server((host, port), family=family, backlog=1024)
         except OSError as err:
-            raise OSError(f"cannot listen on {address} for HTTP ({err.strerror or err}); choose another "
-                          "--http-address / MOLLIFY_HTTP_ADDRESS") from None
+            raise OSError(
+                f"cannot listen on {address} for HTTP ({err.strerror or err}); choose another "
+                "--http-address / MOLLIFY_HTTP_ADDRESS"
+            ) from None
         self.port: int = self._socket.getsockname()[1]
         self.tls = tls_cert is not None
         config = uvicorn.Config(
-            create_app(core), log_config=None, access_log=False, lifespan="off", server_header=False,
-            ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
-            timeout_graceful_shutdown=max(1, round(grace_s)), limit_concurrency=None,
+            create_app(core),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            timeout_graceful_shutdown=max(1, round(grace_s)),
+            limit_concurrency=None,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Serve on a thread; returns once the listener accepts connections."""
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
-                                        name="mollify-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="mollify-http", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:

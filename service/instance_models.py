@@ -47,8 +47,12 @@ def needs_instance_session(model: onnx.ModelProto, config: ModelConfig) -> bool:
     return any(value.name != config.input_name for value in _graph_inputs(model))
 
 
-def _spec(value: onnx.ValueInfoProto, sent: onnx.ValueInfoProto | None, sent_shape: Sequence[int],
-          config: ModelConfig) -> InputSpec:
+def _spec(
+    value: onnx.ValueInfoProto,
+    sent: onnx.ValueInfoProto | None,
+    sent_shape: Sequence[int],
+    config: ModelConfig,
+) -> InputSpec:
     elem = value.type.tensor_type.elem_type
     if elem not in _DTYPES:
         raise InvalidModelError(
@@ -60,8 +64,11 @@ def _spec(value: onnx.ValueInfoProto, sent: onnx.ValueInfoProto | None, sent_sha
     given = config.extra_input_shapes.get(value.name)
     if given is not None:
         return InputSpec(value.name, _DTYPES[elem], tuple(int(d) for d in given))
-    symbols = {d.dim_param: size for d, size in zip(sent.type.tensor_type.shape.dim[1:], sent_shape, strict=False)
-               if d.dim_param}
+    symbols = {
+        d.dim_param: size
+        for d, size in zip(sent.type.tensor_type.shape.dim[1:], sent_shape, strict=False)
+        if d.dim_param
+    }
     shape: list[int] = []
     for axis, dim in enumerate(value.type.tensor_type.shape.dim[1:], start=1):
         if dim.HasField("dim_value"):
@@ -78,7 +85,9 @@ def _spec(value: onnx.ValueInfoProto, sent: onnx.ValueInfoProto | None, sent_sha
 
 
 def _dummy(spec: InputSpec) -> np.ndarray:
-    return np.ones(spec.shape, dtype=spec.dtype) if spec.dtype.kind in "fb" else np.zeros(spec.shape, spec.dtype)
+    return (
+        np.ones(spec.shape, dtype=spec.dtype) if spec.dtype.kind in "fb" else np.zeros(spec.shape, spec.dtype)
+    )
 
 
 def open_instance_session(
@@ -109,11 +118,16 @@ def open_instance_session(
 
     inputs = {value.name: value for value in _graph_inputs(model)}
     if config.input_name not in inputs:
-        raise InvalidModelError(f"input_name {config.input_name!r} is not a graph input; the inputs are {sorted(inputs)}")
+        raise InvalidModelError(
+            f"input_name {config.input_name!r} is not a graph input; the inputs are {sorted(inputs)}"
+        )
     sent_value = inputs[config.input_name]
     sent = _spec(sent_value, None, config.input_shape, config)
-    extras = [_spec(value, sent_value, config.input_shape, config) for name, value in inputs.items()
-              if name != config.input_name]
+    extras = [
+        _spec(value, sent_value, config.input_shape, config)
+        for name, value in inputs.items()
+        if name != config.input_name
+    ]
     explained_input = config.explained_input or config.input_name
     folder = model_path.parent
     if explained_input == config.input_name:
@@ -128,8 +142,13 @@ def open_instance_session(
         shape = sent.shape
     else:
         cut = cut_model(model, explained_input, config.explained_tensor)
-        prefix = ForwardSession(cut.prefix, device=device, intra_op_threads=intra_op_threads, options=options,
-                                external_data_dir=folder if has_external_data(cut.prefix) else None)
+        prefix = ForwardSession(
+            cut.prefix,
+            device=device,
+            intra_op_threads=intra_op_threads,
+            options=options,
+            external_data_dir=folder if has_external_data(cut.prefix) else None,
+        )
         specs = {spec.name: spec for spec in [sent, *extras]}
         probe = {name: _dummy(specs[name])[None] for name in cut.prefix_inputs}
         shape = tuple(int(d) for d in prefix.run(probe, [explained_input])[explained_input].shape[1:])
@@ -138,13 +157,22 @@ def open_instance_session(
         source = suffix.SerializeToString() if not has_external_data(suffix) else model_path
     extra_shapes = {spec.name: spec.shape for spec in [sent, *extras] if spec.name in suffix_inputs}
     graph = gradient_graph_for(
-        source, explained_input, shape, config.explained_tensor, cache_dir,
-        model=suffix, extra_shapes=extra_shapes,
+        source,
+        explained_input,
+        shape,
+        config.explained_tensor,
+        cache_dir,
+        model=suffix,
+        extra_shapes=extra_shapes,
     )
     gradient = GradientSession(
         graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
-        input_name=explained_input, device=device, intra_op_threads=intra_op_threads,
-        external_data_dir=graph.external_data_dir, extra_inputs=suffix_inputs, options=options,
+        input_name=explained_input,
+        device=device,
+        intra_op_threads=intra_op_threads,
+        external_data_dir=graph.external_data_dir,
+        extra_inputs=suffix_inputs,
+        options=options,
     )
     bounds = _bounds(model, config, explained_input, shape, folder, required=require_bounds)
     lower, upper, is_lookup = bounds if bounds is not None else (None, None, False)
@@ -158,8 +186,16 @@ def open_instance_session(
             f"{explained_input!r} is the sent input itself"
         )
     session = InstanceSession(
-        gradient, sent, extras, prefix=prefix, prefix_inputs=prefix_inputs, explained_input=explained_input,
-        baseline_token_id=config.baseline_token_id, lower=lower, upper=upper, channel_axis=axis,
+        gradient,
+        sent,
+        extras,
+        prefix=prefix,
+        prefix_inputs=prefix_inputs,
+        explained_input=explained_input,
+        baseline_token_id=config.baseline_token_id,
+        lower=lower,
+        upper=upper,
+        channel_axis=axis,
         channel_reduction=reduction,
     )
     session.index_limit = _lookup_rows(model, sent.name) if prefix is not None else None
@@ -170,15 +206,26 @@ def open_instance_session(
 def _lookup_rows(model: onnx.ModelProto, ids: str) -> int | None:
     """The fewest rows of a table ``ids`` index directly (``Gather(weight, ids)``), else ``None``."""
     weights = {init.name: init for init in model.graph.initializer}
-    rows = [int(weights[node.input[0]].dims[0]) for node in model.graph.node
-            if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == ids
-            and node.input[0] in weights and weights[node.input[0]].dims]
+    rows = [
+        int(weights[node.input[0]].dims[0])
+        for node in model.graph.node
+        if node.op_type == "Gather"
+        and len(node.input) == 2
+        and node.input[1] == ids
+        and node.input[0] in weights
+        and weights[node.input[0]].dims
+    ]
     return min(rows) if rows else None
 
 
 def _bounds(
-    model: onnx.ModelProto, config: ModelConfig, tensor: str, shape: tuple[int, ...], folder: Path,
-    *, required: bool = True,
+    model: onnx.ModelProto,
+    config: ModelConfig,
+    tensor: str,
+    shape: tuple[int, ...],
+    folder: Path,
+    *,
+    required: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """The bounds of the explained input, and whether it is an embedding lookup; ``None`` when
     they are unknown and not ``required``."""

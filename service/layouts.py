@@ -29,7 +29,12 @@ __all__ = ["TRITON_CONFIG", "ModelSource", "infer_config", "load_config", "scan"
 _log = logging.getLogger("mollify.service.repository")
 TRITON_CONFIG = "config.pbtxt"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+_FLOATS = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+)
 _SPECIFIC = re.compile(r"specific\s*:?\s*\{[^}]*?versions\s*:\s*\[?([0-9,\s]+)\]?", re.S)
 
 
@@ -51,8 +56,10 @@ def scan(root: Path, model_name: str | None = None) -> dict[str, ModelSource]:
     if (root / MODEL_FILE_NAME).is_file():
         name = model_name or root.name
         if not _NAME.fullmatch(name):
-            _log.warning("the model folder's name is not a valid model name; set --model-name",
-                         extra={"path": str(root)})
+            _log.warning(
+                "the model folder's name is not a valid model name; set --model-name",
+                extra={"path": str(root)},
+            )
             return {}
         return {name: ModelSource(root, "kserve")}
     found: dict[str, ModelSource] = {}
@@ -67,7 +74,9 @@ def scan(root: Path, model_name: str | None = None) -> dict[str, ModelSource]:
                 continue
             source = triton
         if not _NAME.fullmatch(folder.name):
-            _log.warning("skipping a folder whose name is not a valid model name", extra={"path": str(folder)})
+            _log.warning(
+                "skipping a folder whose name is not a valid model name", extra={"path": str(folder)}
+            )
             continue
         found[folder.name] = source
     return found
@@ -75,8 +84,11 @@ def scan(root: Path, model_name: str | None = None) -> dict[str, ModelSource]:
 
 def _triton_version(folder: Path) -> ModelSource | None:
     """The version folder to serve of a Triton model folder, or ``None`` if it is not one."""
-    versions = sorted(int(v.name) for v in folder.iterdir()
-                      if v.is_dir() and v.name.isdigit() and (v / MODEL_FILE_NAME).exists())
+    versions = sorted(
+        int(v.name)
+        for v in folder.iterdir()
+        if v.is_dir() and v.name.isdigit() and (v / MODEL_FILE_NAME).exists()
+    )
     if not versions:
         return None
     chosen = versions[-1]
@@ -84,8 +96,10 @@ def _triton_version(folder: Path) -> ModelSource | None:
     if pinned:
         present = [v for v in versions if v in pinned]
         if not present:
-            _log.warning("config.pbtxt pins versions none of which is present; serving the highest",
-                         extra={"path": str(folder), "pinned": sorted(pinned), "present": versions})
+            _log.warning(
+                "config.pbtxt pins versions none of which is present; serving the highest",
+                extra={"path": str(folder), "pinned": sorted(pinned), "present": versions},
+            )
         else:
             chosen = present[-1]
     return ModelSource(folder / str(chosen), f"triton version {chosen} of {versions}")
@@ -121,7 +135,9 @@ def infer_config(model: onnx.ModelProto, name: str, lower: float, upper: float) 
     """
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
-    inputs = [v for v in graph.input if v.name not in initializers and v.type.tensor_type.elem_type in _FLOATS]
+    inputs = [
+        v for v in graph.input if v.name not in initializers and v.type.tensor_type.elem_type in _FLOATS
+    ]
     outputs = [v for v in graph.output if v.type.tensor_type.elem_type in _FLOATS]
     fix = f"add a {CONFIG_FILE_NAME} beside {MODEL_FILE_NAME} (see README 'Model repository')"
     if not inputs:
@@ -149,6 +165,13 @@ def infer_config(model: onnx.ModelProto, name: str, lower: float, upper: float) 
         f"input), explained tensor {output!r} (its first float output), bounds [{lower:g}, {upper:g}] "
         "(--inferred-lower / --inferred-upper)"
     )
-    config = ModelConfig(name=name, input_name=explained_input.name, input_shape=tuple(shape),
-                         explained_tensor=output, lower=lower, upper=upper, description=source)
+    config = ModelConfig(
+        name=name,
+        input_name=explained_input.name,
+        input_shape=tuple(shape),
+        explained_tensor=output,
+        lower=lower,
+        upper=upper,
+        description=source,
+    )
     return config, source

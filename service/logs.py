@@ -2,8 +2,8 @@
 
 Fields passed with ``extra={...}`` (request id, model, status code, timings) become keys of the
 record. Text is :func:`~service.echo.bounded` (message, each field, each traceback line), so a
-request value of megabytes cannot flood the log. Only the ``mollify serve`` entry point calls :func:`configure_logging`; library code just
-logs to ``logging.getLogger("mollify.service...")``.
+request value of megabytes cannot flood the log. Only the ``mollify serve`` entry point calls
+:func:`configure_logging`; library code just logs to ``logging.getLogger("mollify.service...")``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
         traceback = fields.pop("traceback", None)
-        line = " ".join(f"{k}={json.dumps(v, default=str) if ' ' in str(v) or not str(v) else v}" for k, v in fields.items())
+        line = " ".join(
+            f"{k}={json.dumps(v, default=str) if ' ' in str(v) or not str(v) else v}"
+            for k, v in fields.items()
+        )
         return line + (f"\n{traceback}" if traceback else "")
 
 

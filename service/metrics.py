@@ -22,7 +22,24 @@ from service.vocabulary import ModelInfo
 
 __all__ = ["Metrics"]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 
 
 class Metrics:
@@ -31,22 +48,39 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "mollify_requests", "RPCs finished, by method and status code", ["method", "code"], registry=self.registry
+            "mollify_requests",
+            "RPCs finished, by method and status code",
+            ["method", "code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "mollify_request_duration_seconds", "RPC latency", ["method"], buckets=_LATENCY_BUCKETS,
+            "mollify_request_duration_seconds",
+            "RPC latency",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.evaluations = Counter(
             "mollify_gradient_evaluations", "gradient (VJP) evaluations", ["model"], registry=self.registry
         )
-        self.samples = Counter("mollify_samples", "Monte Carlo samples drawn", ["model"], registry=self.registry)
-        self.compute_seconds = Counter(
-            "mollify_compute_seconds", "seconds spent computing explanations", ["model"], registry=self.registry
+        self.samples = Counter(
+            "mollify_samples", "Monte Carlo samples drawn", ["model"], registry=self.registry
         )
-        self.queue_depth = Gauge("mollify_queue_depth", "requests waiting for a computing slot", registry=self.registry)
-        self.computing = Gauge("mollify_requests_computing", "requests holding a computing slot", registry=self.registry)
-        self.models = Gauge("mollify_models", "models in the repository by state", ["state"], registry=self.registry)
+        self.compute_seconds = Counter(
+            "mollify_compute_seconds",
+            "seconds spent computing explanations",
+            ["model"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "mollify_queue_depth", "requests waiting for a computing slot", registry=self.registry
+        )
+        self.computing = Gauge(
+            "mollify_requests_computing", "requests holding a computing slot", registry=self.registry
+        )
+        self.models = Gauge(
+            "mollify_models", "models in the repository by state", ["state"], registry=self.registry
+        )
         self._http: ThreadingHTTPServer | None = None
         self._per_request: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._per_model: dict[str, tuple[Any, Any, Any]] = {}

@@ -227,20 +227,27 @@ class ModelRepository:
         self._inferred_bounds = inferred_bounds
         self._layouts: dict[str, str] = {}
         self.cache_dir = Path(cache_dir)
-        self._factory = session_factory or _runtime_factory(self.cache_dir, device, intra_op_threads, runtime_options)
+        self._factory = session_factory or _runtime_factory(
+            self.cache_dir, device, intra_op_threads, runtime_options
+        )
         self._max_output_graphs = max_output_graphs
         self._max_explained_inputs = max_explained_inputs
         self._tensor_factory = tensor_session_factory
         if tensor_session_factory is None and session_factory is None:
-            self._tensor_factory = _runtime_factory(self.cache_dir, device, intra_op_threads, runtime_options,
-                                                    require_bounds=False)
+            self._tensor_factory = _runtime_factory(
+                self.cache_dir, device, intra_op_threads, runtime_options, require_bounds=False
+            )
         self._on_change = on_change
         self._allow_symlinks_outside = allow_symlinks_outside
         self._entries: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
         self._gate: ReloadGate[ReloadResult] = ReloadGate(self._reload_now, reload_min_interval_s)
         # Absolute prefixes that errors sent to clients must not carry, longest first.
-        prefixes = {str(Path(root).absolute()): "", str(self.root): "", str(self.cache_dir.absolute()): "<cache>/"}
+        prefixes = {
+            str(Path(root).absolute()): "",
+            str(self.root): "",
+            str(self.cache_dir.absolute()): "<cache>/",
+        }
         prefixes.setdefault(str(self.cache_dir.resolve()), "<cache>/")
         self._prefixes = sorted(prefixes.items(), key=lambda item: -len(item[0]))
 
@@ -293,7 +300,9 @@ class ModelRepository:
         """
         if entry.session is None or entry.config is None:
             raise ModelNotReadyError(f"model {entry.name!r} is not ready: {entry.info.error}")
-        configured = entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        configured = (
+            entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        )
         if explained_input not in ("", configured):
             return self._session_at(entry, output or entry.config.explained_tensor, explained_input)
         if output in ("", entry.config.explained_tensor):
@@ -357,12 +366,19 @@ class ModelRepository:
                 f"explained_input: model {entry.name!r} is served by a session factory that explains only "
                 "its configured input; leave explained_input empty"
             )
-        configured = entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        configured = (
+            entry.info.explained_input.name if entry.info.explained_input else entry.config.input_name
+        )
         self._check_current(entry, f"explained input {configured!r}")
         config = entry.config
         config = dataclasses.replace(
-            config, explained_tensor=output, explained_input=tensor, explained_lower=None, explained_upper=None,
-            channel_axis=None, channel_reduction="",
+            config,
+            explained_tensor=output,
+            explained_input=tensor,
+            explained_lower=None,
+            explained_upper=None,
+            channel_axis=None,
+            channel_reduction="",
             baseline_token_id=config.baseline_token_id if tensor != config.input_name else None,
         )
         model_path = entry.folder / MODEL_FILE_NAME
@@ -465,8 +481,10 @@ class ModelRepository:
         except (OSError, RuntimeError) as err:
             return f"the folder of model {name!r} cannot be resolved ({type(err).__name__})"
         if not resolved.is_relative_to(self.root):
-            return (f"the folder of model {name!r} is a symbolic link resolving outside the repository; "
-                    f"move it into the repository or start the server with {_SYMLINK_SETTING}")
+            return (
+                f"the folder of model {name!r} is a symbolic link resolving outside the repository; "
+                f"move it into the repository or start the server with {_SYMLINK_SETTING}"
+            )
         for file_name in _MODEL_FILES:
             path = folder / file_name
             if not path.is_symlink():
@@ -476,8 +494,10 @@ class ModelRepository:
             except (OSError, RuntimeError) as err:
                 return f"{name}/{file_name} is a symbolic link that cannot be resolved ({type(err).__name__})"
             if not target.is_relative_to(self.root):
-                return (f"{name}/{file_name} is a symbolic link resolving outside the repository; copy the "
-                        f"file into the repository or start the server with {_SYMLINK_SETTING}")
+                return (
+                    f"{name}/{file_name} is a symbolic link resolving outside the repository; copy the "
+                    f"file into the repository or start the server with {_SYMLINK_SETTING}"
+                )
         return None
 
     def _scan(self) -> dict[str, Path]:
@@ -501,16 +521,21 @@ class ModelRepository:
             resolved = folder.resolve()
             config, config_source = load_config(resolved, name, *self._inferred_bounds)
             entry = self._load_ready(name, folder, resolved, fingerprint, config)
-            entry.info = dataclasses.replace(entry.info, config_source=config_source,
-                                             layout=self._layouts.get(name, ""))
+            entry.info = dataclasses.replace(
+                entry.info, config_source=config_source, layout=self._layouts.get(name, "")
+            )
         except Exception as err:  # noqa: BLE001 - any load failure marks the model not ready, never stops the server
             error = f"{type(err).__name__}: {err}"
             if serving:
-                _log.warning("the changed files of a model failed to load; its last good version keeps serving",
-                             extra={"model": name, "error": error})
+                _log.warning(
+                    "the changed files of a model failed to load; its last good version keeps serving",
+                    extra={"model": name, "error": error},
+                )
             else:
                 _log.warning("model not ready", extra={"model": name, "error": error})
-            return ModelEntry(name, folder, fingerprint, _broken_info(name, config, self.client_text(error)), config)
+            return ModelEntry(
+                name, folder, fingerprint, _broken_info(name, config, self.client_text(error)), config
+            )
         _log.info("model ready", extra={"model": name, "provider": entry.info.provider})
         return entry
 
@@ -637,28 +662,48 @@ def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo
 
 
 def _runtime_factory(
-    cache_dir: Path, device: str, intra_op_threads: int | None, options: Any = None, *, require_bounds: bool = True
+    cache_dir: Path,
+    device: str,
+    intra_op_threads: int | None,
+    options: Any = None,
+    *,
+    require_bounds: bool = True,
 ) -> SessionFactory:
     def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
         # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
 
         if needs_instance_session(model, config):
-            return open_instance_session(model_path, model, config, cache_dir, device=device,
-                                         intra_op_threads=intra_op_threads, options=options,
-                                         require_bounds=require_bounds)
+            return open_instance_session(
+                model_path,
+                model,
+                config,
+                cache_dir,
+                device=device,
+                intra_op_threads=intra_op_threads,
+                options=options,
+                require_bounds=require_bounds,
+            )
 
         def graph(rebuild: bool) -> GradientGraph:
             return gradient_graph_for(
-                model_path, config.input_name, config.input_shape, config.explained_tensor, cache_dir,
-                model=model, rebuild=rebuild,
+                model_path,
+                config.input_name,
+                config.input_shape,
+                config.explained_tensor,
+                cache_dir,
+                model=model,
+                rebuild=rebuild,
             )
 
         def open_graph(graph: GradientGraph) -> Any:
             session = GradientSession(
                 graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
-                input_name=config.input_name, device=device, intra_op_threads=intra_op_threads,  # type: ignore[arg-type]
-                external_data_dir=graph.external_data_dir, options=options,
+                input_name=config.input_name,
+                device=device,
+                intra_op_threads=intra_op_threads,  # type: ignore[arg-type]
+                external_data_dir=graph.external_data_dir,
+                options=options,
             )
             explained = session.metadata.explained
             if explained != config.explained_tensor:
@@ -671,8 +716,10 @@ def _runtime_factory(
             session = open_graph(graph(rebuild=False))
         except InvalidModelError as err:
             # A verified entry that still does not open (or explains another tensor) is rebuilt once.
-            _log.warning("rebuilding a cached gradient graph that does not open",
-                         extra={"path": str(cache_dir), "error": str(err)})
+            _log.warning(
+                "rebuilding a cached gradient graph that does not open",
+                extra={"path": str(cache_dir), "error": str(err)},
+            )
             session = open_graph(graph(rebuild=True))
         return session  # type: ignore[no-any-return]
 

@@ -22,10 +22,14 @@ def _cast(value: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
     kind, want = value.dtype.kind, spec.dtype.kind
     if want == "f":
         if kind not in "fiub":
-            raise InvalidRequestError(f"{field} must hold numbers for the {spec.dtype} input {spec.name!r}, got {value.dtype}")
+            raise InvalidRequestError(
+                f"{field} must hold numbers for the {spec.dtype} input {spec.name!r}, got {value.dtype}"
+            )
         cast = value.astype(spec.dtype)
         if not np.isfinite(cast).all():
-            raise InvalidRequestError(f"{field} must be finite (and fit {spec.dtype}) for the input {spec.name!r}")
+            raise InvalidRequestError(
+                f"{field} must be finite (and fit {spec.dtype}) for the input {spec.name!r}"
+            )
         return cast
     if want == "b":
         if kind not in "biu" or (kind != "b" and not np.isin(value, (0, 1)).all()):
@@ -40,7 +44,9 @@ def _cast(value: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
         )
     info = np.iinfo(spec.dtype)
     if value.size and (int(value.min()) < info.min or int(value.max()) > info.max):
-        raise InvalidRequestError(f"{field} holds values outside the {spec.dtype} range of the input {spec.name!r}")
+        raise InvalidRequestError(
+            f"{field} holds values outside the {spec.dtype} range of the input {spec.name!r}"
+        )
     return value.astype(spec.dtype)
 
 
@@ -80,7 +86,9 @@ def checked_extra_inputs(
     missing = [name for name in names if name not in given]
     unknown = sorted(set(given) - set(names))
     if missing or unknown:
-        wanted = ", ".join(f"{s.name} ({s.dtype}, shape [batch, {', '.join(map(str, s.shape))}])" for s in specs)
+        wanted = ", ".join(
+            f"{s.name} ({s.dtype}, shape [batch, {', '.join(map(str, s.shape))}])" for s in specs
+        )
         raise InvalidRequestError(
             f"extra_inputs must name exactly the other inputs of model {model!r}: {wanted or 'none'}; "
             f"missing {missing}, unknown {unknown}"

@@ -69,8 +69,12 @@ class Cancellation:
                 "another replica or later"
             )
         if self.deadline_passed():
-            return RequestCancelledError(f"the deadline passed while the request was {stage}", deadline_exceeded=True)
-        return RequestCancelledError(f"the client cancelled the request while it was {stage}", deadline_exceeded=False)
+            return RequestCancelledError(
+                f"the deadline passed while the request was {stage}", deadline_exceeded=True
+            )
+        return RequestCancelledError(
+            f"the client cancelled the request while it was {stage}", deadline_exceeded=False
+        )
 
 
 class _Waiter:

@@ -100,7 +100,8 @@ class MollifyServer:
             maximum_concurrent_rpcs=rpc_limit,
         )
         add_servicer_to_server(
-            ExplainerServicer(self.explainer, self.repository, self.metrics, cut_off=self.core.cut_off), self._server
+            ExplainerServicer(self.explainer, self.repository, self.metrics, cut_off=self.core.cut_off),
+            self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.reflection:
@@ -111,8 +112,13 @@ class MollifyServer:
         self.http: HttpFrontEnd | None = None
         self.http_port: int | None = None
         if settings.http_address is not None:
-            self.http = HttpFrontEnd(self.core, settings.http_address, tls_cert=settings.tls_cert,
-                                     tls_key=settings.tls_key, grace_s=settings.grace_period_s + _CUT_OFF_S)
+            self.http = HttpFrontEnd(
+                self.core,
+                settings.http_address,
+                tls_cert=settings.tls_cert,
+                tls_key=settings.tls_key,
+                grace_s=settings.grace_period_s + _CUT_OFF_S,
+            )
             self.http_port = self.http.port
         self.metrics_port: int | None = None
         # Health stays NOT_SERVING until start(); the models load now so start() serves at once.
@@ -130,7 +136,9 @@ class MollifyServer:
             else:
                 port = self._server.add_insecure_port(settings.address)
         except RuntimeError as err:  # grpc's "Failed to bind to address"
-            raise OSError(f"cannot listen on {settings.address} ({err}); choose another --address / MOLLIFY_ADDRESS") from None
+            raise OSError(
+                f"cannot listen on {settings.address} ({err}); choose another --address / MOLLIFY_ADDRESS"
+            ) from None
         if port == 0:
             raise OSError(f"cannot listen on {settings.address}; choose another --address / MOLLIFY_ADDRESS")
         return port
@@ -147,13 +155,18 @@ class MollifyServer:
         settings = self.settings
         _log.info(
             "serving",
-            extra={"port": self.port, "http_port": self.http_port, "tls": settings.tls_cert is not None,
-                   "auth": settings.token is not None,
-                   "metrics_port": self.metrics_port, "repository": str(self.repository.root),
-                   "memory_budget_bytes": settings.memory_budget_bytes,
-                   "memory_budget": f"{format_size(settings.memory_budget_bytes)} per explanation "
-                                    f"({settings.memory_budget_source})",
-                   "max_concurrent_requests": settings.max_concurrent_requests},
+            extra={
+                "port": self.port,
+                "http_port": self.http_port,
+                "tls": settings.tls_cert is not None,
+                "auth": settings.token is not None,
+                "metrics_port": self.metrics_port,
+                "repository": str(self.repository.root),
+                "memory_budget_bytes": settings.memory_budget_bytes,
+                "memory_budget": f"{format_size(settings.memory_budget_bytes)} per explanation "
+                f"({settings.memory_budget_source})",
+                "max_concurrent_requests": settings.max_concurrent_requests,
+            },
         )
 
     def stop(self, grace: float | None = None, *, drain_s: float = 0.0) -> threading.Event:
@@ -205,11 +218,17 @@ class MollifyServer:
             self._hurry.wait(drain_s)
         self.scheduler.close()
         done = self._server.stop(grace + _CUT_OFF_S)
-        http_stopped = threading.Thread(target=self.http.stop, name="mollify-http-stop", daemon=True) if self.http else None
+        http_stopped = (
+            threading.Thread(target=self.http.stop, name="mollify-http-stop", daemon=True)
+            if self.http
+            else None
+        )
         if http_stopped is not None:
             http_stopped.start()
-        _log.info("listener closed", extra={"in_flight": self.scheduler.computing + self.scheduler.queued,
-                                            "grace_period_s": grace})
+        _log.info(
+            "listener closed",
+            extra={"in_flight": self.scheduler.computing + self.scheduler.queued, "grace_period_s": grace},
+        )
         deadline = time.monotonic() + grace
         while not done.is_set() and not self._hurry.is_set() and time.monotonic() < deadline:
             done.wait(_POLL_S)
@@ -242,7 +261,7 @@ class MollifyServer:
         self.health.set(SERVICE_NAME, overall)
         for name, ready in state.models.items():
             self.health.set(name, _SERVING if ready else _NOT_SERVING)
-        for gone in (self._grpc_health_names - set(state.models)):
+        for gone in self._grpc_health_names - set(state.models):
             self.health.set(gone, _UNKNOWN)
         self._grpc_health_names = set(state.models)
 
@@ -262,8 +281,10 @@ def _check_bindable(host: str, port: int) -> None:
     try:
         addresses = socket.getaddrinfo(bare or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
-        raise OSError(f"cannot listen on {host}:{port}: cannot resolve {host!r} ({err.strerror}); "
-                      "choose another --address / MOLLIFY_ADDRESS") from None
+        raise OSError(
+            f"cannot listen on {host}:{port}: cannot resolve {host!r} ({err.strerror}); "
+            "choose another --address / MOLLIFY_ADDRESS"
+        ) from None
     failure: OSError | None = None
     for family, kind, protocol, _, address in addresses:
         try:

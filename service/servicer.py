@@ -44,7 +44,11 @@ class _Call:
     abort, the callback when the RPC ends)."""
 
     def __init__(
-        self, method: str, context: grpc.ServicerContext, metrics: Metrics, cut_off: threading.Event | None = None
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        metrics: Metrics,
+        cut_off: threading.Event | None = None,
     ) -> None:
         self.context = context
         self._cut_off = cut_off
@@ -83,7 +87,10 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     """
 
     def __init__(
-        self, explainer: Explainer, repository: ModelRepository, metrics: Metrics,
+        self,
+        explainer: Explainer,
+        repository: ModelRepository,
+        metrics: Metrics,
         cut_off: threading.Event | None = None,
     ) -> None:
         self._explainer = explainer
@@ -97,10 +104,12 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     def undecodable(self, method: str, request: _Undecodable, context: grpc.ServicerContext) -> NoReturn:
         """Answer a request whose bytes did not parse: INVALID_ARGUMENT, logged with its request id."""
         call = self._call(method, context)
-        call.failed(InvalidRequestError(
-            f"the request is not a valid {request.message_name} message ({request.error}); "
-            "send the message defined in protos/mollify/v1/explainer.proto"
-        ))
+        call.failed(
+            InvalidRequestError(
+                f"the request is not a valid {request.message_name} message ({request.error}); "
+                "send the message defined in protos/mollify/v1/explainer.proto"
+            )
+        )
 
     # -------------------------------------------------------------------------- explain
 
@@ -175,10 +184,14 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
 
     # --------------------------------------------------------------------------- models
 
-    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
         call = self._call("ListModels", context)
         try:
-            response = pb.ListModelsResponse(models=[codec.model_info_to_proto(m) for m in self._repository.list_models()])
+            response = pb.ListModelsResponse(
+                models=[codec.model_info_to_proto(m) for m in self._repository.list_models()]
+            )
         except Exception as err:  # noqa: BLE001
             call.failed(err)
         call.succeeded()
@@ -264,7 +277,11 @@ def add_servicer_to_server(servicer: ExplainerServicer, server: grpc.Server) -> 
             raise TypeError(f"{method.full_name}: client-streaming methods are not registered here")
         request_type: type[Message] = getattr(pb, method.input_type.name)
         response_type: type[Message] = getattr(pb, method.output_type.name)
-        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
         handlers[method.name] = make(
             _guarded(servicer, method.name, getattr(servicer, method.name)),
             request_deserializer=_tolerant(request_type),

@@ -36,8 +36,18 @@ __all__ = [
     "parse_size",
 ]
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+}
 
 
 def parse_size(text: str) -> int:
@@ -256,7 +266,9 @@ class Settings:
     # Whether memory_budget_bytes was chosen by default_memory_budget (it was 0 when constructed).
     _memory_budget_chosen: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
-    _memory_budget_rule: str = dataclasses.field(default=_MEMORY_BUDGET_RULE, init=False, repr=False, compare=False)
+    _memory_budget_rule: str = dataclasses.field(
+        default=_MEMORY_BUDGET_RULE, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes == 0:
@@ -274,7 +286,11 @@ class Settings:
     @property
     def memory_budget_source(self) -> str:
         """How :attr:`memory_budget_bytes` came about, for the start-up log line."""
-        return self._memory_budget_rule if self._memory_budget_chosen else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
+        return (
+            self._memory_budget_rule
+            if self._memory_budget_chosen
+            else "set by --memory-budget-bytes / MOLLIFY_MEMORY_BUDGET_BYTES"
+        )
 
     def runtime_options(self) -> Any:
         """The sessions' :class:`models.runtime.RuntimeOptions` (I/O binding, CUDA provider options,
@@ -292,9 +308,13 @@ class Settings:
                 check_providers(self.providers)
             except DeviceUnavailableError as err:
                 raise SettingsError(f"--providers / MOLLIFY_PROVIDERS: {err}") from None
-        return RuntimeOptions(io_binding=self.io_binding, cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-                              gpu_mem_limit=self.gpu_mem_limit, allow_tf32=self.allow_tf32,
-                              providers=self.providers or ())
+        return RuntimeOptions(
+            io_binding=self.io_binding,
+            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+            gpu_mem_limit=self.gpu_mem_limit,
+            allow_tf32=self.allow_tf32,
+            providers=self.providers or (),
+        )
 
     @property
     def host(self) -> str:
@@ -315,7 +335,9 @@ class Settings:
 
     @classmethod
     def from_sources(
-        cls, flags: argparse.Namespace | Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        flags: argparse.Namespace | Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build the settings: a flag that was given wins over ``MOLLIFY_<NAME>``, which wins over the default.
 
@@ -347,10 +369,15 @@ class Settings:
             try:
                 values["token"] = Path(token_file).read_text().strip()
             except OSError as err:
-                raise SettingsError(f"--token-file / MOLLIFY_TOKEN_FILE: cannot read {token_file}: {err}") from None
+                raise SettingsError(
+                    f"--token-file / MOLLIFY_TOKEN_FILE: cannot read {token_file}: {err}"
+                ) from None
         if values.get("cache_dir") is None:
             values["cache_dir"] = default_cache_dir(environ)
-        if values.get("max_concurrent_requests") is None and cuda_index(str(values.get("device", ""))) is not None:
+        if (
+            values.get("max_concurrent_requests") is None
+            and cuda_index(str(values.get("device", ""))) is not None
+        ):
             # One computing slot per GPU: ONNX Runtime already keeps the device busy with one run.
             values["max_concurrent_requests"] = 1
         return cls(**values)
@@ -374,36 +401,88 @@ class _Spec:
 
 
 SETTINGS: tuple[_Spec, ...] = (
-    _Spec("address", str, "host:port of the gRPC port (port 0: any free port; in a pod 0.0.0.0:PORT)", "HOST:PORT"),
-    _Spec("http_address", _optional(str), "host:port of the HTTP front end: KServe v1 and Open Inference "
-          "Protocol explain, health and metadata, /metrics (default: no HTTP)", "HOST:PORT"),
-    _Spec("model_repository", Path, "folder with one <model>/model.onnx (+ config.json) per model, a Triton "
-          "repository (<model>/config.pbtxt, <model>/<version>/model.onnx), or one model's folder "
-          "(default: the bundled demo models)", "DIR"),
-    _Spec("model_name", _optional(str), "name of the model of a single-model folder (default: the folder's name)",
-          "NAME"),
-    _Spec("inferred_lower", float, "input lower bound of models without config.json (config inferred from "
-          "the graph)", "X"),
+    _Spec(
+        "address",
+        str,
+        "host:port of the gRPC port (port 0: any free port; in a pod 0.0.0.0:PORT)",
+        "HOST:PORT",
+    ),
+    _Spec(
+        "http_address",
+        _optional(str),
+        "host:port of the HTTP front end: KServe v1 and Open Inference "
+        "Protocol explain, health and metadata, /metrics (default: no HTTP)",
+        "HOST:PORT",
+    ),
+    _Spec(
+        "model_repository",
+        Path,
+        "folder with one <model>/model.onnx (+ config.json) per model, a Triton "
+        "repository (<model>/config.pbtxt, <model>/<version>/model.onnx), or one model's folder "
+        "(default: the bundled demo models)",
+        "DIR",
+    ),
+    _Spec(
+        "model_name",
+        _optional(str),
+        "name of the model of a single-model folder (default: the folder's name)",
+        "NAME",
+    ),
+    _Spec(
+        "inferred_lower",
+        float,
+        "input lower bound of models without config.json (config inferred from the graph)",
+        "X",
+    ),
     _Spec("inferred_upper", float, "input upper bound of models without config.json", "X"),
-    _Spec("cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"),
-    _Spec("device", str, "auto, cpu, cuda or cuda:N (GPU N); with cuda: one computing slot per GPU and the "
-          "memory budget from the GPU's free memory by default"),
-    _Spec("io_binding", str, "auto, on or off: ONNX Runtime I/O binding with device buffers reused across "
-          "chunks (auto: on for CUDA)"),
+    _Spec(
+        "cache_dir", Path, "gradient-graph cache folder (default: ~/.cache/mollify/gradient-graphs)", "DIR"
+    ),
+    _Spec(
+        "device",
+        str,
+        "auto, cpu, cuda or cuda:N (GPU N); with cuda: one computing slot per GPU and the "
+        "memory budget from the GPU's free memory by default",
+    ),
+    _Spec(
+        "io_binding",
+        str,
+        "auto, on or off: ONNX Runtime I/O binding with device buffers reused across "
+        "chunks (auto: on for CUDA)",
+    ),
     _Spec("cudnn_conv_algo_search", str, "CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT cuDNN convolution search"),
     _Spec("gpu_mem_limit", parse_size, "CUDA: memory arena limit, e.g. 40GiB; 0: no limit", "SIZE"),
-    _Spec("allow_tf32", _parse_bool, "CUDA: allow TF32 for float32 convolutions and matrix products (faster, "
-          "about 10 mantissa bits; default: false, attributions agree with the CPU to float rounding)"),
-    _Spec("providers", _provider_list, "ONNX Runtime execution providers in priority order, comma-separated, e.g. "
-          "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider (default: from --device: CUDA "
-          "where it really loads, else CPU). One that this onnxruntime lacks or that does not load here stops the "
-          "server with an error listing the available ones: there is no silent fallback. --device then only "
-          "gives the GPU index", "NAME,NAME"),
-    _Spec("intra_op_threads", _optional(int), "ONNX Runtime threads per session (default: cores / max concurrent)",
-          "N"),
-    _Spec("memory_budget_bytes", parse_size, "memory one explanation may use for a chunk of samples, e.g. 2GiB; "
-          f"0: {_MEMORY_BUDGET_RULE}", "SIZE",
-          default=lambda: f"0, i.e. {format_size(default_memory_budget(default_concurrency()))} on this machine"),
+    _Spec(
+        "allow_tf32",
+        _parse_bool,
+        "CUDA: allow TF32 for float32 convolutions and matrix products (faster, "
+        "about 10 mantissa bits; default: false, attributions agree with the CPU to float rounding)",
+    ),
+    _Spec(
+        "providers",
+        _provider_list,
+        "ONNX Runtime execution providers in priority order, comma-separated, e.g. "
+        "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider (default: from --device: CUDA "
+        "where it really loads, else CPU). One that this onnxruntime lacks or that does not load here stops the "
+        "server with an error listing the available ones: there is no silent fallback. --device then only "
+        "gives the GPU index",
+        "NAME,NAME",
+    ),
+    _Spec(
+        "intra_op_threads",
+        _optional(int),
+        "ONNX Runtime threads per session (default: cores / max concurrent)",
+        "N",
+    ),
+    _Spec(
+        "memory_budget_bytes",
+        parse_size,
+        f"memory one explanation may use for a chunk of samples, e.g. 2GiB; 0: {_MEMORY_BUDGET_RULE}",
+        "SIZE",
+        default=lambda: (
+            f"0, i.e. {format_size(default_memory_budget(default_concurrency()))} on this machine"
+        ),
+    ),
     _Spec("max_concurrent_requests", int, "explanations computing at once", "N"),
     _Spec("max_queued_requests", int, "explanations waiting for a slot before RESOURCE_EXHAUSTED", "N"),
     _Spec("max_message_bytes", parse_size, "largest request or response message, e.g. 64MiB", "SIZE"),
@@ -411,7 +490,9 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("max_input_elements", int, "most input elements in one request", "N"),
     _Spec("max_instances", int, "most instances in one request", "N"),
     _Spec("max_output_graphs", int, "gradient graphs kept per model for other explained tensors", "N"),
-    _Spec("max_explained_inputs", int, "gradient graphs kept per model for explained inputs requests name", "N"),
+    _Spec(
+        "max_explained_inputs", int, "gradient graphs kept per model for explained inputs requests name", "N"
+    ),
     _Spec("tls_cert", Path, "PEM certificate chain (with --tls-key: TLS only)", "FILE"),
     _Spec("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     _Spec("token", str, "bearer token every call must carry (prefer --token-file or MOLLIFY_TOKEN)", "TOKEN"),
@@ -419,14 +500,33 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("reflection", _parse_bool, "serve gRPC server reflection (default: true)"),
     _Spec("metrics_port", int, "Prometheus metrics HTTP port; 0 turns metrics off", "PORT"),
     _Spec("metrics_address", str, "host the metrics endpoint binds", "HOST"),
-    _Spec("drain_delay_s", float, "seconds after SIGTERM during which health reports NOT_SERVING but calls are "
-          "still served, before the listener closes (so load balancers stop routing first)", "SECONDS"),
-    _Spec("grace_period_s", float, "seconds in-flight requests may finish once the listener has closed; "
-          "those still running then end with UNAVAILABLE", "SECONDS"),
-    _Spec("allow_symlinks_outside", _parse_bool, "load models whose folder, model.onnx or config.json is a "
-          "symbolic link resolving outside the model repository (default: false, such models are refused)"),
-    _Spec("reload_min_interval_s", float, "least seconds between two model-repository reloads; reload requests "
-          "arriving meanwhile wait for the next one and share it", "SECONDS"),
+    _Spec(
+        "drain_delay_s",
+        float,
+        "seconds after SIGTERM during which health reports NOT_SERVING but calls are "
+        "still served, before the listener closes (so load balancers stop routing first)",
+        "SECONDS",
+    ),
+    _Spec(
+        "grace_period_s",
+        float,
+        "seconds in-flight requests may finish once the listener has closed; "
+        "those still running then end with UNAVAILABLE",
+        "SECONDS",
+    ),
+    _Spec(
+        "allow_symlinks_outside",
+        _parse_bool,
+        "load models whose folder, model.onnx or config.json is a "
+        "symbolic link resolving outside the model repository (default: false, such models are refused)",
+    ),
+    _Spec(
+        "reload_min_interval_s",
+        float,
+        "least seconds between two model-repository reloads; reload requests "
+        "arriving meanwhile wait for the next one and share it",
+        "SECONDS",
+    ),
     _Spec("log_format", str, "json or text"),
     _Spec("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -445,24 +545,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # A setting whose default is computed says so in its own help text.
         help_text = f"{spec.help} [env {spec.env}" + ("]" if default == "None" else f"; default {default}]")
         if spec.parse is _parse_bool:
-            parser.add_argument(spec.flag, dest=spec.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
+            parser.add_argument(
+                spec.flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(spec.flag, dest=spec.name, type=spec.parse, default=None,
-                                metavar=spec.metavar, help=help_text)
-    parser.add_argument("--token-file", dest="token_file", type=Path, default=None, metavar="FILE",
-                        help="file holding the bearer token [env MOLLIFY_TOKEN_FILE]")
+            parser.add_argument(
+                spec.flag, dest=spec.name, type=spec.parse, default=None, metavar=spec.metavar, help=help_text
+            )
+    parser.add_argument(
+        "--token-file",
+        dest="token_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding the bearer token [env MOLLIFY_TOKEN_FILE]",
+    )
     kserve = parser.add_argument_group(
-        "KServe spellings", "the flags KServe passes to a model server or explainer container")
-    kserve.add_argument("--model_dir", dest="model_repository", type=Path, default=None, metavar="DIR",
-                        help="same as --model-repository (where KServe's storage initializer puts the model)")
-    kserve.add_argument("--model_name", dest="model_name", default=None, metavar="NAME", help="same as --model-name")
-    kserve.add_argument("--http_port", dest="http_port", type=int, default=None, metavar="PORT",
-                        help="same as --http-address 0.0.0.0:PORT")
-    kserve.add_argument("--grpc_port", dest="grpc_port", type=int, default=None, metavar="PORT",
-                        help="same as --address 0.0.0.0:PORT")
-    kserve.add_argument("--predictor_host", dest="predictor_host", default=None, metavar="HOST",
-                        help="accepted and ignored: Mollify runs the model itself")
+        "KServe spellings", "the flags KServe passes to a model server or explainer container"
+    )
+    kserve.add_argument(
+        "--model_dir",
+        dest="model_repository",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="same as --model-repository (where KServe's storage initializer puts the model)",
+    )
+    kserve.add_argument(
+        "--model_name", dest="model_name", default=None, metavar="NAME", help="same as --model-name"
+    )
+    kserve.add_argument(
+        "--http_port",
+        dest="http_port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="same as --http-address 0.0.0.0:PORT",
+    )
+    kserve.add_argument(
+        "--grpc_port",
+        dest="grpc_port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="same as --address 0.0.0.0:PORT",
+    )
+    kserve.add_argument(
+        "--predictor_host",
+        dest="predictor_host",
+        default=None,
+        metavar="HOST",
+        help="accepted and ignored: Mollify runs the model itself",
+    )
 
 
 _DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -475,9 +609,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def _validate(settings: Settings) -> None:  # noqa: C901, PLR0912, PLR0915 - one flat check per setting
     def fail(name: str, expected: str) -> None:
         spec = next(s for s in SETTINGS if s.name == name)
-        raise SettingsError(
-            f"{spec.flag} / {spec.env} must be {expected}, got {getattr(settings, name)!r}"
-        )
+        raise SettingsError(f"{spec.flag} / {spec.env} must be {expected}, got {getattr(settings, name)!r}")
 
     for name in ("address", "http_address"):
         value = getattr(settings, name)
@@ -510,8 +642,16 @@ def _validate(settings: Settings) -> None:  # noqa: C901, PLR0912, PLR0915 - one
         fail("gpu_mem_limit", "a byte count, at least 0 (0: no limit)")
     if settings.intra_op_threads is not None and settings.intra_op_threads < 1:
         fail("intra_op_threads", "at least 1 (or unset)")
-    for name in ("memory_budget_bytes", "max_concurrent_requests", "max_message_bytes", "max_evaluations",
-                 "max_input_elements", "max_instances", "max_output_graphs", "max_explained_inputs"):
+    for name in (
+        "memory_budget_bytes",
+        "max_concurrent_requests",
+        "max_message_bytes",
+        "max_evaluations",
+        "max_input_elements",
+        "max_instances",
+        "max_output_graphs",
+        "max_explained_inputs",
+    ):
         if getattr(settings, name) < 1:
             fail(name, "at least 1")
     if settings.max_queued_requests < 0:

@@ -99,7 +99,9 @@ def failure_for(error: BaseException, request_id: str) -> Failure:
     for error_type, code, summary in _HIDDEN:
         if isinstance(error, error_type):
             return Failure(code, 500, f"{summary}; see the server log for request id {request_id}", False)
-    return Failure(grpc.StatusCode.INTERNAL, 500, f"internal error; see the server log for request id {request_id}", True)
+    return Failure(
+        grpc.StatusCode.INTERNAL, 500, f"internal error; see the server log for request id {request_id}", True
+    )
 
 
 def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str, bool]:

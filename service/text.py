@@ -128,25 +128,32 @@ class TextTokenizer:
         if not texts:
             raise TextError("texts: expected at least one text, got none")
         encoded = []
-        for index, (text, encoding) in enumerate(zip(texts, self._tokenizer.encode_batch(list(texts)), strict=True)):
+        for index, (text, encoding) in enumerate(
+            zip(texts, self._tokenizer.encode_batch(list(texts)), strict=True)
+        ):
             mask = np.asarray(encoding.attention_mask, dtype=np.int64)
             if not mask.any():
                 raise TextError(f"text {index + 1} ({text!r}) has no tokens: expected some words")
             tokens = [token for token, keep in zip(encoding.tokens, mask, strict=True) if keep]
-            encoded.append(EncodedText(
-                text=text,
-                tokens=tokens,
-                ids=np.asarray(encoding.ids, dtype=np.int64),
-                attention_mask=mask,
-                type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
-                truncated=bool(encoding.overflowing),
-            ))
+            encoded.append(
+                EncodedText(
+                    text=text,
+                    tokens=tokens,
+                    ids=np.asarray(encoding.ids, dtype=np.int64),
+                    attention_mask=mask,
+                    type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
+                    truncated=bool(encoding.overflowing),
+                )
+            )
         return encoded
 
     def request(self, encoded: Sequence[EncodedText]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``(ids (B, T) int64, {extra input name: (B, T) int64})`` for ``ExplainerClient.explain``."""
         ids = np.stack([item.ids for item in encoded])
-        extra = {name: np.stack([getattr(item, field) for item in encoded]) for name, field in self.extra_fields.items()}
+        extra = {
+            name: np.stack([getattr(item, field) for item in encoded])
+            for name, field in self.extra_fields.items()
+        }
         return ids, extra
 
 
@@ -158,7 +165,9 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def text_explanations(encoded: Sequence[EncodedText], results: Sequence[InstanceExplanation]) -> list[TextExplanation]:
+def text_explanations(
+    encoded: Sequence[EncodedText], results: Sequence[InstanceExplanation]
+) -> list[TextExplanation]:
     """Each result cut down to its text's real tokens (results in order; several per text with top-k).
 
     Raises:
@@ -176,11 +185,13 @@ def text_explanations(encoded: Sequence[EncodedText], results: Sequence[Instance
                 f"channel_reduction, or a request's channel_axis)"
             )
         positions = item.positions
-        explained.append(TextExplanation(
-            text=item.text,
-            tokens=list(item.tokens),
-            attribution=attribution[positions],
-            standard_error=np.asarray(result.standard_error, dtype=np.float32)[positions],
-            explanation=result,
-        ))
+        explained.append(
+            TextExplanation(
+                text=item.text,
+                tokens=list(item.tokens),
+                attribution=attribution[positions],
+                standard_error=np.asarray(result.standard_error, dtype=np.float32)[positions],
+                explanation=result,
+            )
+        )
     return explained

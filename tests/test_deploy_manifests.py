@@ -56,7 +56,9 @@ def test_manifest_validates(path: Path) -> None:
             spec = document["spec"]
             assert spec["predictor"]["model"]["storageUri"]
             (container,) = spec["explainer"]["containers"]
-            assert {"--model_name=digits", "--model_dir=/mnt/models", "--http_port=8080"} <= set(container["args"])
+            assert {"--model_name=digits", "--model_dir=/mnt/models", "--http_port=8080"} <= set(
+                container["args"]
+            )
             continue
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
@@ -81,26 +83,41 @@ def test_pods_keep_the_service_rules(path: Path) -> None:
             assert container["readinessProbe"]["grpc"]["service"] == "mollify.v1.ExplainerService"
             assert container["livenessProbe"]["grpc"]["port"] == grpc_port
             # KServe's --grpc_port binds every interface; otherwise MOLLIFY_ADDRESS must say so.
-            bound = f"0.0.0.0:{grpc_port}" if f"--grpc_port={grpc_port}" in args else env.get("MOLLIFY_ADDRESS")
+            bound = (
+                f"0.0.0.0:{grpc_port}" if f"--grpc_port={grpc_port}" in args else env.get("MOLLIFY_ADDRESS")
+            )
             assert bound == f"0.0.0.0:{grpc_port}", "pods must bind every interface"
             grace = pod["terminationGracePeriodSeconds"]
-            assert grace >= float(env["MOLLIFY_DRAIN_DELAY_S"]) + float(env["MOLLIFY_GRACE_PERIOD_S"]) + _CUT_OFF_S
+            assert (
+                grace
+                >= float(env["MOLLIFY_DRAIN_DELAY_S"]) + float(env["MOLLIFY_GRACE_PERIOD_S"]) + _CUT_OFF_S
+            )
             assert container["resources"]["requests"] and container["resources"]["limits"]
             security = container["securityContext"]
-            assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+            assert (
+                security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+            )
             assert pod["securityContext"]["runAsNonRoot"] is True
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert env["MOLLIFY_CACHE_DIR"] in mounts, "the gradient-graph cache needs a writable volume"
             assert "/tmp" in mounts
-            annotations = (document["spec"]["template"]["metadata"] if document["kind"] == "Deployment"
-                           else document["metadata"])["annotations"]
-            assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+            annotations = (
+                document["spec"]["template"]["metadata"]
+                if document["kind"] == "Deployment"
+                else document["metadata"]
+            )["annotations"]
+            assert (
+                annotations["prometheus.io/scrape"] == "true"
+                and annotations["prometheus.io/path"] == "/metrics"
+            )
 
 
 def test_images_run_mollify_serve_as_non_root() -> None:
     for name in ("Dockerfile", "Dockerfile.cuda"):
         text = (DEPLOY / "docker" / name).read_text()
         assert 'ENTRYPOINT ["mollify", "serve"]' in text
-        assert "USER 10001" in text and "MOLLIFY_ADDRESS=0.0.0.0:" in text and "MOLLIFY_CACHE_DIR=/cache" in text
+        assert (
+            "USER 10001" in text and "MOLLIFY_ADDRESS=0.0.0.0:" in text and "MOLLIFY_CACHE_DIR=/cache" in text
+        )
     cuda = (DEPLOY / "docker" / "Dockerfile.cuda").read_text()
     assert "FROM nvidia/cuda:" in cuda and '".[cuda]"' in cuda

@@ -52,22 +52,40 @@ def test_join_names_missing_and_damaged_pieces(tmp_path: Path) -> None:
         "dummy.whl.part002: damaged (size or SHA-256 differs from the manifest)",
     ]
     assert not (tmp_path / "joined" / "dummy.whl").exists()
-    result = subprocess.run([sys.executable, str(ROOT / "deploy/gpu/transfer.py"), "join", "--out", str(out)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/gpu/transfer.py"), "join", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "part001: missing" in result.stderr
 
 
 def test_the_transfer_folder_is_git_ignored() -> None:
-    result = subprocess.run(["git", "check-ignore", "-q", ".gpu-transfer/pieces/x.part000"], cwd=ROOT, timeout=30)
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", ".gpu-transfer/pieces/x.part000"], cwd=ROOT, timeout=30
+    )
     assert result.returncode == 0
 
 
 @pytest.mark.timeout(300)
 def test_gpu_benchmark_runs_quick_on_cpu() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu.py"), "--device", "cpu", "--quick", "--samples", "4",
-         "--models", "resnet18,resnet50"],
-        capture_output=True, text=True, timeout=280, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/gpu.py"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--samples",
+            "4",
+            "--models",
+            "resnet18,resnet50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("device cpu (CPU)")[1]

@@ -35,7 +35,8 @@ def test_only_the_support_module_loads_files_by_path() -> None:
         str(path.relative_to(ROOT))
         for folder in ("tests", "benchmarks")
         for path in sorted((ROOT / folder).rglob("*.py"))
-        if path != ROOT / "tests/support.py" and path != ROOT / "tests/test_support.py"
+        if path != ROOT / "tests/support.py"
+        and path != ROOT / "tests/test_support.py"
         and "spec_from_file_location" in path.read_text()
     ]
     assert offenders == [], f"import these as modules (tests.support.load_script for scripts): {offenders}"

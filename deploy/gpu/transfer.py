@@ -48,7 +48,9 @@ def split(files: list[Path], out: Path, piece_bytes: int) -> dict[str, object]:
                 (out / PIECES / name).write_bytes(chunk)
                 pieces.append({"name": name, "size": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
                 index += 1
-        entries.append({"name": path.name, "size": path.stat().st_size, "sha256": _sha256(path), "pieces": pieces})
+        entries.append(
+            {"name": path.name, "size": path.stat().st_size, "sha256": _sha256(path), "pieces": pieces}
+        )
     manifest: dict[str, object] = {"piece_bytes": piece_bytes, "files": entries}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -91,13 +93,18 @@ def join(out: Path, into: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     cut = commands.add_parser("split", help="cut files into pieces and write the manifest")
     cut.add_argument("files", nargs="+", type=Path)
     cut.add_argument("--piece-mib", type=int, default=56, help="largest piece in MiB (default 56)")
-    for command in (cut, commands.add_parser("plan", help="print the paths each device command carries"),
-                    commands.add_parser("join", help="check the pieces and reassemble the files")):
+    for command in (
+        cut,
+        commands.add_parser("plan", help="print the paths each device command carries"),
+        commands.add_parser("join", help="check the pieces and reassemble the files"),
+    ):
         command.add_argument("--out", type=Path, default=Path(".gpu-transfer"))
         if command.prog.endswith("join"):
             command.add_argument("--into", type=Path, default=None)
@@ -105,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "split":
         manifest = split(args.files, args.out, args.piece_mib << 20)
         for entry in manifest["files"]:  # type: ignore[attr-defined]
-            print(f"{entry['name']}: {entry['size']} bytes in {len(entry['pieces'])} pieces, sha256 {entry['sha256']}")
+            print(
+                f"{entry['name']}: {entry['size']} bytes in {len(entry['pieces'])} pieces, sha256 {entry['sha256']}"
+            )
         return 0
     if args.command == "plan":
         for number, step in enumerate(plan(args.out), 1):

@@ -271,7 +271,11 @@ def build_all(out: Path | None = None, seed: int = 0) -> BuildReport:
         torch.set_num_threads(threads)
     return BuildReport(
         folders={"digits_cnn": digits_folder, "breast_cancer_mlp": cancer_folder, TEXT_MODEL: text_folder},
-        accuracy={"digits_cnn": digits_accuracy, "breast_cancer_mlp": cancer_accuracy, TEXT_MODEL: text_accuracy},
+        accuracy={
+            "digits_cnn": digits_accuracy,
+            "breast_cancer_mlp": cancer_accuracy,
+            TEXT_MODEL: text_accuracy,
+        },
     )
 
 

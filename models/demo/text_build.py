@@ -121,7 +121,9 @@ def _init_parameters(module: nn.Module, generator: Any) -> None:
             nn.init.normal_(layer.weight, generator=generator)
 
 
-def _train(module: nn.Module, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
+def _train(
+    module: nn.Module, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> None:
     import torch
     from torch import nn
 
@@ -152,9 +154,16 @@ def _export(module: nn.Module, ids: np.ndarray, mask: np.ndarray, path: Path) ->
     axes = {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}}
     with tempfile.TemporaryDirectory() as scratch:
         exported = Path(scratch) / MODEL_FILE_NAME
-        torch.onnx.export(module, (torch.from_numpy(ids), torch.from_numpy(mask)), str(exported),
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes=axes, dynamo=False, opset_version=17)
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(exported),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
         model = onnx.load(str(exported))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     model.producer_name, model.producer_version = "mollify demo build", ""

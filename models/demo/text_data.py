@@ -34,8 +34,16 @@ __all__ = [
 LABELS: tuple[str, ...] = ("negative", "positive")
 POSITIVE_WORDS = ("good", "great", "wonderful", "brilliant", "enjoyable", "charming", "moving", "superb")
 NEGATIVE_WORDS = ("bad", "boring", "awful", "dull", "terrible", "clumsy", "tedious", "weak")
-_SUBJECTS = ("the movie", "this film", "the story", "the acting", "the soundtrack", "the ending", "the cast",
-             "the script")
+_SUBJECTS = (
+    "the movie",
+    "this film",
+    "the story",
+    "the acting",
+    "the soundtrack",
+    "the ending",
+    "the cast",
+    "the script",
+)
 _VERBS = ("was", "is")
 _INTENSIFIERS = ("very", "really", "truly", "quite")
 _OPENERS = ("honestly", "overall", "i think", "in short")

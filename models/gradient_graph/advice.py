@@ -44,7 +44,9 @@ def ml_ops_hint(op_types: Sequence[str]) -> str:
 
 def no_default_domain_advice(model: onnx.ModelProto) -> str:
     """Why a model importing no ``ai.onnx`` opset cannot be differentiated, naming its ops."""
-    imports = ", ".join(f"{entry.domain or 'ai.onnx'} {entry.version}" for entry in model.opset_import) or "none"
+    imports = (
+        ", ".join(f"{entry.domain or 'ai.onnx'} {entry.version}" for entry in model.opset_import) or "none"
+    )
     ops: dict[str, str] = {}
     for index, node in enumerate(model.graph.node):
         key = f"{node.op_type} ({node.domain or 'ai.onnx'})"
@@ -119,7 +121,7 @@ def integer_input_advice(model: onnx.ModelProto, name: str, elem_type: str, expl
         f"{role}{also}. The builder differentiates graph inputs only, so cut "
         f"the model there first: python -c \"import onnx.utils; onnx.utils.extract_model('model.onnx', "
         f"'cut.onnx', input_names=[{first!r}], output_names={outputs!r})\", then use {first!r} as the input "
-        f"(mollify gradify cut.onnx --input {first} --shape {first}={dims}, or \"input_name\": {first!r} in "
+        f'(mollify gradify cut.onnx --input {first} --shape {first}={dims}, or "input_name": {first!r} in '
         "config.json with that tensor's per-sample shape). An embedding's attribution is per embedding value: "
         "sum it over the embedding axis for one score per token"
     )

@@ -51,7 +51,11 @@ def hoist_branch_constants(graph: onnx.GraphProto, read_constant: ConstantReader
     def visit(branch: onnx.GraphProto) -> None:
         kept: list[onnx.NodeProto] = []
         for node in branch.node:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and counts.get(node.output[0]) == 1:
+            if (
+                node.op_type == "Constant"
+                and node.domain in ("", "ai.onnx")
+                and counts.get(node.output[0]) == 1
+            ):
                 tensor = read_constant(node)
                 if tensor is not None:
                     tensor.name = node.output[0]
@@ -97,9 +101,13 @@ def _rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
         value.name = mapping.get(value.name, value.name)
 
 
-def _inline(node: onnx.NodeProto, branch: onnx.GraphProto, taken: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def _inline(
+    node: onnx.NodeProto, branch: onnx.GraphProto, taken: set[str]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and initializers replacing If ``node`` by its ``branch``."""
-    local = {out for inner in branch.node for out in inner.output if out} | {t.name for t in branch.initializer}
+    local = {out for inner in branch.node for out in inner.output if out} | {
+        t.name for t in branch.initializer
+    }
     mapping: dict[str, str] = {}
     for name in sorted(local & taken):
         counter = 0
@@ -125,7 +133,9 @@ def _inline(node: onnx.NodeProto, branch: onnx.GraphProto, taken: set[str]) -> t
     prefix = node.name or (node.output[0] if node.output else "If")
     for out, value in zip(node.output, branch.output, strict=False):
         if out:
-            nodes.append(helper.make_node("Identity", [value.name], [out], name=f"{prefix}/inlined_output_{out}"))
+            nodes.append(
+                helper.make_node("Identity", [value.name], [out], name=f"{prefix}/inlined_output_{out}")
+            )
     return nodes, initializers
 
 

@@ -238,7 +238,11 @@ def _subgraph_differentiator(prep: PreparedModel) -> SubgraphDifferentiator:
     """The function rules call to differentiate a subgraph (an If branch) of the model ``prep``."""
 
     def differentiate(
-        ctx: VjpContext, graph: onnx.GraphProto, seeds: Sequence[tuple[str, str]], targets: Sequence[str], where: str
+        ctx: VjpContext,
+        graph: onnx.GraphProto,
+        seeds: Sequence[tuple[str, str]],
+        targets: Sequence[str],
+        where: str,
     ) -> dict[str, str | None]:
         for name, info in infer_subgraph_shapes(graph, ctx.shapes, prep.model).items():
             ctx.shapes.set(name, info)
@@ -251,7 +255,9 @@ def _subgraph_differentiator(prep: PreparedModel) -> SubgraphDifferentiator:
     return differentiate
 
 
-def _insert_early_nodes(graph: onnx.GraphProto, early: Sequence[tuple[onnx.NodeProto, onnx.NodeProto]]) -> None:
+def _insert_early_nodes(
+    graph: onnx.GraphProto, early: Sequence[tuple[onnx.NodeProto, onnx.NodeProto]]
+) -> None:
     """Place each ``(anchor, node)`` pair's node right after its forward anchor node.
 
     Node order is the execution order onnxruntime and the memory estimate of
@@ -272,7 +278,9 @@ def _insert_early_nodes(graph: onnx.GraphProto, early: Sequence[tuple[onnx.NodeP
 
 
 def _graph_names(graph: onnx.GraphProto) -> set[str]:
-    names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    names = (
+        {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    )
     for node in graph.node:
         names.update(node.input)
         names.update(node.output)
@@ -351,7 +359,9 @@ def build_gradient_model(
     taken = _graph_names(graph)
     for new_name in [cotangent, *(gradient_name(x) for x in prep.inputs)]:
         if new_name in taken:
-            raise InvalidModelError(f"the model already has a tensor named {new_name!r}; is it already a gradient model?")
+            raise InvalidModelError(
+                f"the model already has a tensor named {new_name!r}; is it already a gradient model?"
+            )
 
     weights = exposed_weights(graph) if expose_weights else []
     exposed = set(weights)
@@ -369,14 +379,18 @@ def build_gradient_model(
     finals = _differentiate(prep, shapes, ctx, cotangent, path)
     if explained_shape is None:
         # The cotangent input must declare a shape (the ONNX checker requires one).
-        raise GradientGraphError(f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}")
+        raise GradientGraphError(
+            f"the rank of the explained tensor {prep.explained!r} is unknown. {PIN_HINT}"
+        )
 
     # Rename before copying the emitted nodes into the graph (extend copies the messages).
     unnamed = {x: grad for x, grad in finals.items() if not ctx.rename_output(grad, gradient_name(x))}
     _insert_early_nodes(graph, ctx.early_nodes)
     graph.node.extend(ctx.nodes)
     for x, grad in unnamed.items():
-        graph.node.append(helper.make_node("Identity", [grad], [gradient_name(x)], name=ctx.fresh("gradient_out")))
+        graph.node.append(
+            helper.make_node("Identity", [grad], [gradient_name(x)], name=ctx.fresh("gradient_out"))
+        )
     graph.initializer.extend(ctx.initializers)
 
     _finish_signature(prep, shapes, weights, explained_type, explained_shape)

@@ -50,7 +50,9 @@ SubgraphDifferentiator = Callable[
 ]
 
 _INT64_OUTPUTS = frozenset({"Shape", "Size", "NonZero", "ArgMax", "ArgMin"})
-_BOOL_OUTPUTS = frozenset({"Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Not", "Xor", "IsNaN", "IsInf"})
+_BOOL_OUTPUTS = frozenset(
+    {"Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Not", "Xor", "IsNaN", "IsInf"}
+)
 
 
 class VjpContext:
@@ -147,7 +149,9 @@ class VjpContext:
         """Add a node with ``n_outputs`` outputs and return their names."""
         outputs = [self.fresh(op_type) for _ in range(n_outputs)]
         clean = {k: v for k, v in attrs.items() if v is not None}
-        node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(op_type + "_node"), domain=domain, **clean)
+        node = helper.make_node(
+            op_type, list(inputs), outputs, name=self.fresh(op_type + "_node"), domain=domain, **clean
+        )
         self.nodes.append(node)
         out_type = self._output_type(op_type, inputs, clean)
         for name in outputs:
@@ -407,7 +411,9 @@ class VjpContext:
         padded = self.op("Concat", [self.ints([1] * lead), shape_t], axis=0) if lead else shape_t
         one = self.ints([1])
         shape_g = self.op("Shape", [grad])
-        broadcast = self.op("And", [self.op("Equal", [padded, one]), self.op("Not", [self.op("Equal", [shape_g, one])])])
+        broadcast = self.op(
+            "And", [self.op("Equal", [padded, one]), self.op("Not", [self.op("Equal", [shape_g, one])])]
+        )
         axes = self.op("Reshape", [self.op("NonZero", [broadcast]), self.ints([-1])])
         reduced = self.op("ReduceSum", [grad, axes], keepdims=1, noop_with_empty_axes=1)
         return self.op("Reshape", [reduced, shape_t])

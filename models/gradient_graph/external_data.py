@@ -109,7 +109,9 @@ def resolve_data_file(folder: Path, location: str, tensor_name: str) -> Path:
             f"the external data file {location!r} of tensor {tensor_name!r} resolves outside the model's folder"
         )
     if not resolved.is_file():
-        raise InvalidModelError(f"the external data file {location!r} of tensor {tensor_name!r} is not a regular file")
+        raise InvalidModelError(
+            f"the external data file {location!r} of tensor {tensor_name!r} is not a regular file"
+        )
     return path
 
 
@@ -271,7 +273,9 @@ def _structure(model: onnx.ModelProto) -> onnx.ModelProto:
     for tensor in model.graph.initializer:
         if uses_external_data(tensor) or tensor.ByteSize() >= _TENSOR_THRESHOLD_BYTES:
             if tensor.name not in declared:
-                out.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+                out.graph.input.append(
+                    helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+                )
         else:
             out.graph.initializer.append(tensor)
     return out
@@ -326,7 +330,11 @@ def save_model(
 
 def _save_with_copied_data(model: onnx.ModelProto, target: Path, source_dir: Path) -> list[Path]:
     sources = data_files(model, source_dir)
-    names = [f"{target.name}.data"] if len(sources) == 1 else [f"{target.name}.{i}.data" for i in range(len(sources))]
+    names = (
+        [f"{target.name}.data"]
+        if len(sources) == 1
+        else [f"{target.name}.{i}.data" for i in range(len(sources))]
+    )
     renamed = {
         source.relative_to(source_dir).as_posix(): name for source, name in zip(sources, names, strict=True)
     }

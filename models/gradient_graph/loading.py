@@ -68,7 +68,9 @@ def load_model(source: ModelSource, *, external_data: bool = True) -> onnx.Model
                 try:
                     onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
                 except (OSError, ValueError) as err:
-                    raise InvalidModelError(f"{origin}: its external weight data cannot be read: {err}") from err
+                    raise InvalidModelError(
+                        f"{origin}: its external weight data cannot be read: {err}"
+                    ) from err
     else:
         raise InvalidModelError(
             f"source must be a path, bytes or onnx.ModelProto, got {type(source).__name__}"

@@ -137,7 +137,9 @@ def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 # Values at most this large are folded: shape arithmetic, never weights.
 _FOLD_ELEMENTS = 4096
-_NEVER_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"})
+_NEVER_FOLD = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
 
 
 def _fold_constants(model: onnx.ModelProto) -> None:
@@ -159,7 +161,9 @@ def _fold_constants(model: onnx.ModelProto) -> None:
             and node.op_type not in _NEVER_FOLD
             and inputs
             and all(name in known for name in inputs)
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+            )
         )
         values = _evaluate(model, node, known) if foldable else None
         if values is None or any(
@@ -177,9 +181,14 @@ def _fold_constants(model: onnx.ModelProto) -> None:
         graph.initializer.extend(folded)
 
 
-def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, known: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
+def _evaluate(
+    model: onnx.ModelProto, node: onnx.NodeProto, known: Mapping[str, np.ndarray]
+) -> list[np.ndarray] | None:
     feeds = {name: known[name] for name in node.input if name}
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)) for n, v in feeds.items()]
+    inputs = [
+        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+        for n, v in feeds.items()
+    ]
     outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
     graph = helper.make_graph([node], "fold", inputs, outputs)
     tiny = helper.make_model(graph, opset_imports=list(model.opset_import))
@@ -212,8 +221,14 @@ def _static_dims(value: onnx.ValueInfoProto) -> list[Dim] | None:
 
 _INTEGER_TYPES = frozenset(
     {
-        onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-        onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
     }
 )
 
@@ -233,8 +248,12 @@ def _resolve_inputs(model: onnx.ModelProto, inputs: Sequence[str] | None, explai
                     "inputs: the model has no float graph input to differentiate; "
                     + integer_input_advice(model, first, kind, explained)
                 )
-            kinds = ", ".join(f"{n} ({_type_name(_tensor_type(v))})" for n, v in graph_inputs.items()) or "none"
-            raise InvalidModelError(f"inputs: the model has no float graph input to differentiate; its inputs: {kinds}")
+            kinds = (
+                ", ".join(f"{n} ({_type_name(_tensor_type(v))})" for n, v in graph_inputs.items()) or "none"
+            )
+            raise InvalidModelError(
+                f"inputs: the model has no float graph input to differentiate; its inputs: {kinds}"
+            )
         return chosen
     if isinstance(inputs, str) or not isinstance(inputs, Sequence):
         raise InvalidModelError(f"inputs must be a sequence of input names, got {type(inputs).__name__}")
@@ -252,7 +271,9 @@ def _resolve_inputs(model: onnx.ModelProto, inputs: Sequence[str] | None, explai
             )
         elem = _tensor_type(graph_inputs[name])
         if elem in _INTEGER_TYPES:
-            raise InvalidModelError("inputs: " + integer_input_advice(model, name, _type_name(elem), explained))
+            raise InvalidModelError(
+                "inputs: " + integer_input_advice(model, name, _type_name(elem), explained)
+            )
         if elem not in FLOAT_TYPES:
             raise InvalidModelError(
                 f"inputs: {name!r} has element type {_type_name(elem)}, expected a float type "
@@ -282,7 +303,9 @@ def _resolve_explained(graph: onnx.GraphProto, explained: str | None) -> str:
                 name: str = out.name
                 return name
         kinds = ", ".join(f"{o.name} ({_type_name(_tensor_type(o))})" for o in graph.output) or "none"
-        raise InvalidModelError(f"explained: the model has no float graph output to explain; its outputs: {kinds}")
+        raise InvalidModelError(
+            f"explained: the model has no float graph output to explain; its outputs: {kinds}"
+        )
     if not isinstance(explained, str) or not explained:
         raise InvalidModelError(f"explained must be a tensor name, got {explained!r}")
     names = _tensor_names(graph)
@@ -293,7 +316,9 @@ def _resolve_explained(graph: onnx.GraphProto, explained: str | None) -> str:
             "any intermediate tensor name is accepted too)"
         )
     if names[explained] == "initializer":
-        raise InvalidModelError(f"explained: {explained!r} is an initializer (a constant); explain a computed tensor")
+        raise InvalidModelError(
+            f"explained: {explained!r} is an initializer (a constant); explain a computed tensor"
+        )
     return explained
 
 
@@ -303,19 +328,24 @@ def _resolve_pins(
     if input_shapes is None:
         return {}
     if not isinstance(input_shapes, Mapping):
-        raise InvalidModelError(f"input_shapes must map input names to shapes, got {type(input_shapes).__name__}")
+        raise InvalidModelError(
+            f"input_shapes must map input names to shapes, got {type(input_shapes).__name__}"
+        )
     values = {v.name: v for v in graph.input}
     pinned: dict[str, list[Dim]] = {}
     for name, dims in input_shapes.items():
         if name not in values:
-            raise InvalidModelError(f"input_shapes: {name!r} is not a graph input; the inputs are {sorted(values)}")
+            raise InvalidModelError(
+                f"input_shapes: {name!r} is not a graph input; the inputs are {sorted(values)}"
+            )
         if isinstance(dims, str) or not isinstance(dims, Sequence):
             raise InvalidModelError(f"input_shapes[{name!r}] must be a sequence of ints, got {dims!r}")
         clean: list[int] = []
         for d in dims:
             if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
                 raise InvalidModelError(
-                    f"input_shapes[{name!r}] must hold positive ints (one sample, no batch dimension), got {list(dims)!r}"
+                    f"input_shapes[{name!r}] must hold positive ints (one sample, no batch dimension), "
+                    f"got {list(dims)!r}"
                 )
             clean.append(int(d))
         declared = _static_dims(values[name])
@@ -330,7 +360,9 @@ def _resolve_pins(
                     raise InvalidModelError(
                         f"input_shapes[{name!r}] dim {axis} is {have}, but the model fixes it to {want}"
                     )
-        lead: Dim = BATCH_DIM if (name in batch_inputs or declared is None) else (declared[0] if declared else None)
+        lead: Dim = (
+            BATCH_DIM if (name in batch_inputs or declared is None) else (declared[0] if declared else None)
+        )
         pinned[name] = [lead, *clean]
     return pinned
 
@@ -370,7 +402,9 @@ def prepare_model(
     original = default_opset(model)
     if original is None:
         raise InvalidModelError(no_default_domain_advice(model))
-    original_opsets = {("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in model.opset_import}
+    original_opsets = {
+        ("" if e.domain == "ai.onnx" else e.domain): int(e.version) for e in model.opset_import
+    }
     work = onnx.ModelProto()
     work.CopyFrom(model)
     if external_data_dir is not None:

@@ -104,7 +104,9 @@ def _probe_model(
         new = probe.input.add()
         new.CopyFrom(value)
         if value.name in shapes:
-            _write_shape(new, [batch, *shapes[value.name][1:]] if value.name in batch_inputs else shapes[value.name])
+            _write_shape(
+                new, [batch, *shapes[value.name][1:]] if value.name in batch_inputs else shapes[value.name]
+            )
         elif value.name in batch_inputs and value.type.tensor_type.HasField("shape"):
             _write_shape(new, [batch, *_dims_of(value)[1:]])
     for init in graph.initializer:
@@ -112,12 +114,16 @@ def _probe_model(
         external = init.HasField("data_location") and init.data_location == onnx.TensorProto.EXTERNAL
         if external or (init.data_type in FLOAT_TYPES and _numel(init.dims) > _STRIP_ELEMENTS):
             if init.name not in names_in_inputs:
-                probe.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+                probe.input.append(
+                    onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                )
         else:
             probe.initializer.append(init)
     for value in graph.output:
         # Declared output shapes may carry a stale static batch size; inference re-derives them.
-        probe.output.append(onnx.helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, None))
+        probe.output.append(
+            onnx.helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, None)
+        )
     out = onnx.ModelProto(ir_version=model.ir_version, graph=probe)
     out.opset_import.extend(model.opset_import)
     return out
@@ -156,7 +162,9 @@ def _numel(dims: Iterable[int]) -> int:
 def _infer(probe: onnx.ModelProto) -> onnx.ModelProto:
     for data_prop in (True, False):
         try:
-            return onnx.shape_inference.infer_shapes(probe, check_type=False, strict_mode=False, data_prop=data_prop)
+            return onnx.shape_inference.infer_shapes(
+                probe, check_type=False, strict_mode=False, data_prop=data_prop
+            )
         except Exception:  # noqa: BLE001 - inference is best effort; rules report what they miss
             continue
     return probe
@@ -167,7 +175,9 @@ def _collect(model: onnx.ModelProto) -> dict[str, tuple[int | None, tuple[object
     for value in _value_infos(model.graph):
         read = _read_type(value)
         known = found.get(value.name)
-        if known is None or known[1] is None or read[1] is not None:  # keep an input's shape over a bare output
+        if (
+            known is None or known[1] is None or read[1] is not None
+        ):  # keep an input's shape over a bare output
             found[value.name] = read
     for init in model.graph.initializer:
         found[init.name] = (init.data_type, tuple(int(d) for d in init.dims))
@@ -222,7 +232,9 @@ def _merge_runs(first: _Run, second: _Run) -> dict[str, TensorInfo]:
         if dims is None or dims2 is None or len(dims) != len(dims2):
             infos[name] = TensorInfo(elem_final, None)
         else:
-            infos[name] = TensorInfo(elem_final, tuple(_merge_dim(a, b) for a, b in zip(dims, dims2, strict=False)))
+            infos[name] = TensorInfo(
+                elem_final, tuple(_merge_dim(a, b) for a, b in zip(dims, dims2, strict=False))
+            )
     return infos
 
 
@@ -250,7 +262,8 @@ def _small_constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {
         t.name: t
         for t in graph.initializer
-        if t.data_location != onnx.TensorProto.EXTERNAL and (t.data_type not in FLOAT_TYPES or _numel(t.dims) <= _STRIP_ELEMENTS)
+        if t.data_location != onnx.TensorProto.EXTERNAL
+        and (t.data_type not in FLOAT_TYPES or _numel(t.dims) <= _STRIP_ELEMENTS)
     }
 
 
@@ -270,7 +283,9 @@ def _branch_probe(
         shape = None if dims is None else [_onnx_dim(d) for d in dims]
         probe.input.append(onnx.helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT, shape))
     for value in branch.output:
-        probe.output.append(onnx.helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, None))
+        probe.output.append(
+            onnx.helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, None)
+        )
     out = onnx.ModelProto(ir_version=model.ir_version, graph=probe)
     out.opset_import.extend(model.opset_import)
     return out
@@ -294,7 +309,9 @@ def _if_hints(probe: onnx.ModelProto, found: _Run, depth: int) -> list[onnx.Valu
         branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
         if len(branches) != 2:
             continue
-        runs = {key: _infer_run(_branch_probe(g, found, values, probe), depth + 1) for key, g in branches.items()}
+        runs = {
+            key: _infer_run(_branch_probe(g, found, values, probe), depth + 1) for key, g in branches.items()
+        }
         for i in unknown:
             then_info = runs["then_branch"].get(branches["then_branch"].output[i].name, (None, None))
             else_info = runs["else_branch"].get(branches["else_branch"].output[i].name, (None, None))
@@ -327,7 +344,9 @@ def _infer_run(probe: onnx.ModelProto, depth: int = 0) -> _Run:
     return found
 
 
-def infer_subgraph_shapes(graph: onnx.GraphProto, outer: ShapeTable, model: onnx.ModelProto) -> dict[str, TensorInfo]:
+def infer_subgraph_shapes(
+    graph: onnx.GraphProto, outer: ShapeTable, model: onnx.ModelProto
+) -> dict[str, TensorInfo]:
     """Element types and shapes of the tensors a subgraph (an If branch) of ``model`` computes.
 
     onnx's shape inference keeps no shapes of a subgraph's inner tensors, so the subgraph is

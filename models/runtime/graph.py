@@ -147,7 +147,8 @@ def forward_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelP
     unknown = [
         name
         for name in outputs
-        if name not in producers and name not in {v.name for v in graph.input}
+        if name not in producers
+        and name not in {v.name for v in graph.input}
         and name not in {i.name for i in graph.initializer}
     ]
     if unknown:

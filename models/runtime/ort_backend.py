@@ -36,10 +36,20 @@ __all__ = ["OrtBackend", "OrtModel"]
 _EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 _ORT_DTYPES: dict[str, np.dtype] = {
     f"tensor({name})": np.dtype(dtype)
-    for name, dtype in (("float", np.float32), ("double", np.float64), ("float16", np.float16),
-                        ("int8", np.int8), ("int16", np.int16), ("int32", np.int32), ("int64", np.int64),
-                        ("uint8", np.uint8), ("uint16", np.uint16), ("uint32", np.uint32),
-                        ("uint64", np.uint64), ("bool", np.bool_))
+    for name, dtype in (
+        ("float", np.float32),
+        ("double", np.float64),
+        ("float16", np.float16),
+        ("int8", np.int8),
+        ("int16", np.int16),
+        ("int32", np.int32),
+        ("int64", np.int64),
+        ("uint8", np.uint8),
+        ("uint16", np.uint16),
+        ("uint32", np.uint32),
+        ("uint64", np.uint64),
+        ("bool", np.bool_),
+    )
 }
 
 
@@ -60,7 +70,11 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(
-        self, *, device: Device = "auto", intra_op_threads: int | None = None, options: RuntimeOptions | None = None
+        self,
+        *,
+        device: Device = "auto",
+        intra_op_threads: int | None = None,
+        options: RuntimeOptions | None = None,
     ) -> None:
         self.kind, self.index = parse_device(device)
         if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 0):
@@ -72,7 +86,9 @@ class OrtBackend:
         self.options = options or RuntimeOptions()
         others = [name for name in self.options.providers if name != CPU_PROVIDER]
         if self.kind == "cpu" and others:
-            raise InvalidArgumentError(f"device='cpu' cannot run on the providers {others}; drop them or the device")
+            raise InvalidArgumentError(
+                f"device='cpu' cannot run on the providers {others}; drop them or the device"
+            )
         if self.kind == "cuda" and self.options.providers and CUDA_PROVIDER not in self.options.providers:
             raise InvalidArgumentError(
                 f"device={device!r} needs {CUDA_PROVIDER} among the providers, got {list(self.options.providers)}"
@@ -95,7 +111,8 @@ class OrtBackend:
             raise DeviceUnavailableError(
                 f"device={device!r} was asked for, but the CUDA execution provider does not load on this host "
                 f"(onnxruntime {ort.__version__} lists {ort.get_available_providers()}; it needs an NVIDIA "
-                "driver plus the CUDA and cuDNN libraries, e.g. `pip install mollify[cuda]`); use device='cpu' or 'auto'"
+                "driver plus the CUDA and cuDNN libraries, e.g. `pip install mollify[cuda]`); "
+                "use device='cpu' or 'auto'"
             )
         if options.providers:
             check_providers(options.providers)
@@ -127,7 +144,9 @@ class OrtBackend:
                 f"to {running} (dropped: {dropped})"
             )
         if kind == "cuda" and not options.providers and running[0] != CUDA_PROVIDER:
-            raise DeviceUnavailableError(f"device={device!r} was asked for, but the session fell back to {running}")
+            raise DeviceUnavailableError(
+                f"device={device!r} was asked for, but the session fell back to {running}"
+            )
         return session
 
 
@@ -255,7 +274,9 @@ class _BoundRunner:
         arrays = {name: np.ascontiguousarray(value) for name, value in feed.items()}
         rows = next(iter(arrays.values())).shape[0] if arrays else 1
         inputs = {name: (tuple(value.shape), value.dtype) for name, value in arrays.items()}
-        outputs = {name: ((rows, *self._output_shapes[name][0]), self._output_shapes[name][1]) for name in names}
+        outputs = {
+            name: ((rows, *self._output_shapes[name][0]), self._output_shapes[name][1]) for name in names
+        }
         key = (tuple(sorted((n, s, d.str) for n, (s, d) in inputs.items())), tuple(names), rows)
         bound = self._take(key)
         if bound is None:

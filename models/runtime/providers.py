@@ -141,7 +141,6 @@ def parse_device(device: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2) or 0)
 
 
-
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How ONNX Runtime runs the sessions: I/O binding and the CUDA execution provider's options.
@@ -179,7 +178,9 @@ class RuntimeOptions:
                 f"cudnn_conv_algo_search must be one of {_CONV_ALGO_SEARCHES}, got {self.cudnn_conv_algo_search!r}"
             )
         if not isinstance(self.gpu_mem_limit, int) or self.gpu_mem_limit < 0:
-            raise InvalidArgumentError(f"gpu_mem_limit must be a byte count >= 0 (0: no limit), got {self.gpu_mem_limit!r}")
+            raise InvalidArgumentError(
+                f"gpu_mem_limit must be a byte count >= 0 (0: no limit), got {self.gpu_mem_limit!r}"
+            )
 
     def cuda_provider_options(self, device_id: int) -> dict[str, str]:
         """The options given to ``CUDAExecutionProvider`` for GPU ``device_id`` (all values strings)."""
@@ -197,7 +198,9 @@ class RuntimeOptions:
         return self.io_binding == "on" or (self.io_binding == "auto" and provider == CUDA_PROVIDER)
 
 
-def session_providers(kind: str, index: int, options: RuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
+def session_providers(
+    kind: str, index: int, options: RuntimeOptions
+) -> list[str | tuple[str, dict[str, str]]]:
     """The ``providers`` argument of a session for a parsed device (see :func:`parse_device`).
 
     ``options.providers`` when set (the CUDA provider given its options for GPU ``index``), else

@@ -140,7 +140,8 @@ class ForwardSession:
 
 
 class GradientSession:
-    """A gradient model run by a backend (ONNX Runtime by default), as a :class:`estimator.gradient_model.GradientModel`.
+    """A gradient model run by a backend (ONNX Runtime by default), as an
+    :class:`estimator.gradient_model.GradientModel`.
 
     One call on a batch of ``B`` inputs and ``B`` cotangents returns the explained tensor and
     ``J^T · cotangent`` for every sample (reverse mode over the ONNX graph, models.gradient_graph).
@@ -208,7 +209,10 @@ class GradientSession:
         self._input_shape = instance_shape(inputs[self._input_name], "input")
         self._output_shape = instance_shape(inputs[metadata.cotangent], "cotangent")
         self._extra_specs = {
-            name: (ELEMENT_DTYPES.get(inputs[name].type.tensor_type.elem_type), instance_shape(inputs[name], "input"))
+            name: (
+                ELEMENT_DTYPES.get(inputs[name].type.tensor_type.elem_type),
+                instance_shape(inputs[name], "input"),
+            )
             for name in self._extra_names
         }
         weights: dict[str, np.ndarray] = {}
@@ -370,15 +374,25 @@ class GradientSession:
         # Pruning may have dropped an extra input the explained tensor does not need.
         if self._extra_names:
             accepted = {value.name for value in session.inputs}
-            feed = {name: value for name, value in feed.items() if name not in self._extra_names or name in accepted}
+            feed = {
+                name: value
+                for name, value in feed.items()
+                if name not in self._extra_names or name in accepted
+            }
         extras_fed = [name for name in self._extra_names if name in feed]
         try:
             outputs, gradients = run_in_batches(
-                session, wanted, feed, [self._input_name, self._metadata.cotangent, *extras_fed],
-                self._metadata.batch_size, zero_padded=[self._metadata.cotangent],
+                session,
+                wanted,
+                feed,
+                [self._input_name, self._metadata.cotangent, *extras_fed],
+                self._metadata.batch_size,
+                zero_padded=[self._metadata.cotangent],
             )
         except Exception as err:
-            raise ModelEvaluationError(f"{self._backend.name} failed to run the gradient graph: {err}") from err
+            raise ModelEvaluationError(
+                f"{self._backend.name} failed to run the gradient graph: {err}"
+            ) from err
         return GradientBatch(
             outputs=np.asarray(outputs, dtype=np.float32), gradients=np.asarray(gradients, dtype=np.float32)
         )
@@ -454,7 +468,11 @@ class GradientSession:
         forward = self._forward
         names = forward.output_names
         results = run_in_batches(
-            _RunnerAdapter(forward), names, {self._input_name: x}, [self._input_name], self._metadata.batch_size
+            _RunnerAdapter(forward),
+            names,
+            {self._input_name: x},
+            [self._input_name],
+            self._metadata.batch_size,
         )
         return dict(zip(names, results, strict=True))
 
@@ -521,4 +539,3 @@ class GradientSession:
                 )
             feed[name] = np.ascontiguousarray(array, dtype=clean.dtype)
         return feed
-

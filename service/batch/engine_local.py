@@ -67,8 +67,9 @@ def run_local(
     while pending:
         in_flight: dict[Future[BlockResult], BlockSpec] = {}
         try:
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(spec,)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_start_worker, initargs=(spec,)
+            ) as pool:
                 while pending or in_flight:
                     while pending and len(in_flight) < 2 * workers:
                         block = pending.popleft()

@@ -24,7 +24,7 @@ __all__ = ["RAY_INSTALL_HINT", "RayMissingError", "import_ray", "run_ray"]
 
 RAY_INSTALL_HINT = (
     "--engine ray needs Ray Data, which is not installed: pip install 'mollify[ray]' (in a checkout: "
-    "pip install -e \".[ray]\"), or use --engine local"
+    'pip install -e ".[ray]"), or use --engine local'
 )
 
 
@@ -78,8 +78,11 @@ def run_ray(
     ray = import_ray()
     started = False
     if not ray.is_initialized():
-        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                   "log_to_driver": False}
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+            "log_to_driver": False,
+        }
         if address:
             ray.init(address=address, **options)
         else:

@@ -82,18 +82,25 @@ class BatchSummary:
 def job_record(spec: WorkSpec, block_rows: int, fmt: str) -> dict[str, Any]:
     """What identifies a job in its manifest: a rerun resumes only when all of it is equal."""
     model = spec.model
-    return to_jsonable({
-        "model": {"name": model.name, "graph": model.graph_key, "input_name": model.input_name,
-                  "input_shape": list(model.input_shape), "explained": model.explained,
-                  "bounds_sha256": _digest(model.lower, model.upper)},
-        "data": spec.source.identity(),
-        "method": dataclasses.asdict(spec.method),
-        "target": "predicted" if spec.target is None else spec.target,
-        "seed": spec.seed,
-        "memory_budget_bytes": spec.memory_budget_bytes,
-        "block_rows": block_rows,
-        "format": fmt,
-    })
+    return to_jsonable(
+        {
+            "model": {
+                "name": model.name,
+                "graph": model.graph_key,
+                "input_name": model.input_name,
+                "input_shape": list(model.input_shape),
+                "explained": model.explained,
+                "bounds_sha256": _digest(model.lower, model.upper),
+            },
+            "data": spec.source.identity(),
+            "method": dataclasses.asdict(spec.method),
+            "target": "predicted" if spec.target is None else spec.target,
+            "seed": spec.seed,
+            "memory_budget_bytes": spec.memory_budget_bytes,
+            "block_rows": block_rows,
+            "format": fmt,
+        }
+    )
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -150,7 +157,11 @@ def run_batch(
     done = store.open(len(blocks), spec.source.rows)
     pending: list[BlockSpec] = [b for b in blocks if b.index not in done]
     rows_done = sum(b.stop - b.start for b in blocks if b.index in done)
-    metadata = {"model": spec.model.name, "seed": spec.seed, "method": to_jsonable(dataclasses.asdict(spec.method))}
+    metadata = {
+        "model": spec.model.name,
+        "seed": spec.seed,
+        "method": to_jsonable(dataclasses.asdict(spec.method)),
+    }
     this_run = 0
     if on_progress is not None:
         on_progress(rows_done, spec.source.rows, 0)
@@ -186,7 +197,9 @@ def run_batch(
         explained=explained,
         failed=sum(reasons.values()),
         failures_by_reason=dict(sorted(reasons.items())),
-        mean_relative_error=sum(r.relative_error_sum for r in records) / explained if explained else float("nan"),
+        mean_relative_error=sum(r.relative_error_sum for r in records) / explained
+        if explained
+        else float("nan"),
         seconds=time.monotonic() - started,
         rows_this_run=this_run,
         blocks=len(blocks),

@@ -101,7 +101,11 @@ def resolve_model(
     except (GradientGraphError, OSError, ValueError) as err:
         raise ModelLoadError(f"--model: {str(onnx_path)!r} is not a loadable ONNX model: {err}") from err
     try:
-        config = ModelConfig.load(folder) if has_config else _inferred_config(proto, onnx_path, input_name, lower, upper)
+        config = (
+            ModelConfig.load(folder)
+            if has_config
+            else _inferred_config(proto, onnx_path, input_name, lower, upper)
+        )
         if tensor:
             config = ModelConfig(**{**config.__dict__, "explained_tensor": tensor})
         low, high = _bounds(config, lower, upper)
@@ -112,7 +116,9 @@ def resolve_model(
             onnx_path, config.input_name, config.input_shape, config.explained_tensor, cache_dir, model=proto
         )
     except GradientGraphError as err:
-        raise ModelLoadError(f"--model: the gradient graph of {str(onnx_path)!r} cannot be built: {err}") from err
+        raise ModelLoadError(
+            f"--model: the gradient graph of {str(onnx_path)!r} cannot be built: {err}"
+        ) from err
     except OSError as err:
         raise ModelLoadError(
             f"--cache-dir: the gradient-graph cache {str(cache_dir)!r} cannot be written ({err}); choose another"
@@ -137,12 +143,24 @@ def _bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     shape = tuple(config.input_shape)
     try:
-        low = config.lower_array() if lower is None else np.broadcast_to(np.float32(lower), shape).astype(np.float32)
-        high = config.upper_array() if upper is None else np.broadcast_to(np.float32(upper), shape).astype(np.float32)
+        low = (
+            config.lower_array()
+            if lower is None
+            else np.broadcast_to(np.float32(lower), shape).astype(np.float32)
+        )
+        high = (
+            config.upper_array()
+            if upper is None
+            else np.broadcast_to(np.float32(upper), shape).astype(np.float32)
+        )
     except ValueError as err:
-        raise ModelConfigError(f"--lower/--upper must broadcast to one instance's shape {list(shape)}: {err}") from err
+        raise ModelConfigError(
+            f"--lower/--upper must broadcast to one instance's shape {list(shape)}: {err}"
+        ) from err
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
-        raise ModelConfigError("the input domain needs finite bounds with lower < upper everywhere (--lower/--upper)")
+        raise ModelConfigError(
+            "the input domain needs finite bounds with lower < upper everywhere (--lower/--upper)"
+        )
     return low, high
 
 
@@ -155,9 +173,13 @@ def _inferred_config(
 ) -> ModelConfig:
     graph = proto.graph
     initializers = {init.name for init in graph.initializer}
-    floats = [v for v in graph.input if v.name not in initializers
-              and v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
-                                                   onnx.TensorProto.FLOAT16)]
+    floats = [
+        v
+        for v in graph.input
+        if v.name not in initializers
+        and v.type.tensor_type.elem_type
+        in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    ]
     if input_name is None:
         if len(floats) != 1:
             raise ModelConfigError(
@@ -208,7 +230,9 @@ def open_session(model: BatchModel, *, device: str = "cpu", intra_op_threads: in
 
     try:
         session = GradientSession(
-            model.graph_path, input_name=model.input_name, device=device,  # type: ignore[arg-type]
+            model.graph_path,
+            input_name=model.input_name,
+            device=device,  # type: ignore[arg-type]
             intra_op_threads=intra_op_threads,
         )
     except (GradientGraphError, DeviceUnavailableError, InvalidArgumentError, OSError) as err:
@@ -218,4 +242,3 @@ def open_session(model: BatchModel, *, device: str = "cpu", intra_op_threads: in
             f"the model takes instances of shape {session.input_shape}, but its config says {model.input_shape}"
         )
     return session
-

@@ -79,7 +79,9 @@ class OutputStore:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise JobConflictError(f"{path} cannot be read ({err}); remove the folder or choose another --out") from err
+            raise JobConflictError(
+                f"{path} cannot be read ({err}); remove the folder or choose another --out"
+            ) from err
         job = manifest.get("job") if isinstance(manifest, dict) else None
         return job if isinstance(job, dict) else None
 
@@ -107,8 +109,15 @@ class OutputStore:
         return {record.index for record in self.records()}
 
     def _write_manifest(self, extra: dict[str, Any]) -> None:
-        manifest = {"version": _VERSION, "tool": "mollify batch", "format": self.format, "job": self.job,
-                    "data": "data/", "errors": ERRORS, **extra}
+        manifest = {
+            "version": _VERSION,
+            "tool": "mollify batch",
+            "format": self.format,
+            "job": self.job,
+            "data": "data/",
+            "errors": ERRORS,
+            **extra,
+        }
         _replace_text(self.folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
     def _marker(self, index: int) -> Path:
@@ -118,8 +127,12 @@ class OutputStore:
         """Every committed block, in index order."""
         for path in sorted(self.progress.glob("block-*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
-            yield BlockRecord(int(data["block"]), int(data["explained"]),
-                              tuple(RowError(*e) for e in data["errors"]), float(data["relative_error_sum"]))
+            yield BlockRecord(
+                int(data["block"]),
+                int(data["explained"]),
+                tuple(RowError(*e) for e in data["errors"]),
+                float(data["relative_error_sum"]),
+            )
 
     def commit(self, result: BlockResult, metadata: dict[str, Any]) -> BlockRecord | None:
         """Write ``result``'s shard, then its commit record; ``None`` (nothing written) if already done."""
@@ -133,11 +146,19 @@ class OutputStore:
                 _write_parquet(file, result, metadata)
             else:
                 _write_npz(file, result)
-        record = BlockRecord(result.index, result.rows, tuple(result.errors),
-                             float(np.sum(result.relative_error)) if result.rows else 0.0)
-        body = {"block": record.index, "explained": record.explained, "file": file.name if file else None,
-                "errors": [[e.id, e.source, e.reason, e.message] for e in record.errors],
-                "relative_error_sum": record.relative_error_sum}
+        record = BlockRecord(
+            result.index,
+            result.rows,
+            tuple(result.errors),
+            float(np.sum(result.relative_error)) if result.rows else 0.0,
+        )
+        body = {
+            "block": record.index,
+            "explained": record.explained,
+            "file": file.name if file else None,
+            "errors": [[e.id, e.source, e.reason, e.message] for e in record.errors],
+            "relative_error_sum": record.relative_error_sum,
+        }
         _replace_text(marker, json.dumps(body) + "\n")
         return record
 
@@ -180,23 +201,28 @@ def _write_parquet(path: Path, result: BlockResult, metadata: dict[str, Any]) ->
     def nullable(values: np.ndarray) -> Any:
         return pa.array(values, mask=values < 0, type=pa.int64())
 
-    table = pa.table({
-        "id": pa.array(result.ids, pa.int64()),
-        "source": pa.array(result.sources, pa.string()),
-        "target": nullable(result.target),
-        "prediction": nullable(result.prediction),
-        "attribution": _tensor_column(result.attribution),
-        "standard_error": _tensor_column(result.standard_error),
-        "outputs": _tensor_column(result.outputs),
-        "samples": pa.array(result.samples, pa.int64()),
-        "gradient_evaluations": pa.array(result.gradient_evaluations, pa.int64()),
-        "seed": pa.array(result.seed, pa.int64()),
-        "inherent_noise": pa.array(result.inherent_noise, pa.float64()),
-        "relative_error": pa.array(result.relative_error, pa.float64()),
-        "zero_scale_fraction": pa.array(result.zero_scale_fraction, pa.float64()),
-        "provider": pa.array([result.provider] * result.rows, pa.string()),
-    })
-    shapes = {"attribution_shape": list(result.attribution.shape[1:]), "output_shape": list(result.outputs.shape[1:])}
+    table = pa.table(
+        {
+            "id": pa.array(result.ids, pa.int64()),
+            "source": pa.array(result.sources, pa.string()),
+            "target": nullable(result.target),
+            "prediction": nullable(result.prediction),
+            "attribution": _tensor_column(result.attribution),
+            "standard_error": _tensor_column(result.standard_error),
+            "outputs": _tensor_column(result.outputs),
+            "samples": pa.array(result.samples, pa.int64()),
+            "gradient_evaluations": pa.array(result.gradient_evaluations, pa.int64()),
+            "seed": pa.array(result.seed, pa.int64()),
+            "inherent_noise": pa.array(result.inherent_noise, pa.float64()),
+            "relative_error": pa.array(result.relative_error, pa.float64()),
+            "zero_scale_fraction": pa.array(result.zero_scale_fraction, pa.float64()),
+            "provider": pa.array([result.provider] * result.rows, pa.string()),
+        }
+    )
+    shapes = {
+        "attribution_shape": list(result.attribution.shape[1:]),
+        "output_shape": list(result.outputs.shape[1:]),
+    }
     table = table.replace_schema_metadata({"mollify": json.dumps({**metadata, **shapes})})
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
@@ -207,10 +233,19 @@ def _write_npz(path: Path, result: BlockResult) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
         np.savez(
-            handle, id=result.ids, source=np.asarray(result.sources, dtype=str), target=result.target,
-            prediction=result.prediction, attribution=result.attribution, standard_error=result.standard_error,
-            outputs=result.outputs, samples=result.samples, gradient_evaluations=result.gradient_evaluations,
-            seed=result.seed, inherent_noise=result.inherent_noise, relative_error=result.relative_error,
+            handle,
+            id=result.ids,
+            source=np.asarray(result.sources, dtype=str),
+            target=result.target,
+            prediction=result.prediction,
+            attribution=result.attribution,
+            standard_error=result.standard_error,
+            outputs=result.outputs,
+            samples=result.samples,
+            gradient_evaluations=result.gradient_evaluations,
+            seed=result.seed,
+            inherent_noise=result.inherent_noise,
+            relative_error=result.relative_error,
             zero_scale_fraction=result.zero_scale_fraction,
             provider=np.asarray([result.provider] * result.rows, dtype=str),
         )

@@ -28,8 +28,15 @@ class RowProgress:
     Silent unless ``stream`` (stderr by default) is a terminal; redraws at most every ``interval_s``.
     """
 
-    def __init__(self, total: int, already: int = 0, stream: TextIO | None = None, *, width: int = 24,
-                 interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        total: int,
+        already: int = 0,
+        stream: TextIO | None = None,
+        *,
+        width: int = 24,
+        interval_s: float = 0.2,
+    ) -> None:
         self._stream = stream or sys.stderr
         self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
         self.total = total

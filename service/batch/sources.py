@@ -106,8 +106,10 @@ class Source(ABC):
 
     def plan(self, block_rows: int) -> list[BlockSpec]:
         """The blocks of ``block_rows`` rows (the last may be shorter) covering every row."""
-        return [BlockSpec(i, start, min(start + block_rows, self.rows))
-                for i, start in enumerate(range(0, self.rows, block_rows))]
+        return [
+            BlockSpec(i, start, min(start + block_rows, self.rows))
+            for i, start in enumerate(range(0, self.rows, block_rows))
+        ]
 
     @abstractmethod
     def read(self, block: BlockSpec) -> RowBlock:
@@ -163,7 +165,9 @@ class CsvSource(Source):
                         continue
                     if not all(input_files._is_number(c) for c in cells):
                         try:
-                            self.columns = input_files._columns_for(cells, model.feature_names, self.size, path)
+                            self.columns = input_files._columns_for(
+                                cells, model.feature_names, self.size, path
+                            )
                         except BadInputError as err:
                             raise SourceError(err.message) from None
                         self.header_cells = len(cells)
@@ -190,8 +194,10 @@ class CsvSource(Source):
                     offset += len(raw)
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             raise SourceError(f"{str(self.path)!r} is not a readable CSV file: {err}") from err
-        blocks = [BlockSpec(i, i * block_rows, min((i + 1) * block_rows, row), where, line)
-                  for i, (where, line) in enumerate(starts)]
+        blocks = [
+            BlockSpec(i, i * block_rows, min((i + 1) * block_rows, row), where, line)
+            for i, (where, line) in enumerate(starts)
+        ]
         self.rows = row
         self._blocks[block_rows] = blocks
         return blocks
@@ -214,10 +220,17 @@ class CsvSource(Source):
 
     def _row(self, rows: _Rows, row: int, where: str, cells: list[str]) -> None:
         if self.columns is None and len(cells) != self.size:
-            rows.fail(row, where, "wrong_width", f"expected {self.size} values (one per feature), got {len(cells)}")
+            rows.fail(
+                row, where, "wrong_width", f"expected {self.size} values (one per feature), got {len(cells)}"
+            )
             return
         if self.columns is not None and len(cells) != self.header_cells:
-            rows.fail(row, where, "wrong_width", f"the header has {self.header_cells} columns, this row {len(cells)}")
+            rows.fail(
+                row,
+                where,
+                "wrong_width",
+                f"the header has {self.header_cells} columns, this row {len(cells)}",
+            )
             return
         picked = cells if self.columns is None else [cells[i] for i in self.columns]
         try:
@@ -300,9 +313,13 @@ class ParquetSource(Source):
                     continue
                 rows.add(row, where, np.array([np.nan if v is None else v for v in value], dtype=np.float64))
             return rows.block(block.index)
-        matrix = np.column_stack([
-            table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in self.columns
-        ]) if self.columns else np.zeros((table.num_rows, 0))
+        matrix = (
+            np.column_stack(
+                [table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in self.columns]
+            )
+            if self.columns
+            else np.zeros((table.num_rows, 0))
+        )
         for offset, raw in enumerate(matrix):
             row = block.start + offset
             rows.add(row, f"{self.path} row {row}", (raw * self.scale - self.mean) / self.std)
@@ -363,7 +380,9 @@ class ArraySource(Source):
                     names = sorted(n[:-4] for n in archive.namelist() if n.endswith(".npy"))
                     unknown = [k for k in keys if k not in names]
                     if unknown:
-                        raise SourceError(f"{str(path)!r} holds no array named {unknown[0]!r}; it holds {names}")
+                        raise SourceError(
+                            f"{str(path)!r} holds no array named {unknown[0]!r}; it holds {names}"
+                        )
                     for key in [n for n in names if not keys or n in keys]:
                         with archive.open(key + ".npy") as stream:
                             self._add(key, stream, f"{path}[{key}]")
@@ -386,7 +405,9 @@ class ArraySource(Source):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
             raise SourceError(f"{where}: expected a numeric array, got dtype {dtype}")
-        rows = _rows_of(tuple(shape), self.shape, where + (" (select arrays with --key)" if self.is_npz else ""))
+        rows = _rows_of(
+            tuple(shape), self.shape, where + (" (select arrays with --key)" if self.is_npz else "")
+        )
         if fortran and rows > 1:
             raise SourceError(f"{where}: a Fortran-ordered array cannot be read by rows; save it C-ordered")
         first = self.members[-1].first + self.members[-1].rows if self.members else 0
@@ -417,7 +438,10 @@ class ArraySource(Source):
         return rows.block(block.index)
 
     def identity(self) -> dict[str, Any]:
-        return {**_file_identity(self.path, "npz" if self.is_npz else "npy"), "keys": [m.key for m in self.members]}
+        return {
+            **_file_identity(self.path, "npz" if self.is_npz else "npy"),
+            "keys": [m.key for m in self.members],
+        }
 
 
 # ------------------------------------------------------------------------------ images
@@ -429,18 +453,24 @@ class ImageFolderSource(Source):
     def __init__(self, folder: Path, model: BatchModel) -> None:
         self.folder = folder
         self.files = sorted(
-            (p.relative_to(folder).as_posix() for p in folder.rglob("*")
-             if p.is_file() and p.suffix.lower() in input_files.IMAGE_SUFFIXES),
+            (
+                p.relative_to(folder).as_posix()
+                for p in folder.rglob("*")
+                if p.is_file() and p.suffix.lower() in input_files.IMAGE_SUFFIXES
+            ),
         )
         if not self.files:
             raise SourceError(
                 f"{str(folder)!r} holds no images ({', '.join(sorted(input_files.IMAGE_SUFFIXES))})"
             )
         if input_files.image_layout(model.input_shape, model.preprocessing.channels) is None:
-            raise SourceError(f"{str(folder)!r} holds images, but the model's input shape {model.input_shape} "
-                              "is not an image's")
-        self.spec = input_files.InputSpec(model.input_shape, model.preprocessing, model.feature_names,
-                                          model.lower, model.upper)
+            raise SourceError(
+                f"{str(folder)!r} holds images, but the model's input shape {model.input_shape} "
+                "is not an image's"
+            )
+        self.spec = input_files.InputSpec(
+            model.input_shape, model.preprocessing, model.feature_names, model.lower, model.upper
+        )
         self.rows = len(self.files)
 
     def read(self, block: BlockSpec) -> RowBlock:
@@ -461,8 +491,12 @@ class ImageFolderSource(Source):
             digest.write(name.encode() + b"\0")
         import hashlib
 
-        return {"kind": "images", "path": str(self.folder.resolve()), "files": len(self.files),
-                "names_sha256": hashlib.sha256(digest.getvalue()).hexdigest()}
+        return {
+            "kind": "images",
+            "path": str(self.folder.resolve()),
+            "files": len(self.files),
+            "names_sha256": hashlib.sha256(digest.getvalue()).hexdigest(),
+        }
 
 
 def open_source(path: Path, model: BatchModel, *, keys: Sequence[str] = ()) -> Source:
@@ -483,5 +517,6 @@ def open_source(path: Path, model: BatchModel, *, keys: Sequence[str] = ()) -> S
     if suffix in (".npy", ".npz"):
         return ArraySource(path, model, keys)
     raise SourceError(
-        f"{str(path)!r}: expected a .csv, .parquet, .npy or .npz file or a folder of images, got {suffix or 'no suffix'!r}"
+        f"{str(path)!r}: expected a .csv, .parquet, .npy or .npz file or a folder of images, "
+        f"got {suffix or 'no suffix'!r}"
     )

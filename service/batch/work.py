@@ -82,8 +82,13 @@ def estimator_target(target: int | None) -> Target:
 def explain_row(session: Any, spec: WorkSpec, row: int, x: np.ndarray) -> Explanation:
     """Explain row ``row`` (its input ``x``, one instance's shape) with its own seed."""
     return explain(
-        session, x, spec.method, estimator_target(spec.target),
-        lower=spec.model.lower, upper=spec.model.upper, seed=row_seed(spec.seed, row),
+        session,
+        x,
+        spec.method,
+        estimator_target(spec.target),
+        lower=spec.model.lower,
+        upper=spec.model.upper,
+        seed=row_seed(spec.seed, row),
         memory_budget_bytes=spec.memory_budget_bytes,
     )
 
@@ -103,8 +108,9 @@ class BlockWorker:
     @property
     def session(self) -> Any:
         if self._session is None:
-            self._session = open_session(self.spec.model, device=self.spec.device,
-                                         intra_op_threads=self.spec.intra_op_threads)
+            self._session = open_session(
+                self.spec.model, device=self.spec.device, intra_op_threads=self.spec.intra_op_threads
+            )
         return self._session
 
     def __call__(self, block: BlockSpec) -> BlockResult:
@@ -130,8 +136,9 @@ class BlockWorker:
         return _columns(rows.index, explained, errors, self.session.provider)
 
 
-def _columns(index: int, explained: list[tuple[int, str, Explanation]], errors: list[RowError],
-             provider: str) -> BlockResult:
+def _columns(
+    index: int, explained: list[tuple[int, str, Explanation]], errors: list[RowError], provider: str
+) -> BlockResult:
     def stack(name: str) -> np.ndarray:
         return np.stack([np.asarray(getattr(e, name), np.float32) for _, _, e in explained])
 
@@ -140,9 +147,24 @@ def _columns(index: int, explained: list[tuple[int, str, Explanation]], errors: 
 
     if not explained:
         empty = np.zeros((0,), np.float32)
-        return BlockResult(index, column([], np.int64), [], column([], np.int64), column([], np.int64),
-                           empty, empty, empty, column([], np.int64), column([], np.int64), column([], np.int64),
-                           column([], np.float64), column([], np.float64), column([], np.float64), provider, errors)
+        return BlockResult(
+            index,
+            column([], np.int64),
+            [],
+            column([], np.int64),
+            column([], np.int64),
+            empty,
+            empty,
+            empty,
+            column([], np.int64),
+            column([], np.int64),
+            column([], np.int64),
+            column([], np.float64),
+            column([], np.float64),
+            column([], np.float64),
+            provider,
+            errors,
+        )
     results = [e for _, _, e in explained]
     return BlockResult(
         index=index,

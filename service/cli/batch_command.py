@@ -61,45 +61,104 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "results do not depend on the engine, block size or workers.",
         epilog=EXIT_CODES_HELP,
     )
-    parser.add_argument("data", metavar="DATA", type=Path,
-                        help="a .csv or .parquet table, a .npy or .npz file, or a folder of images")
-    parser.add_argument("--model", "-m", required=True,
-                        help="a model name of --model-repository, a model folder, or an ONNX file")
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        type=Path,
+        help="a .csv or .parquet table, a .npy or .npz file, or a folder of images",
+    )
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="a model name of --model-repository, a model folder, or an ONNX file",
+    )
     parser.add_argument("--out", "-o", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--format", choices=FORMATS, default="parquet", help="shard format (default: parquet)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="parquet", help="shard format (default: parquet)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run = parser.add_argument_group("execution")
-    run.add_argument("--engine", choices=ENGINES, default="local",
-                     help="local: this machine's cores; ray: a Ray Data actor pool (needs the ray extra) "
-                     "(default: local)")
-    run.add_argument("--workers", type=_positive, metavar="N",
-                     help="worker processes (local) or actors (ray), each holding one session "
-                     "(default: this machine's cores)")
-    run.add_argument("--ray-address", metavar="ADDRESS",
-                     help="an existing Ray cluster, e.g. ray://head:10001 or auto (default: a local Ray instance)")
-    run.add_argument("--block-rows", type=_positive, default=256, metavar="N",
-                     help="rows per block: the unit of work, of output shards and of resumption (default: 256)")
-    run.add_argument("--intra-op-threads", type=_positive, default=1, metavar="N",
-                     help="ONNX Runtime threads per worker (default: 1)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                     help="where sessions run (default: auto, CUDA when it really loads)")
+    run.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this machine's cores; ray: a Ray Data actor pool (needs the ray extra) (default: local)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="worker processes (local) or actors (ray), each holding one session "
+        "(default: this machine's cores)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="an existing Ray cluster, e.g. ray://head:10001 or auto (default: a local Ray instance)",
+    )
+    run.add_argument(
+        "--block-rows",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="rows per block: the unit of work, of output shards and of resumption (default: 256)",
+    )
+    run.add_argument(
+        "--intra-op-threads",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="ONNX Runtime threads per worker (default: 1)",
+    )
+    run.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where sessions run (default: auto, CUDA when it really loads)",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--model-repository", type=Path, metavar="DIR",
-                       help=f"the server's model repository (default: ${REPOSITORY_ENV}, else the bundled demo models)")
-    model.add_argument("--cache-dir", type=Path, metavar="DIR",
-                       help="gradient-graph cache folder (default: the server's, ~/.cache/mollify/gradient-graphs)")
+    model.add_argument(
+        "--model-repository",
+        type=Path,
+        metavar="DIR",
+        help=f"the server's model repository (default: ${REPOSITORY_ENV}, else the bundled demo models)",
+    )
+    model.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="gradient-graph cache folder (default: the server's, ~/.cache/mollify/gradient-graphs)",
+    )
     model.add_argument("--input-name", help="ONNX file without config.json: the input to explain")
-    model.add_argument("--tensor", metavar="NAME", help="explain this graph tensor instead of the configured one")
-    model.add_argument("--lower", help="input domain's lower bound: a number or a .npy file (default: the config's)")
-    model.add_argument("--upper", help="input domain's upper bound: a number or a .npy file (default: the config's)")
-    model.add_argument("--key", action="append", default=[], metavar="NAME",
-                       help=".npz data: explain only this array (repeatable; default: every array)")
+    model.add_argument(
+        "--tensor", metavar="NAME", help="explain this graph tensor instead of the configured one"
+    )
+    model.add_argument(
+        "--lower", help="input domain's lower bound: a number or a .npy file (default: the config's)"
+    )
+    model.add_argument(
+        "--upper", help="input domain's upper bound: a number or a .npy file (default: the config's)"
+    )
+    model.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=".npz data: explain only this array (repeatable; default: every array)",
+    )
     request = parser.add_argument_group("request")
-    request.add_argument("--target", default="predicted",
-                         help="a class index, or 'predicted' (the arg-max at the clean input) (default: predicted)")
-    request.add_argument("--seed", type=int,
-                         help="job seed; row i uses a seed derived from (seed, i) (default: random, or the seed "
-                         "of the job being resumed)")
+    request.add_argument(
+        "--target",
+        default="predicted",
+        help="a class index, or 'predicted' (the arg-max at the clean input) (default: predicted)",
+    )
+    request.add_argument(
+        "--seed",
+        type=int,
+        help="job seed; row i uses a seed derived from (seed, i) (default: random, or the seed "
+        "of the job being resumed)",
+    )
     add_method_arguments(parser)
     parser.set_defaults(func=run_command)
 
@@ -149,13 +208,19 @@ def print_summary(summary: BatchSummary, stream: Any = None) -> None:
     out = stream or sys.stdout
     relative = summary.mean_relative_error
     error_text = f", mean relative error {100 * relative:.2f}%" if relative == relative else ""
-    print(f"explained {summary.explained} of {summary.rows} rows ({summary.failed} failed) in "
-          f"{format_duration(summary.seconds)}, {summary.rows_per_second:.1f} rows/s{error_text}", file=out)
+    print(
+        f"explained {summary.explained} of {summary.rows} rows ({summary.failed} failed) in "
+        f"{format_duration(summary.seconds)}, {summary.rows_per_second:.1f} rows/s{error_text}",
+        file=out,
+    )
     if summary.failures_by_reason:
         reasons = ", ".join(f"{reason} {count}" for reason, count in summary.failures_by_reason.items())
         print(f"failures: {reasons} (see {summary.errors_file})", file=out)
     skipped = f"; {summary.blocks_skipped} done by an earlier run" if summary.blocks_skipped else ""
-    print(f"wrote {summary.out}/data ({summary.blocks} blocks{skipped}) and {summary.out}/manifest.json", file=out)
+    print(
+        f"wrote {summary.out}/data ({summary.blocks} blocks{skipped}) and {summary.out}/manifest.json",
+        file=out,
+    )
 
 
 @guarded
@@ -175,8 +240,13 @@ def run_command(args: argparse.Namespace) -> int:
     seed = _seed(args)
     try:
         model = resolve_model(
-            args.model, repository=_repository(args), cache_dir=args.cache_dir or default_cache_dir(os.environ),
-            input_name=args.input_name, lower=lower, upper=upper, tensor=args.tensor,
+            args.model,
+            repository=_repository(args),
+            cache_dir=args.cache_dir or default_cache_dir(os.environ),
+            input_name=args.input_name,
+            lower=lower,
+            upper=upper,
+            tensor=args.tensor,
         )
     except ModelLoadError as err:
         raise CliError("BAD_MODEL", str(err), EXIT_USAGE) from None
@@ -184,10 +254,24 @@ def run_command(args: argparse.Namespace) -> int:
         source = open_source(args.data, model, keys=args.key)
     except SourceError as err:
         raise BadInputError(f"DATA: {err}") from None
-    spec = WorkSpec(model=model, source=source, method=method, target=target, seed=seed,
-                    intra_op_threads=args.intra_op_threads, device=args.device)
-    job = BatchJob(spec=spec, out=args.out, format=args.format, block_rows=args.block_rows, engine=args.engine,
-                   workers=args.workers or os.cpu_count() or 1, ray_address=args.ray_address)
+    spec = WorkSpec(
+        model=model,
+        source=source,
+        method=method,
+        target=target,
+        seed=seed,
+        intra_op_threads=args.intra_op_threads,
+        device=args.device,
+    )
+    job = BatchJob(
+        spec=spec,
+        out=args.out,
+        format=args.format,
+        block_rows=args.block_rows,
+        engine=args.engine,
+        workers=args.workers or os.cpu_count() or 1,
+        ray_address=args.ray_address,
+    )
     progress: RowProgress | None = None
 
     def on_progress(done: int, total: int, finished: int) -> None:

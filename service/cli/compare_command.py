@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     from service.cli import text_inputs  # it builds on the explain command
 
-    parser.add_argument("input", nargs="?", metavar="INPUT", help="one input file: .npy, .npz, .png, .jpg or .csv")
+    parser.add_argument(
+        "input", nargs="?", metavar="INPUT", help="one input file: .npy, .npz, .png, .jpg or .csv"
+    )
     text_inputs.add_text_argument(parser, several=False)
     parser.add_argument("--model", "-m", required=True, help="the model's name (see `mollify models`)")
     parser.add_argument(
@@ -84,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_output_arguments(parser)
     add_request_arguments(parser)
-    parser.add_argument("--tensor", metavar="NAME", help="explain this graph tensor instead of the configured one")
+    parser.add_argument(
+        "--tensor", metavar="NAME", help="explain this graph tensor instead of the configured one"
+    )
     add_method_arguments(parser, exclude=("method", "base", "mode", "scale"))
     render.add_render_arguments(parser)
     add_connection_arguments(parser)
@@ -115,8 +119,15 @@ def compare_methods(
     results = []
     for spec in specs:
         [result] = explain_inputs(
-            client, info.name, item.tensor[np.newaxis], method=method_for_spec(spec, args), target=target,
-            seed=seed, lower=lower, upper=upper, label=f"{spec.title:>18}",
+            client,
+            info.name,
+            item.tensor[np.newaxis],
+            method=method_for_spec(spec, args),
+            target=target,
+            seed=seed,
+            lower=lower,
+            upper=upper,
+            label=f"{spec.title:>18}",
         )
         results.append(result)
     return results
@@ -168,10 +179,17 @@ def write_comparison(
     files: dict[str, str] = {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {method_spec.key: np.asarray(r.attribution, dtype=np.float32) for method_spec, r in zip(specs, results, strict=True)}
+        arrays = {
+            method_spec.key: np.asarray(r.attribution, dtype=np.float32)
+            for method_spec, r in zip(specs, results, strict=True)
+        }
         np.savez(out_dir / f"{stem}.npz", **arrays)  # type: ignore[arg-type]
         files["attributions"] = str(out_dir / f"{stem}.npz")
-        figure = _figure(out_dir / f"{stem}.png", item, info, spec, specs, results, style, columns, title) if figures else None
+        figure = (
+            _figure(out_dir / f"{stem}.png", item, info, spec, specs, results, style, columns, title)
+            if figures
+            else None
+        )
         if figure is not None:
             files["figure"] = str(figure)
         document["files"] = {**files, "summary": str(out_dir / f"{stem}.json")}
@@ -204,8 +222,9 @@ def _figure(
             maps.append(render.to_map(attribution, layout[0] if attribution.ndim == 3 else None))
         if any(m.shape != image.shape[:2] for m in maps):
             return None
-        return render.render_comparison(path, image, list(zip(titles, maps, strict=True)), columns=columns,
-                                        title=title, style=style)
+        return render.render_comparison(
+            path, image, list(zip(titles, maps, strict=True)), columns=columns, title=title, style=style
+        )
     if item.kind == "tabular":
         size = np.asarray(results[0].attribution).size
         panels = [(t, np.asarray(r.attribution)) for t, r in zip(titles, results, strict=True)]
@@ -228,7 +247,11 @@ def print_comparison(document: dict[str, Any]) -> None:
     target = document["target"]
     what = target.get("text") or f"class {target['index']}"
     print(f"{document['input']}: {what}, seed {document['seed']}")
-    print(format_table(["method", "samples", "rel. error", "inherent noise", "ms", "description"], rows, "lrrrrl"))
+    print(
+        format_table(
+            ["method", "samples", "rel. error", "inherent noise", "ms", "description"], rows, "lrrrrl"
+        )
+    )
     print("wrote " + ", ".join(document["files"].values()))
 
 
@@ -237,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_method_list(args.methods)
     target = target_from_args(args)
     if isinstance(as_target(target).selection, TopKTarget):
-        raise UsageError(f"--target: compare explains one class; expected an index or 'predicted', got {args.target!r}")
+        raise UsageError(
+            f"--target: compare explains one class; expected an index or 'predicted', got {args.target!r}"
+        )
     seed = seed_from_args(args)
     if seed is None:
         # One seed for every method, so their noise draws are the same and the maps comparable.
@@ -251,7 +276,9 @@ def run(args: argparse.Namespace) -> int:
     if columns < 1:
         raise UsageError(f"--columns: expected a positive number, got {columns}")
     try:
-        style = render.style_from_args(args, nonnegative=getattr(args, "transform", None) not in (None, "none"))
+        style = render.style_from_args(
+            args, nonnegative=getattr(args, "transform", None) not in (None, "none")
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     with open_client(args) as client:
@@ -259,13 +286,30 @@ def run(args: argparse.Namespace) -> int:
         spec = input_files.InputSpec.from_model_info(info)
         loaded = input_files.load_inputs([args.input], spec)
         if not 0 <= args.index < len(loaded):
-            raise UsageError(f"--index: {args.input!r} holds {len(loaded)} inputs (0 to {len(loaded) - 1}), got {args.index}")
+            raise UsageError(
+                f"--index: {args.input!r} holds {len(loaded)} inputs (0 to {len(loaded) - 1}), got {args.index}"
+            )
         if len(loaded) > 1 and not args.json:
-            print(f"{args.input} holds {len(loaded)} inputs; comparing #{args.index} (choose with --index)", file=sys.stderr)
+            print(
+                f"{args.input} holds {len(loaded)} inputs; comparing #{args.index} (choose with --index)",
+                file=sys.stderr,
+            )
         item = loaded[args.index]
-        results = compare_methods(client, info, item, specs, args, target=target, seed=seed, lower=lower, upper=upper)
-    document = write_comparison(args.out, item, info, spec, specs, results, style=style, columns=columns,
-                                figures=not args.no_figures, selection=as_target(target).selection)
+        results = compare_methods(
+            client, info, item, specs, args, target=target, seed=seed, lower=lower, upper=upper
+        )
+    document = write_comparison(
+        args.out,
+        item,
+        info,
+        spec,
+        specs,
+        results,
+        style=style,
+        columns=columns,
+        figures=not args.no_figures,
+        selection=as_target(target).selection,
+    )
     if args.json:
         print(dumps(document))
     else:

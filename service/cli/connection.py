@@ -64,7 +64,9 @@ def open_client(args: argparse.Namespace) -> ExplainerClient:
         try:
             token = Path(args.token_file).read_text().strip()
         except OSError as err:
-            raise BadInputError(f"--token-file: cannot read {args.token_file}: {err.strerror or err}") from None
+            raise BadInputError(
+                f"--token-file: cannot read {args.token_file}: {err.strerror or err}"
+            ) from None
     if args.timeout is not None and args.timeout <= 0:
         raise BadInputError(f"--timeout: expected a number of seconds > 0, got {args.timeout}")
     if args.tls_ca is not None and not Path(args.tls_ca).is_file():

@@ -51,19 +51,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXIT_CODES_HELP,
     )
     parser.add_argument(
-        "--out", "-o", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+        "--out",
+        "-o",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
         help=f"folder for the figures (default: {DEFAULT_OUT})",
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="fewer samples and a smaller comparison (a few seconds; for smoke tests)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of every explanation (default: 0)")
     parser.add_argument(
-        "--server", metavar="HOST:PORT",
+        "--server",
+        metavar="HOST:PORT",
         help="use the server running there instead of starting one (it must serve the demo models)",
     )
-    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON document on stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print a machine-readable JSON document on stdout"
+    )
     parser.set_defaults(func=run)
 
 
@@ -82,7 +90,9 @@ def local_server() -> Iterator[str]:
         server.stop(grace=1.0).wait(10.0)
 
 
-def wait_until_ready(client: ExplainerClient, names: tuple[str, ...], timeout_s: float = _READY_TIMEOUT_S) -> dict[str, ModelInfo]:
+def wait_until_ready(
+    client: ExplainerClient, names: tuple[str, ...], timeout_s: float = _READY_TIMEOUT_S
+) -> dict[str, ModelInfo]:
     """Poll until every model in ``names`` is ready; a load error or the timeout is an error (exit 3)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -90,7 +100,9 @@ def wait_until_ready(client: ExplainerClient, names: tuple[str, ...], timeout_s:
             infos = {name: client.get_model(name) for name in names}
         failed = [info for info in infos.values() if not info.ready and info.error]
         if failed:
-            raise server_error("FAILED_PRECONDITION", f"demo model {failed[0].name!r} failed to load: {failed[0].error}")
+            raise server_error(
+                "FAILED_PRECONDITION", f"demo model {failed[0].name!r} failed to load: {failed[0].error}"
+            )
         if all(info.ready for info in infos.values()):
             return infos
         if time.monotonic() >= deadline:
@@ -120,15 +132,18 @@ def _explain_sample(
     summaries = []
     for preset in ("smoothgrad", "adaptgrad"):
         method = method_from_args(argparse.Namespace(**vars(options), method=preset))
-        results = explain_inputs(client, info.name, item.tensor[None], method=method, seed=seed,
-                                 label=f"{info.name} {preset}")
+        results = explain_inputs(
+            client, info.name, item.tensor[None], method=method, seed=seed, label=f"{info.name} {preset}"
+        )
         named = dataclasses.replace(item, name=f"{item.name}.{preset}")
-        summaries.extend(report(results, [named], info, spec, out_dir, style=style, figures=True, top=8,
-                                as_json=as_json))
+        summaries.extend(
+            report(results, [named], info, spec, out_dir, style=style, figures=True, top=8, as_json=as_json)
+        )
     specs = parse_method_list("grad,smoothgrad,adaptgrad" if quick else ",".join(DEFAULT_COMPARE_METHODS))
     results = compare_methods(client, info, item, specs, options, target="predicted", seed=seed)
-    comparison = write_comparison(out_dir, item, info, spec, specs, results, style=style,
-                                  columns=3, figures=True)
+    comparison = write_comparison(
+        out_dir, item, info, spec, specs, results, style=style, columns=3, figures=True
+    )
     return {"model": info.name, "input": str(sample), "explanations": summaries, "comparison": comparison}
 
 
@@ -142,11 +157,21 @@ def run(args: argparse.Namespace) -> int:
     server = contextlib.nullcontext(args.server) if args.server else local_server()
     with server as address, ExplainerClient(address) as client:
         if not args.json:
-            print(f"mollify demo: {'using' if args.server else 'started'} a server at {address}", file=sys.stderr)
+            print(
+                f"mollify demo: {'using' if args.server else 'started'} a server at {address}",
+                file=sys.stderr,
+            )
         infos = wait_until_ready(client, (DIGIT_MODEL, TABULAR_MODEL))
         documents = [
-            _explain_sample(client, infos[model], sample_path(sample), args.out, quick=args.quick, seed=args.seed,
-                            as_json=args.json)
+            _explain_sample(
+                client,
+                infos[model],
+                sample_path(sample),
+                args.out,
+                quick=args.quick,
+                seed=args.seed,
+                as_json=args.json,
+            )
             for model, sample in ((DIGIT_MODEL, DIGIT_SAMPLE), (TABULAR_MODEL, TABULAR_SAMPLE))
         ]
     figures = [
@@ -159,10 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps({"out": str(args.out), "figures": figures, "results": documents}))
         return EXIT_OK
-    noise = {
-        summary["method"]: summary["inherent_noise"]
-        for summary in documents[0]["explanations"]
-    }
+    noise = {summary["method"]: summary["inherent_noise"] for summary in documents[0]["explanations"]}
     print()
     print("Inherent noise (share of noisy samples outside the input domain, AdaptGrad paper Eq. 9-10):")
     for method, value in noise.items():

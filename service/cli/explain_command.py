@@ -71,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     from service.cli import text_inputs  # it builds on this module
 
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="input files: .npy, .npz, .png, .jpg, .csv")
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="input files: .npy, .npz, .png, .jpg, .csv"
+    )
     text_inputs.add_text_argument(parser, several=True)
     parser.add_argument("--model", "-m", required=True, help="the model's name (see `mollify models`)")
     add_output_arguments(parser)
@@ -105,10 +107,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out``, ``--json`` and ``--no-figures``, shared by the commands that write files."""
     parser.add_argument(
-        "--out", "-o", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+        "--out",
+        "-o",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
         help=f"folder for the files written (default: {DEFAULT_OUT})",
     )
-    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON document on stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print a machine-readable JSON document on stdout"
+    )
     parser.add_argument("--no-figures", action="store_true", help="write arrays and JSON only, no PNG")
 
 
@@ -158,8 +166,14 @@ def explain_inputs(
     ``explained_input``: a graph tensor to attribute to instead of the model's (``""``: the model's).
     """
     bar = ProgressBar(label, progress_stream)
-    options: dict[str, Any] = {"method": method, "target": target, "seed": seed, "lower": lower, "upper": upper,
-                               "extra_inputs": extra_inputs}
+    options: dict[str, Any] = {
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "lower": lower,
+        "upper": upper,
+        "extra_inputs": extra_inputs,
+    }
     if explained_input:
         options["explained_input"] = explained_input
     with server_errors(client.address):
@@ -172,7 +186,9 @@ def explain_inputs(
                     results = event
                     continue
                 per_instance = max(1, event.explanations_total // max(1, len(batch)))
-                position = f" {event.instance_index * per_instance + event.rank + 1}/{event.explanations_total}"
+                position = (
+                    f" {event.instance_index * per_instance + event.rank + 1}/{event.explanations_total}"
+                )
                 bar.label = label + (position if event.explanations_total > 1 else "")
                 bar.update(event.samples_done, event.samples_planned, event.relative_error)
         finally:
@@ -214,12 +230,15 @@ def _dense_target_summary(explanation: InstanceExplanation, selection: Selection
     """Region and detection targets: where, and the explained scalar's value <cotangent, outputs>."""
     if not isinstance(selection, RegionTarget | DetectionTarget) or explanation.cotangent is None:
         return {}
-    value = float(np.vdot(np.asarray(explanation.cotangent, np.float64), np.asarray(explanation.outputs, np.float64)))
+    value = float(
+        np.vdot(np.asarray(explanation.cotangent, np.float64), np.asarray(explanation.outputs, np.float64))
+    )
     if isinstance(selection, DetectionTarget):
         detection, _ = detection_of(selection, explanation.cotangent)
         return {"kind": "detection", "detection": detection, "layout": selection.layout, "score": value}
     where: dict[str, Any] = (
-        {"mask_elements": int(np.count_nonzero(selection.mask))} if selection.mask is not None
+        {"mask_elements": int(np.count_nonzero(selection.mask))}
+        if selection.mask is not None
         else {"region": format_region(selection.axes)}
     )
     return {"kind": "region", **where, "reduction": selection.reduction, "value": value}
@@ -240,13 +259,21 @@ def summarise(
         "tensor": explanation.output or info.output_name,
         "text": target_text(info, explanation, selection),
     }
-    if explanation.target_index is not None and outputs.ndim >= 1 and explanation.target_index < outputs.shape[-1]:
+    if (
+        explanation.target_index is not None
+        and outputs.ndim >= 1
+        and explanation.target_index < outputs.shape[-1]
+    ):
         target["score"] = float(outputs.reshape(-1, outputs.shape[-1])[0, explanation.target_index])
     target.update(_dense_target_summary(explanation, selection))
     prediction: dict[str, Any] | None = None
     if outputs.ndim == 1 and outputs.size > 1:
         predicted = int(np.argmax(outputs))
-        prediction = {"index": predicted, "label": label_of(info, predicted), "score": float(outputs[predicted])}
+        prediction = {
+            "index": predicted,
+            "label": label_of(info, predicted),
+            "score": float(outputs[predicted]),
+        }
     attribution = np.asarray(explanation.attribution, dtype=np.float64)
     return {
         "model": info.name,
@@ -350,7 +377,9 @@ def _write_figure(
         attribution_map = render.to_map(attribution, layout[0] if attribution.ndim == 3 else None)
         if attribution_map.shape != image.shape[:2]:
             return None
-        path = render.render_heatmap(out_dir / f"{stem}.heatmap.png", image, attribution_map, title=title, style=style)
+        path = render.render_heatmap(
+            out_dir / f"{stem}.heatmap.png", image, attribution_map, title=title, style=style
+        )
         return "heatmap", path
     if item.kind == "tabular" and attribution.size == len(feature_names(info, attribution.size)):
         path = render.render_bar_chart(
@@ -373,8 +402,15 @@ def feature_names(info: ModelInfo, count: int) -> list[str]:
     return [f"x[{i}]" for i in range(count)]
 
 
-def print_explanation(summary: dict[str, Any], explanation: InstanceExplanation, item: input_files.LoadedInput,
-                      info: ModelInfo, *, top: int, stream: TextIO | None = None) -> None:
+def print_explanation(
+    summary: dict[str, Any],
+    explanation: InstanceExplanation,
+    item: input_files.LoadedInput,
+    info: ModelInfo,
+    *,
+    top: int,
+    stream: TextIO | None = None,
+) -> None:
     """A short human-readable report of one explanation (and a ranked table for tabular inputs)."""
     out = stream or sys.stdout
     target = summary["target"]
@@ -396,8 +432,11 @@ def print_explanation(summary: dict[str, Any], explanation: InstanceExplanation,
     if item.kind == "tabular":
         attribution = np.asarray(explanation.attribution).reshape(-1)
         table = render.ranked_table(
-            feature_names(info, attribution.size), attribution, np.asarray(explanation.standard_error),
-            item.raw_features, top=top,
+            feature_names(info, attribution.size),
+            attribution,
+            np.asarray(explanation.standard_error),
+            item.raw_features,
+            top=top,
         )
         print("\n".join("  " + row for row in table.splitlines()), file=out)
     files = summary.get("files", {})
@@ -430,11 +469,29 @@ def run(args: argparse.Namespace) -> int:
         spec = input_files.InputSpec.from_model_info(info)
         loaded = input_files.load_inputs(args.inputs, spec)
         results = explain_inputs(
-            client, info.name, input_files.stack(loaded), method=method, target=target, seed=seed,
-            lower=lower, upper=upper, label=f"explaining with {info.name}", explained_input=args.explained_input,
+            client,
+            info.name,
+            input_files.stack(loaded),
+            method=method,
+            target=target,
+            seed=seed,
+            lower=lower,
+            upper=upper,
+            label=f"explaining with {info.name}",
+            explained_input=args.explained_input,
         )
-    summaries = report(results, loaded, info, spec, args.out, style=style, figures=not args.no_figures,
-                       top=args.top, as_json=args.json, selection=as_target(target).selection)
+    summaries = report(
+        results,
+        loaded,
+        info,
+        spec,
+        args.out,
+        style=style,
+        figures=not args.no_figures,
+        top=args.top,
+        as_json=args.json,
+        selection=as_target(target).selection,
+    )
     if args.json:
         print(dumps({"model": info.name, "out": str(args.out), "explanations": summaries}))
     return EXIT_OK
@@ -468,8 +525,18 @@ def report(
             )
         item = loaded[result.instance_index]
         stem = _stem(item, result, several)
-        summary = write_explanation(out_dir, stem, item, result, info, spec, style=style, figures=figures, top=top,
-                                    selection=selection)
+        summary = write_explanation(
+            out_dir,
+            stem,
+            item,
+            result,
+            info,
+            spec,
+            style=style,
+            figures=figures,
+            top=top,
+            selection=selection,
+        )
         summaries.append(summary)
         if not as_json:
             print_explanation(summary, result, item, info, top=top)

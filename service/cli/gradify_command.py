@@ -79,7 +79,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="pin an input's instance shape without the batch, e.g. input=1x8x8 (repeatable)",
     )
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="device for the check run (default: auto)"
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="device for the check run (default: auto)",
     )
     parser.add_argument("--no-check", action="store_true", help="skip loading the result in ONNX Runtime")
     parser.set_defaults(func=run)

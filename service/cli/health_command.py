@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     except CliError as error:
         if error.code == "NOT_FOUND":
             # The health service answers an unknown name with a bare status and no message.
-            raise server_error("NOT_FOUND", f"the server at {args.server} knows no service or model {args.service!r}") from None
+            raise server_error(
+                "NOT_FOUND", f"the server at {args.server} knows no service or model {args.service!r}"
+            ) from None
         raise
     what = f"{args.service!r} at {args.server}" if args.service else f"the server at {args.server}"
     if args.json:

@@ -105,7 +105,9 @@ def preprocessing_from_dict(data: Mapping[str, Any]) -> Preprocessing:
     options = {
         key: value
         for key, value in data.items()
-        if key in known and value is not None and not (isinstance(value, str | list | tuple) and len(value) == 0)
+        if key in known
+        and value is not None
+        and not (isinstance(value, str | list | tuple) and len(value) == 0)
     }
     if options.get("size") is not None:
         options["size"] = tuple(int(v) for v in options["size"])
@@ -160,7 +162,9 @@ def load_inputs(paths: Sequence[str | Path], spec: InputSpec) -> list[LoadedInpu
             loaded.extend(_load_csv(path, spec))
         else:
             known = ", ".join(sorted(ARRAY_SUFFIXES | IMAGE_SUFFIXES | TABLE_SUFFIXES))
-            raise BadInputError(f"input {str(path)!r}: expected a file ending in {known}, got {suffix or 'no suffix'!r}")
+            raise BadInputError(
+                f"input {str(path)!r}: expected a file ending in {known}, got {suffix or 'no suffix'!r}"
+            )
     return _unique_names(loaded)
 
 
@@ -181,7 +185,9 @@ def display_image(tensor: np.ndarray, spec: InputSpec) -> np.ndarray | None:
         return None
     picture = _to_hwc(np.asarray(tensor, dtype=np.float64).reshape(spec.input_shape), layout[0])
     if pre.kind == "image" and pre.scale != 0:
-        picture = picture * _per_channel(pre.std, picture.shape[-1]) + _per_channel(pre.mean, picture.shape[-1])
+        picture = picture * _per_channel(pre.std, picture.shape[-1]) + _per_channel(
+            pre.mean, picture.shape[-1]
+        )
         picture = picture / pre.scale
         if pre.invert:
             picture = 255.0 - picture
@@ -242,7 +248,11 @@ def _as_batch(array: np.ndarray, input_shape: tuple[int, ...], source: str) -> n
     squeezed = tuple(d for d in input_shape if d != 1)
     if array.shape == input_shape or (array.shape == squeezed and array.size == int(np.prod(input_shape))):
         batch = array.reshape((1, *input_shape))
-    elif array.ndim >= 1 and (array.shape[1:] == input_shape or array.shape[1:] == squeezed) and array.shape[0] > 0:
+    elif (
+        array.ndim >= 1
+        and (array.shape[1:] == input_shape or array.shape[1:] == squeezed)
+        and array.shape[0] > 0
+    ):
         batch = array.reshape((array.shape[0], *input_shape))
     else:
         raise BadInputError(
@@ -347,12 +357,18 @@ def _load_csv(path: Path, spec: InputSpec) -> list[LoadedInput]:
             try:
                 raw[position] = float(cell)
             except ValueError:
-                feature = spec.feature_names[position] if position < len(spec.feature_names) else f"column {position + 1}"
+                feature = (
+                    spec.feature_names[position]
+                    if position < len(spec.feature_names)
+                    else f"column {position + 1}"
+                )
                 raise BadInputError(
                     f"input {str(path)!r} line {line}, {feature}: expected a number, got {cell!r}"
                 ) from None
         if not np.all(np.isfinite(raw)):
-            raise BadInputError(f"input {str(path)!r} line {line}: expected finite values, got NaN or infinity")
+            raise BadInputError(
+                f"input {str(path)!r} line {line}: expected finite values, got NaN or infinity"
+            )
         tensor = ((raw * scale - mean) / std).reshape(spec.input_shape).astype(np.float32)
         loaded.append(
             LoadedInput(

@@ -203,11 +203,16 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
     add(
         "--adaptive-rule",
         choices=_choices(AdaptiveRule),
-        help="AdaptGrad quantile: one_sided is Eq. 13 of Zhou et al. 2024, AdaptGrad, p=(3+c)/4; two_sided is the authors' "
+        help="AdaptGrad quantile: one_sided is Eq. 13 of Zhou et al. 2024, AdaptGrad, p=(3+c)/4; "
+        "two_sided is the authors' "
         f"code, p=(1+c)/2 (default: {_default('adaptive_rule')})",
     )
     add("--samples", type=_positive_int, help=f"input-noise draws N (default: {_default('samples')})")
-    add("--weight-draws", type=_positive_int, help=f"weight-noise draws M (default: {_default('weight_draws')})")
+    add(
+        "--weight-draws",
+        type=_positive_int,
+        help=f"weight-noise draws M (default: {_default('weight_draws')})",
+    )
     add(
         "--weight-sigma",
         type=_nonnegative_float,
@@ -219,7 +224,11 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
         metavar="GLOB",
         help="weight names left clean (fnmatch pattern; repeatable)",
     )
-    add("--ig-steps", type=_positive_int, help=f"integrated gradients path points (default: {_default('ig_steps')})")
+    add(
+        "--ig-steps",
+        type=_positive_int,
+        help=f"integrated gradients path points (default: {_default('ig_steps')})",
+    )
     add(
         "--ig-rule",
         choices=_choices(IntegrationRule),
@@ -282,9 +291,12 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to explain: a class index, 'predicted' (arg-max at the clean input), 'top:K' (the K "
         "highest classes), or a .npy cotangent of one output's shape (default: predicted)",
     )
-    group.add_argument("--seed", type=int, help="random seed; the same seed gives the same numbers (default: random)")
+    group.add_argument(
+        "--seed", type=int, help="random seed; the same seed gives the same numbers (default: random)"
+    )
     dense = parser.add_argument_group(
-        "dense outputs", "Targets for maps and detector heads, instead of --target (one instance, no batch axis)."
+        "dense outputs",
+        "Targets for maps and detector heads, instead of --target (one instance, no batch axis).",
     )
     dense.add_argument(
         "--region",
@@ -293,7 +305,9 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. ':,10:20,5' is y[:, 10:20, 5] (axes left out are whole; write --region=-1,... when it starts "
         "with a minus), or a .npy mask of the tensor's instance shape (bool or 0/1)",
     )
-    dense.add_argument("--region-mean", action="store_true", help="explain the mean over --region instead of the sum")
+    dense.add_argument(
+        "--region-mean", action="store_true", help="explain the mean over --region instead of the sum"
+    )
     dense.add_argument(
         "--detection",
         nargs="?",
@@ -424,12 +438,16 @@ def parse_target(text: str) -> TargetSpec:
 def _load_mask(text: str) -> np.ndarray:
     path = Path(text)
     if not path.is_file():
-        raise BadInputError(f"--region: expected indices such as ':,10:20,5' or a .npy mask, got {text!r} (no such file)")
+        raise BadInputError(
+            f"--region: expected indices such as ':,10:20,5' or a .npy mask, got {text!r} (no such file)"
+        )
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise BadInputError(f"--region: {path} is not a readable .npy file: {err}") from err
-    if not isinstance(array, np.ndarray) or not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)):
+    if not isinstance(array, np.ndarray) or not (
+        array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)
+    ):
         raise BadInputError(f"--region: {path} must hold a bool or 0/1 numeric array")
     return array
 
@@ -448,12 +466,24 @@ def dense_target_from_args(args: argparse.Namespace) -> RegionTarget | Detection
         raise UsageError(f"--target {args.target} and {flag} both say what to explain; drop one of them")
     if region is None and getattr(args, "region_mean", False):
         raise UsageError("--region-mean needs --region (the region to average over)")
-    options = {"class_index": "--detection-class", "layout": "--detection-layout", "box_values": "--box-values"}
-    given = {key: getattr(args, dest) for key, dest in
-             (("class_index", "detection_class"), ("layout", "detection_layout"), ("box_values", "box_values"))
-             if getattr(args, dest, None) is not None}
+    options = {
+        "class_index": "--detection-class",
+        "layout": "--detection-layout",
+        "box_values": "--box-values",
+    }
+    given = {
+        key: getattr(args, dest)
+        for key, dest in (
+            ("class_index", "detection_class"),
+            ("layout", "detection_layout"),
+            ("box_values", "box_values"),
+        )
+        if getattr(args, dest, None) is not None
+    }
     if detection is None and given:
-        raise UsageError(f"{', '.join(options[key] for key in given)} need --detection (a detector-head target)")
+        raise UsageError(
+            f"{', '.join(options[key] for key in given)} need --detection (a detector-head target)"
+        )
     if region is not None:
         reduction: RegionReduction = "mean" if args.region_mean else "sum"
         if region.strip().endswith(".npy"):

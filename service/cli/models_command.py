@@ -79,14 +79,20 @@ def describe(models: list[ModelInfo], *, detailed: bool = False) -> str:
                 info.provider or "-",
             ]
         )
-    lines = [format_table(["model", "status", "input", "explained tensor", "classes", "batching", "provider"], rows)]
+    lines = [
+        format_table(
+            ["model", "status", "input", "explained tensor", "classes", "batching", "provider"], rows
+        )
+    ]
     for info in models:
         if not info.ready:
             lines.append(f"\n{info.name}: {info.error}")
             continue
         if info.stale:
-            lines.append(f"\n{info.name}: its changed files failed to load; the last good version "
-                         f"({info.version}) keeps serving: {info.candidate_error}")
+            lines.append(
+                f"\n{info.name}: its changed files failed to load; the last good version "
+                f"({info.version}) keeps serving: {info.candidate_error}"
+            )
         if detailed and info.description:
             lines.append(f"\n{info.description}")
     return "\n".join(lines)

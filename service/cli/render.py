@@ -87,7 +87,9 @@ def validate_style(style: HeatmapStyle) -> None:
             f"interpolation: expected one of {', '.join(INTERPOLATIONS)}, got {style.interpolation!r}"
         )
     if style.cmap is not None and style.cmap not in colormaps:
-        raise ValueError(f"colour map: expected a matplotlib colour map name such as RdBu_r, got {style.cmap!r}")
+        raise ValueError(
+            f"colour map: expected a matplotlib colour map name such as RdBu_r, got {style.cmap!r}"
+        )
     if not 16 <= style.panel_px <= 4096:
         raise ValueError(f"panel size: expected 16 to 4096 pixels, got {style.panel_px}")
 
@@ -287,7 +289,9 @@ def heatmap_layout(
         bar_span = panel_h
     vertical = bar_span >= label_len + 0.1
     if vertical:
-        tick_room = max(text_extent(tick, _LABEL_PT)[0] for tick in tick_labels) + _TICK_PAD if tick_labels else 0.0
+        tick_room = (
+            max(text_extent(tick, _LABEL_PT)[0] for tick in tick_labels) + _TICK_PAD if tick_labels else 0.0
+        )
         side = _GAP + _BAR_THICKNESS + tick_room + label_thick + 0.05
         below = 0.0
     else:
@@ -307,14 +311,25 @@ def heatmap_layout(
             panels.append((x + (columns[index] - panel_w) / 2, _MARGIN + below, panel_w, panel_h))
     if vertical:
         bar_bottom = panels[2][1]
-        colorbar: Box = (left + block_w + _GAP, bar_bottom, _BAR_THICKNESS, panels[0][1] + panel_h - bar_bottom)
+        colorbar: Box = (
+            left + block_w + _GAP,
+            bar_bottom,
+            _BAR_THICKNESS,
+            panels[0][1] + panel_h - bar_bottom,
+        )
     else:
         bar_w = max(min(block_w, 3.0), min(label_len, width - 2 * _MARGIN))
         bar_x = (panels[1][0] + panel_w / 2) if not stacked else left + block_w / 2
         bar_x = min(max(bar_x - bar_w / 2, _MARGIN), width - _MARGIN - bar_w)
         colorbar = (bar_x, _MARGIN + below - _GAP - _BAR_THICKNESS, bar_w, _BAR_THICKNESS)
-    return HeatmapLayout(width, height, (panels[0], panels[1], panels[2]), colorbar,
-                         "vertical" if vertical else "horizontal", stacked)
+    return HeatmapLayout(
+        width,
+        height,
+        (panels[0], panels[1], panels[2]),
+        colorbar,
+        "vertical" if vertical else "horizontal",
+        stacked,
+    )
 
 
 def heatmap_figure(
@@ -454,7 +469,9 @@ def ranked_table(
                 bar,
             ]
         )
-    return format_table(["#", "feature", "value", "attribution", "std err", "negative | positive"], rows, "rlrrrl")
+    return format_table(
+        ["#", "feature", "value", "attribution", "std err", "negative | positive"], rows, "rlrrrl"
+    )
 
 
 def render_bar_chart(
@@ -499,7 +516,13 @@ def render_bar_chart(
     axes = figure.add_axes((label_room / width, 0.6 / height, plot_w / width, (row_h * len(order)) / height))
     positions = np.arange(len(order))
     colours = [_POSITIVE_COLOUR if v >= 0 else _NEGATIVE_COLOUR for v in shown]
-    axes.barh(positions, shown, xerr=whiskers, color=colours, error_kw={"ecolor": "#444444", "capsize": 2, "lw": 0.8})
+    axes.barh(
+        positions,
+        shown,
+        xerr=whiskers,
+        color=colours,
+        error_kw={"ecolor": "#444444", "capsize": 2, "lw": 0.8},
+    )
     axes.set_yticks(positions, labels, fontsize=8)
     axes.invert_yaxis()
     axes.axvline(0.0, color="black", lw=0.8)
@@ -570,7 +593,9 @@ def render_comparison(
     for index, (panel_title, attribution_map) in enumerate(panels):
         values = apply_polarity(np.asarray(attribution_map, dtype=np.float64), style.polarity)
         if values.shape != image.shape[:2]:
-            raise ValueError(f"comparison panel {panel_title!r}: expected shape {image.shape[:2]}, got {values.shape}")
+            raise ValueError(
+                f"comparison panel {panel_title!r}: expected shape {image.shape[:2]}, got {values.shape}"
+            )
         limit = color_limit(values, style.clip_percentile)
         axes = add(index // columns, 1 + index % columns)
         axes.imshow(values / limit, cmap=cmap, norm=relative_norm, interpolation=style.interpolation)
@@ -622,7 +647,9 @@ def render_feature_comparison(
     axes = figure.add_axes(
         (label_room / width, 0.3 / height, cell_w * len(panels) / width, cell_h * len(order) / height)
     )
-    image = axes.imshow(scaled, cmap=colormaps["RdBu_r"], vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    image = axes.imshow(
+        scaled, cmap=colormaps["RdBu_r"], vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest"
+    )
     axes.set_yticks(np.arange(len(order)), [names[i] for i in order], fontsize=8)
     axes.set_xticks(np.arange(len(panels)), [name for name, _ in panels], fontsize=8, rotation=35, ha="left")
     axes.xaxis.tick_top()
@@ -648,7 +675,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("figures")
     group.add_argument(
         "--cmap",
-        help="matplotlib colour map (default: RdBu_r for --polarity both, Reds/Blues/Purples for positive/negative/absolute)",
+        help="matplotlib colour map (default: RdBu_r for --polarity both, Reds/Blues/Purples for "
+        "positive/negative/absolute)",
     )
     group.add_argument(
         "--polarity",

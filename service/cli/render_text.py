@@ -23,7 +23,14 @@ from service.cli.render import (
     color_limit,
 )
 
-__all__ = ["RESET", "colour_tokens", "plain_tokens", "render_token_comparison", "render_tokens", "token_colours"]
+__all__ = [
+    "RESET",
+    "colour_tokens",
+    "plain_tokens",
+    "render_token_comparison",
+    "render_tokens",
+    "token_colours",
+]
 
 RESET = "\x1b[0m"
 
@@ -111,7 +118,9 @@ def render_tokens(
     style = style or HeatmapStyle()
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if len(tokens) != values.size or not tokens:
-        raise ValueError(f"tokens: expected {values.size} tokens (one per value, at least one), got {len(tokens)}")
+        raise ValueError(
+            f"tokens: expected {values.size} tokens (one per value, at least one), got {len(tokens)}"
+        )
     points, gap, line_h = 13.0, 0.06, 0.34
     widths = [_token_width(t, points) for t in tokens]
     lines = _layout_lines(widths, line_width_in, gap)
@@ -128,9 +137,20 @@ def render_tokens(
             rgb = colours[index]
             text_rgb = tuple(c / 255 for c in _foreground(rgb))
             figure.text(
-                (x + widths[index] / 2) / width, y / height, tokens[index], ha="center", va="center",
-                fontsize=points, family="DejaVu Sans Mono", color=text_rgb,
-                bbox={"boxstyle": "round,pad=0.25", "facecolor": tuple(rgb), "edgecolor": "#bbbbbb", "linewidth": 0.5},
+                (x + widths[index] / 2) / width,
+                y / height,
+                tokens[index],
+                ha="center",
+                va="center",
+                fontsize=points,
+                family="DejaVu Sans Mono",
+                color=text_rgb,
+                bbox={
+                    "boxstyle": "round,pad=0.25",
+                    "facecolor": tuple(rgb),
+                    "edgecolor": "#bbbbbb",
+                    "linewidth": 0.5,
+                },
             )
             x += widths[index] + gap
     shown = apply_polarity(values, style.polarity)
@@ -175,16 +195,25 @@ def render_token_comparison(
     axes = figure.add_axes(
         (label_room / width, 0.3 / height, cell_w * len(tokens) / width, cell_h * len(panels) / height)
     )
-    image = axes.imshow(scaled, cmap=colormaps["RdBu_r"], vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    image = axes.imshow(
+        scaled, cmap=colormaps["RdBu_r"], vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest"
+    )
     axes.set_yticks(np.arange(len(panels)), [name for name, _ in panels], fontsize=8)
     axes.set_xticks(np.arange(len(tokens)), list(tokens), fontsize=9, rotation=45, ha="left")
     axes.xaxis.tick_top()
     for row in range(matrix.shape[0]):
         for column in range(matrix.shape[1]):
             colour = "white" if abs(scaled[row, column]) > 0.6 else "black"
-            axes.text(column, row, f"{matrix[row, column]:.2g}", ha="center", va="center", fontsize=6, color=colour)
+            axes.text(
+                column, row, f"{matrix[row, column]:.2g}", ha="center", va="center", fontsize=6, color=colour
+            )
     colorbar_axes = figure.add_axes(
-        ((label_room + cell_w * len(tokens) + 0.2) / width, 0.3 / height, 0.16 / width, cell_h * len(panels) / height)
+        (
+            (label_room + cell_w * len(tokens) + 0.2) / width,
+            0.3 / height,
+            0.16 / width,
+            cell_h * len(panels) / height,
+        )
     )
     colorbar = figure.colorbar(image, cax=colorbar_axes)
     colorbar.set_label("attribution / max |attribution| of its row", fontsize=7)

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the explanation server: gRPC, and HTTP with --http-address (default: the demo models on "
-             "127.0.0.1:50051)",
+        "127.0.0.1:50051)",
         description=(
             "Serve smoothed-gradient explanations of the ONNX models of a repository folder over gRPC "
             "(mollify.v1.ExplainerService, grpc.health.v1, reflection). Every flag can also be given as "
@@ -84,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     _install_signal_handlers(server)
     ready = [m.name for m in server.repository.list_models() if m.ready]
-    http = f" (http {settings.http_address.rsplit(':', 1)[0]}:{server.http_port})" if settings.http_address else ""
-    print(f"listening on {settings.host}:{port}{http} ({len(ready)} models ready: {', '.join(ready)})", flush=True)
+    http = (
+        f" (http {settings.http_address.rsplit(':', 1)[0]}:{server.http_port})"
+        if settings.http_address
+        else ""
+    )
+    print(
+        f"listening on {settings.host}:{port}{http} ({len(ready)} models ready: {', '.join(ready)})",
+        flush=True,
+    )
     server.wait_for_termination()
     return EXIT_OK
 

@@ -54,12 +54,18 @@ def add_text_argument(parser: argparse.ArgumentParser, *, several: bool) -> None
     """``--text``: one string (compare) or several, repeatable (explain)."""
     if several:
         parser.add_argument(
-            "--text", "-t", action="extend", nargs="+", metavar="TEXT",
+            "--text",
+            "-t",
+            action="extend",
+            nargs="+",
+            metavar="TEXT",
             help="text models: explain these texts (repeatable; tokenized with the model's tokenizer) "
             "instead of input files",
         )
     else:
-        parser.add_argument("--text", "-t", metavar="TEXT", help="text models: compare on this text instead of a file")
+        parser.add_argument(
+            "--text", "-t", metavar="TEXT", help="text models: compare on this text instead of a file"
+        )
 
 
 def check_text_or_files(texts: Sequence[str] | str | None, files: Sequence[str] | str | None) -> bool:
@@ -81,8 +87,11 @@ def encode_texts(info: ModelInfo, texts: Sequence[str]) -> tuple[TextTokenizer, 
         raise BadInputError(f"--text: {err}") from None
     for index, item in enumerate(encoded, start=1):
         if item.truncated:
-            print(f"warning: text {index}: longer than the {tokenizer.length} tokens {info.name} reads; "
-                  f"the rest was dropped", file=sys.stderr)
+            print(
+                f"warning: text {index}: longer than the {tokenizer.length} tokens {info.name} reads; "
+                f"the rest was dropped",
+                file=sys.stderr,
+            )
     return tokenizer, encoded
 
 
@@ -111,14 +120,18 @@ def write_text_explanation(
 ) -> dict[str, Any]:
     """Write the per-token arrays, the JSON summary and the highlighted-tokens PNG; return the summary."""
     summary = summarise(explained.explanation, item, info)
-    summary.update({
-        "text": explained.text,
-        "tokens": list(explained.tokens),
-        "attribution": explained.attribution,
-        "standard_error": explained.standard_error,
-        "truncated": truncated,
-    })
-    stem = item.name if explained.explanation.rank == 0 else f"{item.name}.rank{explained.explanation.rank + 1}"
+    summary.update(
+        {
+            "text": explained.text,
+            "tokens": list(explained.tokens),
+            "attribution": explained.attribution,
+            "standard_error": explained.standard_error,
+            "truncated": truncated,
+        }
+    )
+    stem = (
+        item.name if explained.explanation.rank == 0 else f"{item.name}.rank{explained.explanation.rank + 1}"
+    )
     files: dict[str, str] = {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,8 +141,13 @@ def write_text_explanation(
             files[key] = str(path)
         if figures:
             title = figure_title(info, item, explained.explanation).split("\n", 1)[1]
-            figure = render_text.render_tokens(out_dir / f"{stem}.tokens.png", explained.tokens,
-                                               explained.attribution, title=f"{info.name}\n{title}", style=style)
+            figure = render_text.render_tokens(
+                out_dir / f"{stem}.tokens.png",
+                explained.tokens,
+                explained.attribution,
+                title=f"{info.name}\n{title}",
+                style=style,
+            )
             files["tokens_figure"] = str(figure)
         summary["files"] = {**files, "summary": str(out_dir / f"{stem}.json")}
         (out_dir / f"{stem}.json").write_text(dumps(summary) + "\n")
@@ -138,8 +156,12 @@ def write_text_explanation(
     return summary
 
 
-def print_text_explanation(summary: dict[str, Any], explained: TextExplanation, style: render.HeatmapStyle,
-                           stream: TextIO | None = None) -> None:
+def print_text_explanation(
+    summary: dict[str, Any],
+    explained: TextExplanation,
+    style: render.HeatmapStyle,
+    stream: TextIO | None = None,
+) -> None:
     out = stream or sys.stdout
     target, prediction = summary["target"], summary["prediction"]
     line = f"{explained.text!r}: explained {target['text']}"
@@ -153,31 +175,57 @@ def print_text_explanation(summary: dict[str, Any], explained: TextExplanation, 
     if use_colour(out):
         print("  " + render_text.colour_tokens(explained.tokens, explained.attribution, style), file=out)
     else:
-        print("  " + render_text.plain_tokens(explained.tokens, explained.attribution, explained.standard_error),
-              file=out)
+        print(
+            "  "
+            + render_text.plain_tokens(explained.tokens, explained.attribution, explained.standard_error),
+            file=out,
+        )
     if summary.get("files"):
         print("  wrote " + ", ".join(summary["files"].values()), file=out)
 
 
-def explain_texts(args: argparse.Namespace, *, method: Method, target: TargetLike, seed: int | None,
-                  style: render.HeatmapStyle) -> int:
+def explain_texts(
+    args: argparse.Namespace,
+    *,
+    method: Method,
+    target: TargetLike,
+    seed: int | None,
+    style: render.HeatmapStyle,
+) -> int:
     """``mollify explain --text``: explain, write and print every text."""
     if args.lower is not None or args.upper is not None:
-        raise UsageError("--lower/--upper: a text model's bounds are its embedding table's; leave them out with --text")
+        raise UsageError(
+            "--lower/--upper: a text model's bounds are its embedding table's; leave them out with --text"
+        )
     with open_client(args) as client:
         info = fetch_model(client, args.model)
         tokenizer, encoded = encode_texts(info, args.text)
         ids, extra = tokenizer.request(encoded)
-        results = explain_inputs(client, info.name, ids, method=method, target=target, seed=seed,
-                                 label=f"explaining with {info.name}", extra_inputs=extra,
-                                 explained_input=getattr(args, "explained_input", ""))
+        results = explain_inputs(
+            client,
+            info.name,
+            ids,
+            method=method,
+            target=target,
+            seed=seed,
+            label=f"explaining with {info.name}",
+            extra_inputs=extra,
+            explained_input=getattr(args, "explained_input", ""),
+        )
     explained = _per_token(encoded, results)
     items = text_items(encoded)
     summaries = []
     for text in explained:
         index = text.explanation.instance_index
-        summary = write_text_explanation(args.out, items[index], text, info, style=style,
-                                         figures=not args.no_figures, truncated=encoded[index].truncated)
+        summary = write_text_explanation(
+            args.out,
+            items[index],
+            text,
+            info,
+            style=style,
+            figures=not args.no_figures,
+            truncated=encoded[index].truncated,
+        )
         summaries.append(summary)
         if not args.json:
             print_text_explanation(summary, text, style)
@@ -202,15 +250,25 @@ def compare_text(args: argparse.Namespace, specs: Sequence[Any], *, target: Targ
     from service.cli.method_flags import method_for_spec
 
     if args.lower is not None or args.upper is not None:
-        raise UsageError("--lower/--upper: a text model's bounds are its embedding table's; leave them out with --text")
+        raise UsageError(
+            "--lower/--upper: a text model's bounds are its embedding table's; leave them out with --text"
+        )
     with open_client(args) as client:
         info = fetch_model(client, args.model)
         tokenizer, encoded = encode_texts(info, [args.text])
         ids, extra = tokenizer.request(encoded)
         results = []
         for spec in specs:
-            [result] = explain_inputs(client, info.name, ids, method=method_for_spec(spec, args), target=target,
-                                      seed=seed, label=f"{spec.title:>18}", extra_inputs=extra)
+            [result] = explain_inputs(
+                client,
+                info.name,
+                ids,
+                method=method_for_spec(spec, args),
+                target=target,
+                seed=seed,
+                label=f"{spec.title:>18}",
+                extra_inputs=extra,
+            )
             results.append(result)
     explained = _per_token(encoded, results)
     item = text_items(encoded)[0]
@@ -223,9 +281,13 @@ def compare_text(args: argparse.Namespace, specs: Sequence[Any], *, target: Targ
         "input": item.source,
         "text": item.source,
         "tokens": list(encoded[0].tokens),
-        "target": {"index": first.target_index, "label": info.labels[first.target_index]
-                   if first.target_index is not None and first.target_index < len(info.labels) else None,
-                   "text": text},
+        "target": {
+            "index": first.target_index,
+            "label": info.labels[first.target_index]
+            if first.target_index is not None and first.target_index < len(info.labels)
+            else None,
+            "text": text,
+        },
         "seed": first.seed,
         "methods": [
             {
@@ -255,8 +317,11 @@ def compare_text(args: argparse.Namespace, specs: Sequence[Any], *, target: Targ
         if not args.no_figures:
             title = f"{info.name} · {text} · seed {first.seed}"
             panels = [(spec.title, one.attribution) for spec, one in zip(specs, explained, strict=True)]
-            files["figure"] = str(render_text.render_token_comparison(out_dir / f"{stem}.png", encoded[0].tokens,
-                                                                      panels, title=title))
+            files["figure"] = str(
+                render_text.render_token_comparison(
+                    out_dir / f"{stem}.png", encoded[0].tokens, panels, title=title
+                )
+            )
         document["files"] = {**files, "summary": str(out_dir / f"{stem}.json")}
         (out_dir / f"{stem}.json").write_text(dumps(document) + "\n")
     except OSError as err:

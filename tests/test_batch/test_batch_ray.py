@@ -16,7 +16,7 @@ from service.batch.model import BatchModel
 from service.batch.sources import open_source
 from service.batch.work import WorkSpec
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e \".[ray]\")")
+ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
 
 HERE = Path(__file__).resolve().parent
 METHOD = Method(samples=8)
@@ -41,9 +41,13 @@ def spec(model: BatchModel, data: Path) -> WorkSpec:
     return WorkSpec(model=model, source=open_source(data, model), method=METHOD, target=None, seed=11)
 
 
-def test_ray_engine_gives_the_local_engines_numbers(mlp: BatchModel, cancer_csv: Path, tmp_path: Path) -> None:
+def test_ray_engine_gives_the_local_engines_numbers(
+    mlp: BatchModel, cancer_csv: Path, tmp_path: Path
+) -> None:
     local = run_batch(BatchJob(spec(mlp, cancer_csv), tmp_path / "local", block_rows=16))
-    remote = run_batch(BatchJob(spec(mlp, cancer_csv), tmp_path / "ray", block_rows=6, engine="ray", workers=2))
+    remote = run_batch(
+        BatchJob(spec(mlp, cancer_csv), tmp_path / "ray", block_rows=6, engine="ray", workers=2)
+    )
     assert local.explained == remote.explained == 40 and remote.blocks == 7
     a, b = rows(tmp_path / "local"), rows(tmp_path / "ray")
     assert list(b["id"]) == list(range(40))
@@ -52,8 +56,9 @@ def test_ray_engine_gives_the_local_engines_numbers(mlp: BatchModel, cancer_csv:
     assert list(a["seed"]) == list(b["seed"]) and list(a["target"]) == list(b["target"])
 
 
-def test_actor_killed_mid_job_is_retried_and_rows_written_once(mlp: BatchModel, cancer_csv: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_actor_killed_mid_job_is_retried_and_rows_written_once(
+    mlp: BatchModel, cancer_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(HERE))
     import batch_helpers  # type: ignore[import-not-found]
     from ray import cloudpickle  # Ray's own copy pickles what actors receive

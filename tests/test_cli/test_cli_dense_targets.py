@@ -32,7 +32,9 @@ def test_region_flags() -> None:
     assert dense_target_from_args(_parse("--region", ":,10:20,5")) == RegionTarget(
         axes=(slice(None), slice(10, 20), 5)
     )
-    assert dense_target_from_args(_parse("--region=-1", "--region-mean")) == RegionTarget(axes=(-1,), reduction="mean")
+    assert dense_target_from_args(_parse("--region=-1", "--region-mean")) == RegionTarget(
+        axes=(-1,), reduction="mean"
+    )
     assert dense_target_from_args(_parse()) is None
 
 
@@ -54,8 +56,16 @@ def test_detection_flags() -> None:
         class_index=2
     )
     assert dense_target_from_args(
-        _parse("--detection", "17", "--detection-class", "0", "--detection-layout", "anchors_first",
-               "--box-values", "5")
+        _parse(
+            "--detection",
+            "17",
+            "--detection-class",
+            "0",
+            "--detection-layout",
+            "anchors_first",
+            "--box-values",
+            "5",
+        )
     ) == DetectionTarget(index=17, class_index=0, layout="anchors_first", box_values=5)
 
 
@@ -67,7 +77,10 @@ def test_detection_flags() -> None:
         (["--detection", "--target", "top:2"], "--target top:2 and --detection"),
         (["--region-mean"], "--region-mean needs --region"),
         (["--detection-class", "1"], "--detection-class need --detection"),
-        (["--box-values", "5", "--detection-layout", "anchors_first"], "--detection-layout, --box-values need"),
+        (
+            ["--box-values", "5", "--detection-layout", "anchors_first"],
+            "--detection-layout, --box-values need",
+        ),
         (["--detection", "first"], "--detection: expected a detection index"),
         (["--detection", "-1"], "--detection: expected a detection index"),
         (["--region", "1;2"], "--region: entry 0"),
@@ -78,7 +91,9 @@ def test_dense_flag_errors_are_usage_errors(argv: list[str], message: str) -> No
         dense_target_from_args(_parse(*argv))
 
 
-@pytest.mark.parametrize("argv", [["--detection-class", "-1"], ["--box-values", "x"], ["--detection-layout", "rows"]])
+@pytest.mark.parametrize(
+    "argv", [["--detection-class", "-1"], ["--box-values", "x"], ["--detection-layout", "rows"]]
+)
 def test_bad_dense_flag_values_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _parse(*argv)
@@ -93,17 +108,41 @@ def test_target_from_args_combines_a_region_with_tensor() -> None:
 
 
 def _info() -> ModelInfo:
-    return ModelInfo(name="yolo", ready=True, error="", input_name="x", input_shape=(1, 8, 8), output_name="y",
-                     output_shape=(7, 16), lower=np.zeros((1, 8, 8)), upper=np.ones((1, 8, 8)),
-                     labels=["cat", "dog", "bird"], feature_names=[], preprocessing={}, provider="cpu",
-                     description="")
+    return ModelInfo(
+        name="yolo",
+        ready=True,
+        error="",
+        input_name="x",
+        input_shape=(1, 8, 8),
+        output_name="y",
+        output_shape=(7, 16),
+        lower=np.zeros((1, 8, 8)),
+        upper=np.ones((1, 8, 8)),
+        labels=["cat", "dog", "bird"],
+        feature_names=[],
+        preprocessing={},
+        provider="cpu",
+        description="",
+    )
 
 
 def _explanation(outputs: np.ndarray, cotangent: np.ndarray, index: int | None) -> InstanceExplanation:
-    return InstanceExplanation(attribution=np.zeros((1, 8, 8)), standard_error=np.zeros((1, 8, 8)), outputs=outputs,
-                               target_index=index, samples=1, gradient_evaluations=1, seed=0, inherent_noise=0.0,
-                               relative_error=0.0, queued_ms=0.0, computing_ms=1.0, provider="cpu", description="Grad",
-                               cotangent=cotangent)
+    return InstanceExplanation(
+        attribution=np.zeros((1, 8, 8)),
+        standard_error=np.zeros((1, 8, 8)),
+        outputs=outputs,
+        target_index=index,
+        samples=1,
+        gradient_evaluations=1,
+        seed=0,
+        inherent_noise=0.0,
+        relative_error=0.0,
+        queued_ms=0.0,
+        computing_ms=1.0,
+        provider="cpu",
+        description="Grad",
+        cotangent=cotangent,
+    )
 
 
 def test_summary_names_the_detection_and_its_score() -> None:
@@ -134,10 +173,25 @@ def test_summary_names_the_region_and_its_value() -> None:
     assert target_text(_info(), explanation, RegionTarget(mask=mask)) == "the sum over a mask of 5 elements"
 
 
-def test_explain_a_region_end_to_end(server_address: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["explain", "--model", "digits_cnn", DIGIT, "--server", server_address, "--out", str(tmp_path),
-            "--method", "vanilla", "--region", "3:5", "--seed", "1"]
+def test_explain_a_region_end_to_end(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "explain",
+        "--model",
+        "digits_cnn",
+        DIGIT,
+        "--server",
+        server_address,
+        "--out",
+        str(tmp_path),
+        "--method",
+        "vanilla",
+        "--region",
+        "3:5",
+        "--seed",
+        "1",
+    ]
     code = main([*argv, "--json"])
     out = capsys.readouterr().out
     assert code == 0
@@ -148,28 +202,81 @@ def test_explain_a_region_end_to_end(server_address: str, tmp_path: Path,
     # The sum over classes 3 and 4 is the sum of the two class explanations (the gradient is linear).
     parts = []
     for index in ("3", "4"):
-        assert main(["explain", "--model", "digits_cnn", DIGIT, "--server", server_address, "--out",
-                     str(tmp_path / index), "--method", "vanilla", "--target", index]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    "--model",
+                    "digits_cnn",
+                    DIGIT,
+                    "--server",
+                    server_address,
+                    "--out",
+                    str(tmp_path / index),
+                    "--method",
+                    "vanilla",
+                    "--target",
+                    index,
+                ]
+            )
+            == 0
+        )
         parts.append(np.load(tmp_path / index / "digit_3.attribution.npy"))
     capsys.readouterr()
-    np.testing.assert_allclose(np.load(tmp_path / "digit_3.attribution.npy"), parts[0] + parts[1], rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "digit_3.attribution.npy"), parts[0] + parts[1], rtol=1e-4, atol=1e-6
+    )
     assert main(argv) == 0
     assert "explained the sum over 3:5, value" in capsys.readouterr().out
 
 
-def test_detection_on_a_classifier_is_invalid_argument(server_address: str, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["explain", "--model", "digits_cnn", DIGIT, "--server", server_address, "--out", str(tmp_path),
-                 "--method", "vanilla", "--detection"])
+def test_detection_on_a_classifier_is_invalid_argument(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "explain",
+            "--model",
+            "digits_cnn",
+            DIGIT,
+            "--server",
+            server_address,
+            "--out",
+            str(tmp_path),
+            "--method",
+            "vanilla",
+            "--detection",
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0
     assert "INVALID_ARGUMENT" in err and "target.detection" in err and "explain a region of it instead" in err
 
 
-def test_compare_names_the_region(server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["compare", "-m", "digits_cnn", DIGIT, "--server", server_address, "--out", str(tmp_path),
-                 "--methods", "grad,smoothgrad", "--samples", "4", "--seed", "2", "--region", "3:5", "--json"])
+def test_compare_names_the_region(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "compare",
+            "-m",
+            "digits_cnn",
+            DIGIT,
+            "--server",
+            server_address,
+            "--out",
+            str(tmp_path),
+            "--methods",
+            "grad,smoothgrad",
+            "--samples",
+            "4",
+            "--seed",
+            "2",
+            "--region",
+            "3:5",
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     document = json.loads(out)

@@ -21,16 +21,41 @@ FEATURE_MAP = "relu"  # the first convolution's activations in the bundled digit
 def test_explain_at_a_feature_map_equals_the_client(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["explain", "-m", "digits_cnn", DIGIT, "--server", server_address, "--out", str(out_dir),
-            "--method", "vanilla", "--target", "3", "--explained-input", FEATURE_MAP, "--lower", "0",
-            "--upper", "20", "--json"]
+    argv = [
+        "explain",
+        "-m",
+        "digits_cnn",
+        DIGIT,
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--method",
+        "vanilla",
+        "--target",
+        "3",
+        "--explained-input",
+        FEATURE_MAP,
+        "--lower",
+        "0",
+        "--upper",
+        "20",
+        "--json",
+    ]
     assert main(argv) == 0
     [summary] = json.loads(capsys.readouterr().out)["explanations"]
     with ExplainerClient(server_address) as client:
         info = client.get_model("digits_cnn")
         pixels = stack(load_inputs([DIGIT], InputSpec.from_model_info(info)))
-        [expected] = client.explain("digits_cnn", pixels, method=Method(base="gradient", mode="none"), target=3,
-                                    lower=0.0, upper=20.0, explained_input=FEATURE_MAP)
+        [expected] = client.explain(
+            "digits_cnn",
+            pixels,
+            method=Method(base="gradient", mode="none"),
+            target=3,
+            lower=0.0,
+            upper=20.0,
+            explained_input=FEATURE_MAP,
+        )
     assert expected.attribution.shape != tuple(info.input_shape)
     assert summary["attribution_shape"] == list(expected.attribution.shape)
     written = np.load(summary["files"]["attribution"])
@@ -40,8 +65,20 @@ def test_explain_at_a_feature_map_equals_the_client(
 def test_explain_at_a_feature_map_without_bounds_names_them(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["explain", "-m", "digits_cnn", DIGIT, "--server", server_address, "--out", str(out_dir),
-            "--method", "vanilla", "--explained-input", FEATURE_MAP]
+    argv = [
+        "explain",
+        "-m",
+        "digits_cnn",
+        DIGIT,
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--method",
+        "vanilla",
+        "--explained-input",
+        FEATURE_MAP,
+    ]
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert err.startswith("INVALID_ARGUMENT: ") and "lower and upper" in err and repr(FEATURE_MAP) in err

@@ -26,7 +26,11 @@ CANCER = ModelConfig.load(repository_path() / "breast_cancer_mlp")
 
 def _spec(config: ModelConfig) -> InputSpec:
     return InputSpec(
-        config.input_shape, config.preprocessing, tuple(config.feature_names), config.lower_array(), config.upper_array()
+        config.input_shape,
+        config.preprocessing,
+        tuple(config.feature_names),
+        config.lower_array(),
+        config.upper_array(),
     )
 
 
@@ -62,10 +66,14 @@ def test_large_transparent_drawing_is_shrunk_on_white_and_clipped_to_the_domain(
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 5), (4, 5, 3)])
-def test_rgb_images_follow_the_layout_and_per_channel_normalisation(tmp_path: Path, shape: tuple[int, ...]) -> None:
+def test_rgb_images_follow_the_layout_and_per_channel_normalisation(
+    tmp_path: Path, shape: tuple[int, ...]
+) -> None:
     rgb = np.random.default_rng(1).integers(0, 256, size=(4, 5, 3)).astype(np.uint8)
     Image.fromarray(rgb, "RGB").save(tmp_path / "photo.png")
-    pre = Preprocessing(kind="image", size=(4, 5), channels=3, scale=1 / 255, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5])
+    pre = Preprocessing(
+        kind="image", size=(4, 5), channels=3, scale=1 / 255, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5]
+    )
     spec = InputSpec(shape, pre)
     [item] = load_inputs([tmp_path / "photo.png"], spec)
     expected = (rgb / 255.0 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])
@@ -93,7 +101,16 @@ def test_arrays_one_batch_squeezed_and_npz(tmp_path: Path) -> None:
     np.save(tmp_path / "batch.npy", rng.random((3, 1, 8, 8)))
     np.savez(tmp_path / "pack.npz", b=rng.random((1, 8, 8)), a=rng.random((2, 8, 8)))
     loaded = load_inputs([tmp_path / n for n in ("one.npy", "flat.npy", "batch.npy", "pack.npz")], spec)
-    assert [item.name for item in loaded] == ["one", "flat", "batch_0", "batch_1", "batch_2", "pack_a_0", "pack_a_1", "pack_b"]
+    assert [item.name for item in loaded] == [
+        "one",
+        "flat",
+        "batch_0",
+        "batch_1",
+        "batch_2",
+        "pack_a_0",
+        "pack_a_1",
+        "pack_b",
+    ]
     assert stack(loaded).shape == (8, 1, 8, 8) and stack(loaded).dtype == np.float32
 
 
@@ -169,6 +186,8 @@ def test_csv_errors_name_line_and_feature(tmp_path: Path) -> None:
 
 
 def test_preprocessing_from_a_wire_dict_keeps_defaults_for_unset_values() -> None:
-    pre = preprocessing_from_dict({"kind": "", "size": None, "mean": [], "std": [2.0, 3.0], "channels": 3, "future": 1})
+    pre = preprocessing_from_dict(
+        {"kind": "", "size": None, "mean": [], "std": [2.0, 3.0], "channels": 3, "future": 1}
+    )
     assert pre == Preprocessing(kind="tensor", channels=3, std=[2.0, 3.0])
     assert preprocessing_from_dict({"size": [8, 8]}).size == (8, 8)

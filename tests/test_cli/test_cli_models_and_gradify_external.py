@@ -18,10 +18,22 @@ from service.vocabulary import ModelInfo
 
 def _info(name: str, **fields: object) -> ModelInfo:
     values: dict[str, object] = dict(
-        name=name, ready=True, error="", input_name="input", input_shape=(3, 8, 8), output_name="logits",
-        output_shape=(5,), lower=np.zeros(1, np.float32), upper=np.ones(1, np.float32), labels=list("abcde"),
-        feature_names=[], preprocessing={}, provider="CPUExecutionProvider", description="",
-        batching="dynamic", version="0123456789abcdef",
+        name=name,
+        ready=True,
+        error="",
+        input_name="input",
+        input_shape=(3, 8, 8),
+        output_name="logits",
+        output_shape=(5,),
+        lower=np.zeros(1, np.float32),
+        upper=np.ones(1, np.float32),
+        labels=list("abcde"),
+        feature_names=[],
+        preprocessing={},
+        provider="CPUExecutionProvider",
+        description="",
+        batching="dynamic",
+        version="0123456789abcdef",
     )
     values.update(fields)
     return ModelInfo(**values)  # type: ignore[arg-type]
@@ -33,9 +45,17 @@ def test_models_shows_batching_and_a_failed_newer_version() -> None:
         _info("torch_default", batching="fixed", fixed_batch_size=1),
         _info("export_b4", batching="fixed", fixed_batch_size=4),
         _info("made_symbolic", batching="symbolic"),
-        _info("flip", stale=True, candidate_error="InvalidModelError: model file 'flip/model.onnx' is truncated"),
-        _info("broken", ready=False, error="ModelConfigError: lacks the field 'input_shape'", batching="",
-              provider="", version=""),
+        _info(
+            "flip", stale=True, candidate_error="InvalidModelError: model file 'flip/model.onnx' is truncated"
+        ),
+        _info(
+            "broken",
+            ready=False,
+            error="ModelConfigError: lacks the field 'input_shape'",
+            batching="",
+            provider="",
+            version="",
+        ),
     ]
     text = describe(models)
     rows = {line.split()[0]: line for line in text.splitlines()[2:8]}
@@ -43,12 +63,18 @@ def test_models_shows_batching_and_a_failed_newer_version() -> None:
     assert "dynamic" in rows["dynamic_net"] and "fixed (1 row)" in rows["torch_default"]
     assert "fixed (4 rows)" in rows["export_b4"] and "symbolic" in rows["made_symbolic"]
     assert rows["flip"].split()[1] == "stale" and rows["broken"].split()[1] == "FAILED"
-    assert "flip: its changed files failed to load; the last good version (0123456789abcdef) keeps serving: " \
-           "InvalidModelError: model file 'flip/model.onnx' is truncated" in text
+    assert (
+        "flip: its changed files failed to load; the last good version (0123456789abcdef) keeps serving: "
+        "InvalidModelError: model file 'flip/model.onnx' is truncated" in text
+    )
     assert "broken: ModelConfigError" in text
     record = model_record(models[1])
-    assert (record["batching"], record["fixed_batch_size"], record["stale"], record["candidate_error"]) == \
-        ("fixed", 1, False, "")
+    assert (record["batching"], record["fixed_batch_size"], record["stale"], record["candidate_error"]) == (
+        "fixed",
+        1,
+        False,
+        "",
+    )
     assert model_record(models[4])["stale"] and "truncated" in model_record(models[4])["candidate_error"]
 
 
@@ -69,15 +95,22 @@ def _external_data_source(folder: Path) -> Path:
     weight = np.arange(128, dtype=np.float32).reshape(16, 8) / 200  # over 64 values: never inlined
     graph = helper.make_graph(
         [helper.make_node("Tanh", ["x"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["logits"])],
-        "external", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 8])],
         [numpy_helper.from_array(weight, "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     return folder / "model.onnx"
 
 

@@ -11,9 +11,29 @@ import pytest
 from service.cli import main
 
 
-def _explain(capsys: pytest.CaptureFixture[str], server: str, out: Path, source: Path, method: str) -> tuple[dict, str]:  # type: ignore[type-arg]
-    code = main(["explain", "-m", "digits_cnn", str(source), "--server", server, "--out", str(out),
-                 "--samples", "4", "--seed", "1", "--method", method, "--json", "--no-figures"])
+def _explain(
+    capsys: pytest.CaptureFixture[str], server: str, out: Path, source: Path, method: str
+) -> tuple[dict, str]:  # type: ignore[type-arg]
+    code = main(
+        [
+            "explain",
+            "-m",
+            "digits_cnn",
+            str(source),
+            "--server",
+            server,
+            "--out",
+            str(out),
+            "--samples",
+            "4",
+            "--seed",
+            "1",
+            "--method",
+            method,
+            "--json",
+            "--no-figures",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     [summary] = json.loads(captured.out)["explanations"]

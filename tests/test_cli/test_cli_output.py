@@ -64,7 +64,8 @@ def _run_guarded(error: BaseException | None, capsys: pytest.CaptureFixture[str]
 def test_guarded_prints_code_and_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run_guarded(None, capsys) == (0, "")
     assert _run_guarded(BadInputError("input 'x.png' does not exist"), capsys) == (
-        EXIT_USAGE, "BAD_INPUT: input 'x.png' does not exist\n"
+        EXIT_USAGE,
+        "BAD_INPUT: input 'x.png' does not exist\n",
     )
     code, err = _run_guarded(server_error("NOT_FOUND", "no model named 'cat'"), capsys)
     assert (code, err) == (EXIT_SERVER, "NOT_FOUND: no model named 'cat'\n")

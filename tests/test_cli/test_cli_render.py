@@ -34,7 +34,9 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def test_heatmap_of_a_small_image_is_large_and_not_blank(tmp_path: Path) -> None:
-    path = render_heatmap(tmp_path / "h.png", DIGIT, RNG.normal(size=(8, 8)), title="model · x.png\nSmoothGrad")
+    path = render_heatmap(
+        tmp_path / "h.png", DIGIT, RNG.normal(size=(8, 8)), title="model · x.png\nSmoothGrad"
+    )
     pixels = _pixels(path)
     height, width, _ = pixels.shape
     assert height >= 256 + 40 and width >= 3 * 256
@@ -91,7 +93,9 @@ def test_bad_styles_are_named(style: HeatmapStyle, message: str) -> None:
 
 def test_rgb_heatmap_keeps_the_aspect_ratio(tmp_path: Path) -> None:
     image = RNG.random((30, 60, 3))
-    path = render_heatmap(tmp_path / "wide.png", image, RNG.normal(size=(30, 60)), style=HeatmapStyle(polarity="absolute"))
+    path = render_heatmap(
+        tmp_path / "wide.png", image, RNG.normal(size=(30, 60)), style=HeatmapStyle(polarity="absolute")
+    )
     height, width, _ = _pixels(path).shape
     assert width > 3 * 256 and height < width / 2.5  # side by side, a colour bar beneath: a wide figure
     with pytest.raises(ValueError, match="expected shape"):
@@ -101,7 +105,9 @@ def test_rgb_heatmap_keeps_the_aspect_ratio(tmp_path: Path) -> None:
 def test_ranking_and_table() -> None:
     attribution = np.array([0.1, -3.0, 2.0, 0.0])
     assert ranked_order(attribution).tolist() == [1, 2, 0, 3]
-    table = ranked_table(["a", "b", "c", "d"], attribution, np.full(4, 0.01), np.array([1.0, 2.0, 3.0, 4.0]), top=2)
+    table = ranked_table(
+        ["a", "b", "c", "d"], attribution, np.full(4, 0.01), np.array([1.0, 2.0, 3.0, 4.0]), top=2
+    )
     lines = table.splitlines()
     assert len(lines) == 4  # header, rule, two rows
     assert lines[2].split()[:4] == ["1", "b", "2", "-3"]
@@ -110,13 +116,17 @@ def test_ranking_and_table() -> None:
 
 def test_bar_chart_and_comparisons(tmp_path: Path) -> None:
     names = [f"feature {i}" for i in range(12)]
-    bars = render_bar_chart(tmp_path / "b.png", names, RNG.normal(size=12), np.full(12, 0.1), RNG.random(12), top=5)
+    bars = render_bar_chart(
+        tmp_path / "b.png", names, RNG.normal(size=12), np.full(12, 0.1), RNG.random(12), top=5
+    )
     assert _pixels(bars).std() > 20
     panels = [(f"m{i}", RNG.normal(size=(8, 8))) for i in range(6)]
     grid = render_comparison(tmp_path / "c.png", DIGIT, panels, columns=3, title="t")
     height, width, _ = _pixels(grid).shape
     assert width > height > 200
-    matrix = render_feature_comparison(tmp_path / "f.png", names, [(t, RNG.normal(size=12)) for t, _ in panels])
+    matrix = render_feature_comparison(
+        tmp_path / "f.png", names, [(t, RNG.normal(size=12)) for t, _ in panels]
+    )
     assert _pixels(matrix).std() > 20
     with pytest.raises(ValueError, match="expected 12 names"):
         render_bar_chart(tmp_path / "x.png", names[:3], np.zeros(12), np.zeros(12))
@@ -127,5 +137,7 @@ def test_style_flags_default_to_signed_unless_the_maps_are_nonnegative() -> None
     add_render_arguments(parser)
     assert style_from_args(parser.parse_args([])).polarity == "both"
     assert style_from_args(parser.parse_args([]), nonnegative=True).polarity == "absolute"
-    chosen = style_from_args(parser.parse_args(["--polarity", "negative", "--cmap", "viridis"]), nonnegative=True)
+    chosen = style_from_args(
+        parser.parse_args(["--polarity", "negative", "--cmap", "viridis"]), nonnegative=True
+    )
     assert (chosen.polarity, chosen.colormap_name()) == ("negative", "viridis")

@@ -42,7 +42,9 @@ def test_no_large_blank_margins(tmp_path: Path, shape: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("scale", [1.0, 1e-4, 3e4])
-def test_every_text_and_the_colour_bar_label_lie_inside_the_figure(shape: tuple[int, int], scale: float) -> None:
+def test_every_text_and_the_colour_bar_label_lie_inside_the_figure(
+    shape: tuple[int, int], scale: float
+) -> None:
     image, attribution = _inputs(shape, scale)
     for style in (HeatmapStyle(), HeatmapStyle(polarity="negative", panel_px=96)):
         figure = heatmap_figure(image, attribution, title=TITLE, style=style)
@@ -50,10 +52,15 @@ def test_every_text_and_the_colour_bar_label_lie_inside_the_figure(shape: tuple[
         renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
         bounds = figure.bbox
         colorbar_axes = figure.axes[-1]
-        label = colorbar_axes.yaxis.label if colorbar_axes.yaxis.label.get_text() else colorbar_axes.xaxis.label
+        label = (
+            colorbar_axes.yaxis.label if colorbar_axes.yaxis.label.get_text() else colorbar_axes.xaxis.label
+        )
         assert "saturates at the 99th percentile" in label.get_text()
         box = label.get_window_extent(renderer)
-        assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1 and bounds.y0 <= box.y0 and box.y1 <= bounds.y1, (box, bounds)
+        assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1 and bounds.y0 <= box.y0 and box.y1 <= bounds.y1, (
+            box,
+            bounds,
+        )
         # Everything drawn (titles, tick labels, the offset of large or small scales) stays inside.
         tight = figure.get_tightbbox(renderer)
         assert tight is not None
@@ -86,9 +93,23 @@ def test_the_figure_follows_the_aspect_ratio(tmp_path: Path, shape: tuple[int, i
 
 
 def test_small_panels_put_the_colour_bar_below() -> None:
-    wide_row = heatmap_layout((30, 60), 256, "", ("input", "attribution", "overlay"), "attribution\n(saturates at the 99th percentile)")
+    wide_row = heatmap_layout(
+        (30, 60),
+        256,
+        "",
+        ("input", "attribution", "overlay"),
+        "attribution\n(saturates at the 99th percentile)",
+    )
     assert wide_row.orientation == "horizontal" and not wide_row.stacked
-    square = heatmap_layout((28, 28), 256, "", ("input", "attribution", "overlay"), "attribution\n(saturates at the 99th percentile)")
+    square = heatmap_layout(
+        (28, 28),
+        256,
+        "",
+        ("input", "attribution", "overlay"),
+        "attribution\n(saturates at the 99th percentile)",
+    )
     assert square.orientation == "vertical"
     bar_x, bar_y, bar_w, _ = wide_row.colorbar
-    assert bar_y < min(panel[1] for panel in wide_row.panels) and bar_x >= 0 and bar_x + bar_w <= wide_row.width
+    assert (
+        bar_y < min(panel[1] for panel in wide_row.panels) and bar_x >= 0 and bar_x + bar_w <= wide_row.width
+    )

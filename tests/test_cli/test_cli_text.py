@@ -52,8 +52,23 @@ def test_explain_text_writes_per_token_files(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     texts = [TEXT, "honestly the story was really dull !"]
-    code, out, err = _run(capsys, "explain", "-m", MODEL, "--text", *texts, "--samples", "8", "--seed", "5",
-                          "--server", server_address, "--out", str(out_dir), "--json")
+    code, out, err = _run(
+        capsys,
+        "explain",
+        "-m",
+        MODEL,
+        "--text",
+        *texts,
+        "--samples",
+        "8",
+        "--seed",
+        "5",
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--json",
+    )
     assert code == 0, err
     document = json.loads(out)
     assert [e["name"] for e in document["explanations"]] == ["text1", "text2"]
@@ -75,8 +90,23 @@ def test_explain_text_writes_per_token_files(
 def test_explain_text_prints_values_off_a_terminal(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(capsys, "explain", "-m", MODEL, "--text", TEXT, "--samples", "4", "--seed", "1",
-                          "--server", server_address, "--out", str(out_dir), "--no-figures")
+    code, out, err = _run(
+        capsys,
+        "explain",
+        "-m",
+        MODEL,
+        "--text",
+        TEXT,
+        "--samples",
+        "4",
+        "--seed",
+        "1",
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--no-figures",
+    )
     assert code == 0, err
     assert "\x1b[" not in out
     assert "predicted positive" in out
@@ -89,21 +119,51 @@ def test_attribution_per_token_matches_a_direct_estimator_call(
 ) -> None:
     from service.instance_models import open_instance_session
 
-    code, out, err = _run(capsys, "explain", "-m", MODEL, "--text", TEXT, "--samples", "16", "--seed", "11",
-                          "--method", "smoothgrad", "--target", "1", "--server", server_address,
-                          "--out", str(out_dir), "--json", "--no-figures")
+    code, out, err = _run(
+        capsys,
+        "explain",
+        "-m",
+        MODEL,
+        "--text",
+        TEXT,
+        "--samples",
+        "16",
+        "--seed",
+        "11",
+        "--method",
+        "smoothgrad",
+        "--target",
+        "1",
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--json",
+        "--no-figures",
+    )
     assert code == 0, err
     [summary] = json.loads(out)["explanations"]
     config = ModelConfig.load(FOLDER)
-    session = open_instance_session(FOLDER / MODEL_FILE_NAME, onnx.load(FOLDER / MODEL_FILE_NAME), config,
-                                    tmp_path / "cache", device="cpu")
+    session = open_instance_session(
+        FOLDER / MODEL_FILE_NAME,
+        onnx.load(FOLDER / MODEL_FILE_NAME),
+        config,
+        tmp_path / "cache",
+        device="cpu",
+    )
     encoding = tokenizers.Tokenizer.from_file(str(FOLDER / "tokenizer.json")).encode(TEXT)
     ids = np.asarray(encoding.ids, dtype=np.int64)
     mask = np.asarray(encoding.attention_mask, dtype=np.int64)
     extras = {"attention_mask": mask}
-    direct = explain(session.bind(ids, extras), session.explained_value(ids, extras),
-                     Method(samples=16, channel_axis=-1, channel_reduction="sum"), ClassTarget(1),
-                     lower=session.lower, upper=session.upper, seed=11)
+    direct = explain(
+        session.bind(ids, extras),
+        session.explained_value(ids, extras),
+        Method(samples=16, channel_axis=-1, channel_reduction="sum"),
+        ClassTarget(1),
+        lower=session.lower,
+        upper=session.upper,
+        seed=11,
+    )
     n = len(summary["tokens"])
     assert direct.attribution.shape == (16,) and np.all(mask[:n] == 1) and np.all(mask[n:] == 0)
     np.testing.assert_allclose(summary["attribution"], direct.attribution[:n], rtol=1e-4, atol=1e-6)
@@ -113,8 +173,25 @@ def test_attribution_per_token_matches_a_direct_estimator_call(
 def test_compare_on_text_draws_methods_by_tokens(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(capsys, "compare", "-m", MODEL, "--text", TEXT, "--methods", "grad,smoothgrad,adaptgrad:ig",
-                          "--samples", "4", "--seed", "2", "--server", server_address, "--out", str(out_dir), "--json")
+    code, out, err = _run(
+        capsys,
+        "compare",
+        "-m",
+        MODEL,
+        "--text",
+        TEXT,
+        "--methods",
+        "grad,smoothgrad,adaptgrad:ig",
+        "--samples",
+        "4",
+        "--seed",
+        "2",
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+        "--json",
+    )
     assert code == 0, err
     document = json.loads(out)
     tokens = _tokens(TEXT)
@@ -132,13 +209,25 @@ def test_compare_on_text_draws_methods_by_tokens(
 def test_text_needs_a_model_with_a_tokenizer(
     server_address: str, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run(capsys, "explain", "-m", "digits_cnn", "--text", "hello", "--server", server_address,
-                        "--out", str(out_dir))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        "-m",
+        "digits_cnn",
+        "--text",
+        "hello",
+        "--server",
+        server_address,
+        "--out",
+        str(out_dir),
+    )
     assert code == 2
     assert "'digits_cnn' has no tokenizer" in err and "tokenizer.json" in err
 
 
-def test_text_and_files_together_are_a_usage_error(capsys: pytest.CaptureFixture[str], dead_address: str) -> None:
+def test_text_and_files_together_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str], dead_address: str
+) -> None:
     code, _, err = _run(capsys, "explain", "-m", MODEL, "x.npy", "--text", TEXT, "--server", dead_address)
     assert code == 2 and "not both" in err
     code, _, err = _run(capsys, "compare", "-m", MODEL, "--server", dead_address)
@@ -165,7 +254,10 @@ def test_terminal_colours_are_diverging_and_centred() -> None:
 
 
 def test_plain_tokens_and_when_to_colour(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert plain_tokens(["a", "b"], np.array([0.5, -0.25]), np.array([0.01, 0.02])) == "a(+0.5±0.01) b(-0.25±0.02)"
+    assert (
+        plain_tokens(["a", "b"], np.array([0.5, -0.25]), np.array([0.01, 0.02]))
+        == "a(+0.5±0.01) b(-0.25±0.02)"
+    )
     assert plain_tokens(["a"], np.array([1.0])) == "a(+1)"
 
     class Terminal(io.StringIO):

@@ -23,9 +23,15 @@ METHODS = {
     # Past one noise block (64 draws) and one moments group: chunks straddle both boundaries.
     "smoothgrad_blocks": Method(samples=150),
     "gxi_sq_sum_blocks": Method(
-        base="gradient_x_input", transform="smoothgrad_sq", channel_axis=0, channel_reduction="sum", samples=130
+        base="gradient_x_input",
+        transform="smoothgrad_sq",
+        channel_axis=0,
+        channel_reduction="sum",
+        samples=130,
     ),
-    "vargrad_max_abs_blocks": Method(transform="vargrad", channel_axis=0, channel_reduction="max_abs", samples=100),
+    "vargrad_max_abs_blocks": Method(
+        transform="vargrad", channel_axis=0, channel_reduction="max_abs", samples=100
+    ),
     "sig_outer_blocks": Method(base="integrated_gradients", ig_steps=3, samples=70, ig_smoothing="outer"),
     "sig_inner_blocks": Method(base="integrated_gradients", ig_steps=2, samples=70),
     "fusion_blocks": Method(mode="fusion", samples=70, weight_draws=2),

@@ -38,7 +38,9 @@ def test_the_float32_pixels_really_land_outside_the_float64_bounds() -> None:
 def test_adaptgrad_counts_pixels_within_rounding_of_a_bound_as_on_it() -> None:
     x = _document()
     model = ReluShiftModel(0.0, x.shape)
-    result = explain(model, x, Method(scale="adaptive", samples=8), ClassTarget(0), lower=LOWER, upper=UPPER, seed=1)
+    result = explain(
+        model, x, Method(scale="adaptive", samples=8), ClassTarget(0), lower=LOWER, upper=UPPER, seed=1
+    )
     # Closed form (AdaptGrad, one-sided rule, c = 0.95): only the grey row can leave the domain.
     grey = x[:, 2, :].astype(np.float64)
     lo, hi = LOWER[:, 2, :], UPPER[:, 2, :]

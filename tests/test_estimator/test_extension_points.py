@@ -90,7 +90,9 @@ def test_registration_is_checked_and_undone(gradient_squared: str) -> None:
 def test_unknown_names_list_the_registries() -> None:
     with pytest.raises(InvalidArgumentError, match="method.base: expected one of gradient, gradient_x_input"):
         planned_evaluations(Method(base="gradient_squared"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match="method.mode: expected one of none, input, parameter, fusion"):
+    with pytest.raises(
+        InvalidArgumentError, match="method.mode: expected one of none, input, parameter, fusion"
+    ):
         planned_evaluations(Method(mode="weights"))  # type: ignore[arg-type]
     assert get_smoothing("fusion").input_noise and get_smoothing("fusion").weight_noise
     assert get_base_method("integrated_gradients").rows_per_sample(Method(ig_steps=7)) == 7
@@ -115,7 +117,11 @@ def _cli_choices() -> dict[str, set[str]]:
     ],
 )
 def test_proto_cli_and_types_list_what_the_registry_holds(
-    field: str, registry: typing.Callable[[], tuple[str, ...]], literal: typing.Any, enum: typing.Any, prefix: str
+    field: str,
+    registry: typing.Callable[[], tuple[str, ...]],
+    literal: typing.Any,
+    enum: typing.Any,
+    prefix: str,
 ) -> None:
     names = set(registry())
     assert _proto_names(enum, prefix) == names

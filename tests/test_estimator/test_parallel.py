@@ -34,7 +34,9 @@ def test_slices_cover_every_item_once_and_respect_the_minimum_work() -> None:
     for count, per_item in ((1, 10), (7, 10**6), (1000, 1), (50, MIN_VALUES_PER_TASK)):
         ranges = slices(count, per_item)
         assert ranges[0][0] == 0 and ranges[-1][1] == count
-        assert all(a < b for a, b in ranges) and all(b == c for (_, b), (c, _) in zip(ranges[:-1], ranges[1:], strict=True))
+        assert all(a < b for a, b in ranges) and all(
+            b == c for (_, b), (c, _) in zip(ranges[:-1], ranges[1:], strict=True)
+        )
         assert len(ranges) <= worker_count()
         if len(ranges) > 1:
             assert min(b - a for a, b in ranges) * per_item >= MIN_VALUES_PER_TASK
@@ -97,15 +99,25 @@ def test_parallel_moments_equal_the_serial_fold_bit_for_bit(monkeypatch: pytest.
         serial.add(z)
     np.testing.assert_array_equal(parallel.mean, serial.mean)
     np.testing.assert_array_equal(parallel.covariance(), serial.covariance())
-    np.testing.assert_allclose(parallel.covariance()[0], zs.astype(np.float64).var(axis=0, ddof=1)[0], rtol=1e-9)
+    np.testing.assert_allclose(
+        parallel.covariance()[0], zs.astype(np.float64).var(axis=0, ddof=1)[0], rtol=1e-9
+    )
 
 
 def test_a_large_instance_gives_the_same_explanation_for_any_chunk_size() -> None:
     # Several chunks: the next chunk's noise is drawn in a second thread while the model runs.
     x = np.linspace(-0.5, 0.5, LARGE).astype(np.float32)
     results = [
-        explain(ReluShiftModel(0.1, (LARGE,)), x, Method(samples=12), ClassTarget(0), lower=-1.0, upper=1.0,
-                seed=9, chunk_size=chunk)
+        explain(
+            ReluShiftModel(0.1, (LARGE,)),
+            x,
+            Method(samples=12),
+            ClassTarget(0),
+            lower=-1.0,
+            upper=1.0,
+            seed=9,
+            chunk_size=chunk,
+        )
         for chunk in (1, 5, 12)
     ]
     for other in results[1:]:

@@ -39,8 +39,17 @@ def _instance() -> np.ndarray:
 
 
 def _explain(model, method: Method, workers: int, monkeypatch: pytest.MonkeyPatch, chunk: int | None = None):  # type: ignore[no-untyped-def]
-    return explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11, chunk_size=chunk,
-                   threads=workers)
+    return explain(
+        model,
+        _instance(),
+        method,
+        ClassTarget(0),
+        lower=0.0,
+        upper=1.0,
+        seed=11,
+        chunk_size=chunk,
+        threads=workers,
+    )
 
 
 def test_the_parallel_path_is_taken_for_this_instance_size() -> None:
@@ -60,7 +69,9 @@ def test_the_thread_budget_is_the_callers(monkeypatch: pytest.MonkeyPatch) -> No
     method = Method(scale="adaptive", samples=SAMPLES)
 
     def run(threads: int):  # type: ignore[no-untyped-def]
-        return explain(model, x, method, ClassTarget(0), lower=0.0, upper=1.0, seed=3, chunk_size=25, threads=threads)
+        return explain(
+            model, x, method, ClassTarget(0), lower=0.0, upper=1.0, seed=3, chunk_size=25, threads=threads
+        )
 
     def no_pool() -> None:
         raise AssertionError("the pool was used under a budget of one thread")
@@ -94,7 +105,9 @@ def test_every_policy_and_kernel_gives_the_single_threaded_result_with_several_t
         single = _explain(model, method, 1, monkeypatch)
         several = _explain(model, method, 4, monkeypatch)
         np.testing.assert_array_equal(several.attribution, single.attribution, err_msg=f"{base} {extra}")
-        np.testing.assert_array_equal(several.standard_error, single.standard_error, err_msg=f"{base} {extra}")
+        np.testing.assert_array_equal(
+            several.standard_error, single.standard_error, err_msg=f"{base} {extra}"
+        )
         assert several.inherent_noise == single.inherent_noise
         assert np.all(np.isfinite(single.attribution))
         if policy == "adaptive" and base == "gradient":
@@ -116,7 +129,9 @@ def test_adaptive_and_other_policies_do_not_depend_on_the_chunk_size(
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_fusion_mode_with_per_feature_scales_on_a_large_instance(policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fusion_mode_with_per_feature_scales_on_a_large_instance(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = TinyMLP(np.random.default_rng(0), hidden=2, outputs=2, input_shape=(FEATURES,))
     method = Method(mode="fusion", scale=policy, samples=SAMPLES, weight_draws=2)  # type: ignore[arg-type]
     single = _explain(model, method, 1, monkeypatch)
@@ -134,10 +149,26 @@ def test_samplers_on_the_parallel_path_equal_one_thread_and_any_chunk(sampler: s
     method = Method(scale=policy, samples=SAMPLES, sampler=sampler, replicates=5)  # type: ignore[arg-type]
     single = explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11, threads=1)
     for threads, chunk in ((4, None), (4, 7), (1, 7)):
-        other = explain(model, _instance(), method, ClassTarget(0), lower=0.0, upper=1.0, seed=11,
-                        threads=threads, chunk_size=chunk)
+        other = explain(
+            model,
+            _instance(),
+            method,
+            ClassTarget(0),
+            lower=0.0,
+            upper=1.0,
+            seed=11,
+            threads=threads,
+            chunk_size=chunk,
+        )
         np.testing.assert_array_equal(other.attribution, single.attribution)
         np.testing.assert_array_equal(other.standard_error, single.standard_error)
-    iid = explain(model, _instance(), Method(scale=policy, samples=SAMPLES), ClassTarget(0), lower=0.0, upper=1.0,
-                  seed=11)
+    iid = explain(
+        model,
+        _instance(),
+        Method(scale=policy, samples=SAMPLES),
+        ClassTarget(0),
+        lower=0.0,
+        upper=1.0,
+        seed=11,
+    )
     assert float(np.mean(single.standard_error)) < float(np.mean(iid.standard_error))

@@ -38,7 +38,9 @@ def test_antithetic_pairs_make_a_linear_gradient_exact() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(D, D))
     model = QuadraticModel(a)
-    result = explain(model, X, Method(samples=10, sampler="antithetic"), ClassTarget(0), lower=-1.0, upper=1.0, seed=1)
+    result = explain(
+        model, X, Method(samples=10, sampler="antithetic"), ClassTarget(0), lower=-1.0, upper=1.0, seed=1
+    )
     expected = 0.5 * (a + a.T) @ X.astype(np.float64)
     np.testing.assert_allclose(result.attribution, expected, atol=2e-5)
     assert np.max(result.standard_error) < 2e-5
@@ -112,8 +114,9 @@ def _errors(name: str, kernel: str) -> tuple[float, float]:
     """Root-mean-square error against a 40 000-draw reference and root-mean-square reported standard
     error, over 120 seeds at N = 40."""
     model = ReluShiftModel(0.0, (D,))
-    truth = explain(model, X, Method(samples=40_000, kernel=kernel), ClassTarget(0), lower=-1.0, upper=1.0,
-                    seed=999).attribution
+    truth = explain(
+        model, X, Method(samples=40_000, kernel=kernel), ClassTarget(0), lower=-1.0, upper=1.0, seed=999
+    ).attribution
     method = Method(samples=40, replicates=5, kernel=kernel, sampler=name)  # type: ignore[arg-type]
     errors, ses = [], []
     for seed in range(120):
@@ -135,8 +138,10 @@ def test_the_standard_error_is_calibrated_and_structured_samplers_reduce_it(kern
             assert rms_se < 0.85 * iid_se, (name, rms_se, iid_se)
 
 
-@pytest.mark.parametrize(("name", "kernel", "policy"),
-                         list(itertools.product(SAMPLER_NAMES, KERNEL_NAMES, ("fixed", "adaptive", "truncated"))))
+@pytest.mark.parametrize(
+    ("name", "kernel", "policy"),
+    list(itertools.product(SAMPLER_NAMES, KERNEL_NAMES, ("fixed", "adaptive", "truncated"))),
+)
 def test_every_kernel_and_policy_runs_with_every_sampler(name: str, kernel: str, policy: str) -> None:
     method = Method(samples=8, replicates=2, kernel=kernel, scale=policy, sampler=name)  # type: ignore[arg-type]
     result = explain(ReluShiftModel(0.1, (D,)), X, method, ClassTarget(0), lower=-1.0, upper=1.0, seed=0)
@@ -159,5 +164,12 @@ def test_bad_layouts_are_refused_naming_the_field() -> None:
         planned_evaluations(Method(samples=10, replicates=2, tol=0.1, max_samples=12, sampler="sobol"))
     wide = (MAX_SOBOL_DIMENSIONS + 1,)
     with pytest.raises(InvalidArgumentError, match=r"method.sampler: Sobol' points exist for at most 21201"):
-        explain(ReluShiftModel(0.0, wide), np.zeros(wide, np.float32), Method(samples=4, replicates=2, sampler="sobol"),
-                ClassTarget(0), lower=-1.0, upper=1.0, seed=0)
+        explain(
+            ReluShiftModel(0.0, wide),
+            np.zeros(wide, np.float32),
+            Method(samples=4, replicates=2, sampler="sobol"),
+            ClassTarget(0),
+            lower=-1.0,
+            upper=1.0,
+            seed=0,
+        )

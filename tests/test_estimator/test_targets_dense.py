@@ -89,8 +89,9 @@ def test_region_targets_need_no_clean_outputs() -> None:
         (RegionTarget(reduction="max"), (3, 4), "target.reduction", "sum, mean"),  # type: ignore[arg-type]
     ],
 )
-def test_bad_regions_name_the_field_and_the_fix(target: RegionTarget, shape: tuple[int, ...], field: str,
-                                                fix: str) -> None:
+def test_bad_regions_name_the_field_and_the_fix(
+    target: RegionTarget, shape: tuple[int, ...], field: str, fix: str
+) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         resolve_target(target, shape)
     assert field in str(caught.value) and fix in str(caught.value)
@@ -192,8 +193,9 @@ def test_anchors_first_with_objectness_and_a_leading_unit_axis() -> None:
         (DetectionTarget(), (2, 7, 6), "target", "leading axes of size 1"),
     ],
 )
-def test_bad_detections_name_the_field_and_the_range(target: DetectionTarget, shape: tuple[int, ...], field: str,
-                                                     fix: str) -> None:
+def test_bad_detections_name_the_field_and_the_range(
+    target: DetectionTarget, shape: tuple[int, ...], field: str, fix: str
+) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         check_target(target, shape)
     message = str(caught.value)
@@ -205,13 +207,22 @@ def test_bad_detection_is_refused_before_any_model_call() -> None:
         input_shape, output_shape, bytes_per_sample, weights = (3,), (7, 6), 64, {}
         calls = 0
 
-        def __call__(self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: object = None) -> None:
+        def __call__(
+            self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: object = None
+        ) -> None:
             CountingModel.calls += 1
             raise AssertionError("the model must not run")
 
     with pytest.raises(InvalidArgumentError, match="target.class_index"):
-        explain(CountingModel(), np.zeros(3, np.float32), VANILLA, DetectionTarget(class_index=9),  # type: ignore[arg-type]
-                lower=-1.0, upper=1.0, seed=0)
+        explain(
+            CountingModel(),
+            np.zeros(3, np.float32),
+            VANILLA,
+            DetectionTarget(class_index=9),  # type: ignore[arg-type]
+            lower=-1.0,
+            upper=1.0,
+            seed=0,
+        )
     assert CountingModel.calls == 0
 
 
@@ -269,8 +280,15 @@ def test_region_gradient_equals_torch_autograd_of_the_region_sum(
     module, session = segmenter
     x = np.random.default_rng(2).uniform(0.0, 1.0, size=(1, 12, 16)).astype(np.float32)
     axes = parse_region("1, 3:7, 5:11")
-    result = explain(session, x, VANILLA, RegionTarget(axes=axes, reduction=reduction),  # type: ignore[arg-type]
-                     lower=0.0, upper=1.0, seed=0)
+    result = explain(
+        session,
+        x,
+        VANILLA,
+        RegionTarget(axes=axes, reduction=reduction),  # type: ignore[arg-type]
+        lower=0.0,
+        upper=1.0,
+        seed=0,
+    )
 
     def region(outputs: torch.Tensor) -> torch.Tensor:
         values = outputs[1, 3:7, 5:11]
@@ -303,8 +321,12 @@ class _YoloHead(torch.nn.Module):
     def __init__(self, classes: int, anchors_first: bool = False) -> None:
         super().__init__()
         self.backbone = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(1, 6, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(6, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
         )
         self.head = torch.nn.Conv2d(8, 4 + classes, 1)
         self.anchors_first = anchors_first
@@ -323,7 +345,9 @@ def test_detection_target_on_a_yolo_style_head(anchors_first: bool) -> None:
     session = _session(module, torch.zeros(2, 1, 16, 24))
     anchors = (16 // 4) * (24 // 4)
     layout = "anchors_first" if anchors_first else "channels_first"
-    assert tuple(session.output_shape) == ((anchors, 4 + classes) if anchors_first else (4 + classes, anchors))  # type: ignore[attr-defined]
+    assert tuple(session.output_shape) == (
+        (anchors, 4 + classes) if anchors_first else (4 + classes, anchors)
+    )  # type: ignore[attr-defined]
     x = np.random.default_rng(8).uniform(0.0, 1.0, size=(1, 16, 24)).astype(np.float32)
 
     with torch.no_grad():
@@ -344,8 +368,15 @@ def test_detection_target_on_a_yolo_style_head(anchors_first: bool) -> None:
 
     # An explicit detection and class, here not the best ones.
     other_anchor, other_class = (int(best_anchor) + 1) % anchors, (int(best_class) + 1) % classes
-    explicit = explain(session, x, VANILLA, DetectionTarget(other_anchor, other_class, layout),  # type: ignore[arg-type]
-                       lower=0.0, upper=1.0, seed=0)
+    explicit = explain(
+        session,
+        x,
+        VANILLA,
+        DetectionTarget(other_anchor, other_class, layout),  # type: ignore[arg-type]
+        lower=0.0,
+        upper=1.0,
+        seed=0,
+    )
     assert explicit.target_index == other_class
     expected, _ = _torch_gradient(module, x, lambda y: score(y, other_anchor, other_class))
     np.testing.assert_allclose(explicit.attribution, expected, rtol=1e-4, atol=1e-6)

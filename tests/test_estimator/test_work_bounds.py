@@ -36,18 +36,28 @@ def test_large_gauss_legendre_rules_are_exact_for_polynomials(steps: int) -> Non
     assert weights.shape == alphas.shape == (steps,)
     assert np.all((alphas > 0) & (alphas < 1)) and np.all(np.diff(np.sort(alphas)) > 0)
     for degree in (0, 1, 7, 100, 2 * steps - 1):
-        np.testing.assert_allclose(np.sum(weights * alphas**degree), 1.0 / (degree + 1), rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(
+            np.sum(weights * alphas**degree), 1.0 / (degree + 1), rtol=1e-10, atol=1e-15
+        )
     nodes, numpy_weights = np.polynomial.legendre.leggauss(steps)
     np.testing.assert_allclose(np.sort(alphas), 0.5 * (1 + nodes), atol=1e-13)
-    np.testing.assert_allclose(weights[np.argsort(alphas)], 0.5 * numpy_weights[np.argsort(nodes)], atol=1e-13)
+    np.testing.assert_allclose(
+        weights[np.argsort(alphas)], 0.5 * numpy_weights[np.argsort(nodes)], atol=1e-13
+    )
 
 
 def test_a_long_integrated_gradients_path_is_built_per_chunk() -> None:
     features, steps = 20_000, 2_000  # the whole path would be 320 MB of float64
     x = np.linspace(-1, 1, features).astype(np.float32)
     model = ReluShiftModel(0.0, (features,))
-    method = Method(base="integrated_gradients", mode="input", samples=1, ig_steps=steps, ig_rule="riemann_trapezoid",
-                    ig_smoothing="inner")
+    method = Method(
+        base="integrated_gradients",
+        mode="input",
+        samples=1,
+        ig_steps=steps,
+        ig_rule="riemann_trapezoid",
+        ig_smoothing="inner",
+    )
     tracemalloc.start()
     try:
         result = explain(model, x, method, ClassTarget(0), lower=-1.0, upper=1.0, seed=0, chunk_size=64)

@@ -92,7 +92,18 @@ def test_building_a_gradient_model_twice_is_refused() -> None:
 
 
 def test_supported_ops_lists_the_required_ones() -> None:
-    required = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "Resize", "LayerNormalization", "Gelu", "Softmax"}
+    required = {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "MaxPool",
+        "AveragePool",
+        "Resize",
+        "LayerNormalization",
+        "Gelu",
+        "Softmax",
+    }
     assert required <= set(supported_ops())
 
 
@@ -113,7 +124,9 @@ def test_one_batched_run_gives_every_sample_its_own_gradient() -> None:
     w = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
     batched = run.run(["mollify_gradient__x"], {"x": x, "mollify_cotangent__logits": w})[0]
     for i in range(5):
-        single = run.run(["mollify_gradient__x"], {"x": x[i : i + 1], "mollify_cotangent__logits": w[i : i + 1]})[0]
+        single = run.run(
+            ["mollify_gradient__x"], {"x": x[i : i + 1], "mollify_cotangent__logits": w[i : i + 1]}
+        )[0]
         np.testing.assert_allclose(batched[i : i + 1], single, rtol=1e-6, atol=1e-7)
 
 
@@ -126,7 +139,10 @@ def test_multiple_differentiated_inputs() -> None:
     graph = helper.make_graph(
         nodes,
         "two",
-        [helper.make_tensor_value_info("a", TensorProto.DOUBLE, ["N", 3]), helper.make_tensor_value_info("b", TensorProto.DOUBLE, ["N", 3])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.DOUBLE, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.DOUBLE, ["N", 3]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -142,8 +158,14 @@ def test_an_input_that_does_not_reach_the_explained_tensor_gets_zeros() -> None:
     graph = helper.make_graph(
         nodes,
         "apart",
-        [helper.make_tensor_value_info("a", F32, ["N", 2]), helper.make_tensor_value_info("b", F32, ["N", 2])],
-        [helper.make_tensor_value_info("y", F32, ["N", 2]), helper.make_tensor_value_info("z", F32, ["N", 2])],
+        [
+            helper.make_tensor_value_info("a", F32, ["N", 2]),
+            helper.make_tensor_value_info("b", F32, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("y", F32, ["N", 2]),
+            helper.make_tensor_value_info("z", F32, ["N", 2]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
@@ -173,16 +195,42 @@ def test_weights_are_overridable_per_run_and_scaling_the_last_layer_doubles_the_
 @pytest.mark.parametrize("strides", [[1, 1], [2, 2]], ids=["flipped-kernel-conv", "conv-transpose"])
 def test_overriding_a_conv_weight_changes_its_input_gradient(strides: list[int]) -> None:
     w = np.random.default_rng(7).standard_normal((3, 2, 3, 3)).astype(np.float32)
-    model = h.one_op_model("Conv", {"x": ["N", 2, 6, 6]}, dtype=F32, attrs={"strides": strides, "pads": [1, 1, 1, 1]}, initializers={"w": w})
+    model = h.one_op_model(
+        "Conv",
+        {"x": ["N", 2, 6, 6]},
+        dtype=F32,
+        attrs={"strides": strides, "pads": [1, 1, 1, 1]},
+        initializers={"w": w},
+    )
     run = h.session(build_gradient_model(model))
     x = np.random.default_rng(8).standard_normal((2, 2, 6, 6)).astype(np.float32)
     out = 6 // strides[0]
-    feed = {"x": x, "mollify_cotangent__y": np.random.default_rng(9).standard_normal((2, 3, out, out)).astype(np.float32)}
+    feed = {
+        "x": x,
+        "mollify_cotangent__y": np.random.default_rng(9).standard_normal((2, 3, out, out)).astype(np.float32),
+    }
     clean = run.run(["mollify_gradient__x"], feed)[0]
     other = np.random.default_rng(10).standard_normal(w.shape).astype(np.float32)
-    np.testing.assert_allclose(run.run(["mollify_gradient__x"], {**feed, "w": 2 * w})[0], 2 * clean, rtol=1e-5, atol=1e-5)
-    reference = h.session(build_gradient_model(h.one_op_model("Conv", {"x": ["N", 2, 6, 6]}, dtype=F32, attrs={"strides": strides, "pads": [1, 1, 1, 1]}, initializers={"w": other})))
-    np.testing.assert_allclose(run.run(["mollify_gradient__x"], {**feed, "w": other})[0], reference.run(["mollify_gradient__x"], feed)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run.run(["mollify_gradient__x"], {**feed, "w": 2 * w})[0], 2 * clean, rtol=1e-5, atol=1e-5
+    )
+    reference = h.session(
+        build_gradient_model(
+            h.one_op_model(
+                "Conv",
+                {"x": ["N", 2, 6, 6]},
+                dtype=F32,
+                attrs={"strides": strides, "pads": [1, 1, 1, 1]},
+                initializers={"w": other},
+            )
+        )
+    )
+    np.testing.assert_allclose(
+        run.run(["mollify_gradient__x"], {**feed, "w": other})[0],
+        reference.run(["mollify_gradient__x"], feed)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_expose_weights_false_keeps_weights_constant() -> None:
@@ -199,15 +247,24 @@ def test_weights_stored_as_constant_nodes_behave_like_initializers() -> None:
         helper.make_node("MatMul", ["x", "w"], ["m"]),
         helper.make_node("Mul", ["m", "half"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "paddle_like", [helper.make_tensor_value_info("x", F32, ["N", 2])], [helper.make_tensor_value_info("y", F32, ["N", 3])])
+    graph = helper.make_graph(
+        nodes,
+        "paddle_like",
+        [helper.make_tensor_value_info("x", F32, ["N", 2])],
+        [helper.make_tensor_value_info("y", F32, ["N", 3])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     out = build_gradient_model(model)
     assert read_gradient_metadata(out).weights == ["w"]  # a single number is not a weight
     run = h.session(out)
     feed = {"x": np.ones((1, 2), np.float32), "mollify_cotangent__y": np.ones((1, 3), np.float32)}
-    np.testing.assert_allclose(run.run(["mollify_gradient__x"], feed)[0], 0.5 * w.sum(axis=1, keepdims=True).T)
-    np.testing.assert_allclose(run.run(["mollify_gradient__x"], {**feed, "w": 3 * w})[0], 1.5 * w.sum(axis=1, keepdims=True).T)
+    np.testing.assert_allclose(
+        run.run(["mollify_gradient__x"], feed)[0], 0.5 * w.sum(axis=1, keepdims=True).T
+    )
+    np.testing.assert_allclose(
+        run.run(["mollify_gradient__x"], {**feed, "w": 3 * w})[0], 1.5 * w.sum(axis=1, keepdims=True).T
+    )
 
 
 # ------------------------------------------------------------------ old opsets and shapes
@@ -267,7 +324,9 @@ def test_spatial_sizes_must_be_pinned_for_conv_and_input_shapes_pins_them() -> N
     out = build_gradient_model(model, input_shapes={"x": (1, 8, 7)})
     dims = next(v for v in out.graph.input if v.name == "x").type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == [BATCH_DIM, 1, 8, 7]
-    h.check_vjp(model, {"x": h.randn(2, 1, 8, 7, dtype=np.float32)}, input_shapes={"x": (1, 8, 7)}, eps=0.5, tol=1e-4)
+    h.check_vjp(
+        model, {"x": h.randn(2, 1, 8, 7, dtype=np.float32)}, input_shapes={"x": (1, 8, 7)}, eps=0.5, tol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
@@ -316,7 +375,10 @@ def test_non_float_input_is_rejected() -> None:
         build_gradient_model(model)
 
 
-@pytest.mark.parametrize(("inputs", "message"), [(["w1"], "initializer"), (["x", "x"], "twice"), (["zz"], "not a graph input"), ([], "at least one")])
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [(["w1"], "initializer"), (["x", "x"], "twice"), (["zz"], "not a graph input"), ([], "at least one")],
+)
 def test_bad_inputs_are_rejected(inputs: list[str], message: str) -> None:
     with pytest.raises(InvalidModelError, match=message):
         build_gradient_model(_mlp(), inputs)
@@ -335,7 +397,12 @@ def test_unsupported_op_on_the_path_names_op_node_opset_and_remedy() -> None:
         build_gradient_model(model)
     err = caught.value
     assert (err.op_type, err.node_name, err.domain, err.opset) == ("Det", "the_det", "ai.onnx", 17)
-    assert "Det" in str(err) and "the_det" in str(err) and "opset 17" in str(err) and "ask for the op" in str(err)
+    assert (
+        "Det" in str(err)
+        and "the_det" in str(err)
+        and "opset 17" in str(err)
+        and "ask for the op" in str(err)
+    )
 
 
 def test_custom_domain_op_on_the_path_is_unsupported() -> None:
@@ -345,7 +412,9 @@ def test_custom_domain_op_on_the_path_is_unsupported() -> None:
         [helper.make_tensor_value_info("x", F32, ["N", 3])],
         [helper.make_tensor_value_info("y", F32, ["N", 3])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
     model.ir_version = 10
     with pytest.raises(UnsupportedOpError, match=r"FusedThing .*domain com\.example, opset 1"):
         build_gradient_model(model, explained="y")
@@ -360,7 +429,12 @@ def test_unsupported_ops_off_the_path_are_fine() -> None:
             helper.make_node("Hardmax", ["logits"], ["hard"]),
         ]
     )
-    model.graph.output.extend([helper.make_tensor_value_info("label", TensorProto.INT64, ["N", 1]), helper.make_tensor_value_info("hard", F32, ["N", 3])])
+    model.graph.output.extend(
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("hard", F32, ["N", 3]),
+        ]
+    )
     out = build_gradient_model(model, explained="logits")
     assert [o.name for o in out.graph.output][:3] == ["probs", "label", "hard"]
 
@@ -385,7 +459,9 @@ def test_truncated_model_file_is_a_clear_error(tmp_path: Path, fraction: float) 
         load_model(path)
 
 
-@pytest.mark.parametrize(("content", "message"), [(b"", "empty"), (b"\x00\xff not onnx \xff" * 8, "not an ONNX model")])
+@pytest.mark.parametrize(
+    ("content", "message"), [(b"", "empty"), (b"\x00\xff not onnx \xff" * 8, "not an ONNX model")]
+)
 def test_garbage_bytes_are_a_clear_error(content: bytes, message: str) -> None:
     with pytest.raises(InvalidModelError, match=message):
         load_model(content)
@@ -463,7 +539,10 @@ def test_rules_follow_opset_11_semantics_when_the_upgrade_fails(monkeypatch: pyt
         helper.make_node("Squeeze", ["r"], ["y"], axes=[1]),
     ]
     graph = helper.make_graph(
-        nodes, "old", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3, 4])], [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])]
+        nodes,
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 6
@@ -473,10 +552,18 @@ def test_rules_follow_opset_11_semantics_when_the_upgrade_fails(monkeypatch: pyt
 
 def test_overlapping_max_pool_needs_opset_16_when_the_upgrade_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     _refuse_upgrades(monkeypatch)
-    model = h.one_op_model("MaxPool", {"x": ["N", 1, 5, 5]}, attrs={"kernel_shape": [3, 3], "strides": [2, 2]}, opset=11, dtype=F32)
+    model = h.one_op_model(
+        "MaxPool",
+        {"x": ["N", 1, 5, 5]},
+        attrs={"kernel_shape": [3, 3], "strides": [2, 2]},
+        opset=11,
+        dtype=F32,
+    )
     with pytest.raises(UnsupportedOpError, match="opset 16"):
         build_gradient_model(model)
-    non_overlapping = h.one_op_model("MaxPool", {"x": ["N", 1, 6, 6]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11)
+    non_overlapping = h.one_op_model(
+        "MaxPool", {"x": ["N", 1, 6, 6]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11
+    )
     h.check_vjp(non_overlapping, {"x": h.randn(2, 1, 6, 6)})
 
 

@@ -79,7 +79,13 @@ def test_breast_cancer_mlp_held_out_accuracy(cancer: BreastCancerData) -> None:
 def test_digit_pngs_load_to_the_exact_model_input(digits: DigitsData) -> None:
     config = ModelConfig.load(repository_path() / "digits_cnn")
     pre = config.preprocessing
-    assert (pre.kind, pre.channels, pre.invert, pre.size, pre.std) == ("image", 1, True, (8, 8), DIGITS_PNG_STD)
+    assert (pre.kind, pre.channels, pre.invert, pre.size, pre.std) == (
+        "image",
+        1,
+        True,
+        (8, 8),
+        DIGITS_PNG_STD,
+    )
     session = _session("digits_cnn")
     for digit in range(10):
         pixels = np.asarray(Image.open(sample_path(f"digit_{digit}.png")))
@@ -88,7 +94,9 @@ def test_digit_pngs_load_to_the_exact_model_input(digits: DigitsData) -> None:
         loaded = ((255.0 - pixels.astype(np.float32)) * np.float32(pre.scale) - mean) / std
         index = int(np.flatnonzero(digits.test_labels == digit)[0])
         np.testing.assert_array_equal(png_value(digits.test_pixels[index]), pixels)
-        np.testing.assert_array_equal(loaded[None], DigitsData.to_input(digits.test_pixels[index : index + 1])[0])
+        np.testing.assert_array_equal(
+            loaded[None], DigitsData.to_input(digits.test_pixels[index : index + 1])[0]
+        )
         probabilities = session.run(loaded[None, None].astype(np.float32))["probabilities"]
         assert probabilities.shape == (1, 10)
 
@@ -123,7 +131,9 @@ def test_demo_models_differentiate_at_the_logits(name: str) -> None:
     assert session.input_shape == config.input_shape
     assert session.output_shape == (len(config.labels),)
     rng = np.random.default_rng(0)
-    x = rng.uniform(config.lower_array(), config.upper_array(), size=(4, *config.input_shape)).astype(np.float32)
+    x = rng.uniform(config.lower_array(), config.upper_array(), size=(4, *config.input_shape)).astype(
+        np.float32
+    )
     cotangents = np.eye(len(config.labels), dtype=np.float32)[rng.integers(0, len(config.labels), size=4)]
     result = session(x, cotangents)
     np.testing.assert_allclose(result.outputs, session.run_outputs(x)["logits"], rtol=1e-5, atol=1e-6)

@@ -67,10 +67,14 @@ def test_shipped_model_is_accurate_on_held_out_reviews() -> None:
     print(f"review_sentiment held-out accuracy {accuracy:.4f} on {len(ids)} generated reviews")
     assert accuracy >= 0.95
     # Changing one word flips the prediction as the templates say.
-    probe = tokenizer.encode_batch(["the movie was good", "the movie was not good",
-                                    "the movie was good but the cast was weak"])
-    probe_logits = session.run(["probabilities"], {
-        "input_ids": np.asarray([e.ids for e in probe], np.int64),
-        "attention_mask": np.asarray([e.attention_mask for e in probe], np.int64),
-    })[0]
+    probe = tokenizer.encode_batch(
+        ["the movie was good", "the movie was not good", "the movie was good but the cast was weak"]
+    )
+    probe_logits = session.run(
+        ["probabilities"],
+        {
+            "input_ids": np.asarray([e.ids for e in probe], np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in probe], np.int64),
+        },
+    )[0]
     assert probe_logits.argmax(axis=1).tolist() == [1, 0, 0]

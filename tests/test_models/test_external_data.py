@@ -104,7 +104,10 @@ def test_a_weight_override_reads_the_files_too(exported: Path, tmp_path: Path) -
 def test_builder_reads_external_constants_from_the_folder(tmp_path: Path) -> None:
     """A Reshape target stored in the data file: the rules need its value, read from the folder."""
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["y"])],
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["y"]),
+        ],
         "reshape",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
@@ -115,7 +118,9 @@ def test_builder_reads_external_constants_from_the_folder(tmp_path: Path) -> Non
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
-    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    onnx.save_model(
+        model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )
     kept = load_model(tmp_path / "m.onnx", external_data=False)
     assert set(_external(kept)) == {"shape", "W"}
     with pytest.raises(InvalidModelError, match="without its folder"):
@@ -150,7 +155,9 @@ def test_models_over_the_inline_limit_are_written_with_external_data(
     """The >2 GB branch: a self-contained model larger than the limit is saved with a data file,
     then served from its path without loading the weights into the model proto."""
     monkeypatch.setattr(external_data, "INLINE_LIMIT_BYTES", 1024)
-    original, gradient = export_torch_module(SmallCnn(), torch.rand(2, *SHAPE), tmp_path / "model.onnx", input_name="x")
+    original, gradient = export_torch_module(
+        SmallCnn(), torch.rand(2, *SHAPE), tmp_path / "model.onnx", input_name="x"
+    )
     assert (tmp_path / "model.onnx.data").is_file() and (tmp_path / "model.grad.onnx.data").is_file()
     assert _external(original) and _external(gradient)  # moved to disk, not copied
     assert (tmp_path / "model.grad.onnx").stat().st_size < 16_384
@@ -161,13 +168,19 @@ def test_models_over_the_inline_limit_are_written_with_external_data(
     np.testing.assert_allclose(session(x, w).gradients, _torch_vjp(x, w), rtol=1e-4, atol=1e-5)
     forward = ForwardSession(tmp_path / "model.onnx", device="cpu")
     with torch.no_grad():
-        np.testing.assert_allclose(forward.run(x)["logits"], SmallCnn().eval()(torch.tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            forward.run(x)["logits"], SmallCnn().eval()(torch.tensor(x)).numpy(), rtol=1e-5, atol=1e-6
+        )
 
 
-def test_save_model_copies_referenced_files_and_leaves_the_model_alone(exported: Path, tmp_path: Path) -> None:
+def test_save_model_copies_referenced_files_and_leaves_the_model_alone(
+    exported: Path, tmp_path: Path
+) -> None:
     model = load_model(exported, external_data=False)
     before = model.SerializeToString()
-    written = external_data.save_model(model, tmp_path / "out" / "copy.onnx", external_data_dir=exported.parent)
+    written = external_data.save_model(
+        model, tmp_path / "out" / "copy.onnx", external_data_dir=exported.parent
+    )
     assert [p.name for p in written] == ["copy.onnx.data", "copy.onnx"]
     assert model.SerializeToString() == before
     assert written[0].read_bytes() == (exported.parent / "model.onnx.data").read_bytes()

@@ -103,7 +103,9 @@ def test_fixed_batch_exports_run_any_number_of_rows(
     expected = _torch_vjp(ViewCnn().eval(), x, cotangent)
     np.testing.assert_allclose(result.gradients, expected, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        np.testing.assert_allclose(result.outputs, ViewCnn().eval()(torch.tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            result.outputs, ViewCnn().eval()(torch.tensor(x)).numpy(), rtol=1e-4, atol=1e-5
+        )
     outputs = session.run_outputs(x)
     assert all(value.shape[0] == 5 for value in outputs.values())
     assert (metadata.batching, metadata.batch_size) == ("fixed", size)
@@ -137,7 +139,9 @@ def test_a_static_batch_that_the_graph_does_not_bake_in_is_made_symbolic(tmp_pat
     session = GradientSession(gradient, device="cpu")
     x = np.random.default_rng(3).random((3, *SHAPE), dtype=np.float32)
     w = np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32)
-    np.testing.assert_allclose(session(x, w).gradients, _torch_vjp(FlattenCnn().eval(), x, w), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        session(x, w).gradients, _torch_vjp(FlattenCnn().eval(), x, w), rtol=1e-4, atol=1e-5
+    )
 
 
 def _class_token_model() -> onnx.ModelProto:

@@ -18,8 +18,12 @@ from service.cli import main
 from service.cli.gradify_command import parse_shape
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-           initializers: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: list[onnx.TensorProto] | None = None,
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializers or [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
@@ -29,8 +33,11 @@ def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outpu
 def _good(path: Path, width: int | str = 4) -> Path:
     weight = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
     model = _model(
-        [helper.make_node("Tanh", ["x"], ["h"]), helper.make_node("MatMul", ["h", "W"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        [
+            helper.make_node("Tanh", ["x"], ["h"]),
+            helper.make_node("MatMul", ["h", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
         [numpy_helper.from_array(weight, "W")],
@@ -52,7 +59,10 @@ def _unsupported(path: Path) -> Path:
 
 def _integer_input(path: Path) -> Path:
     model = _model(
-        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT), helper.make_node("Tanh", ["f"], ["y"])],
+        [
+            helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Tanh", ["f"], ["y"]),
+        ],
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )
@@ -101,7 +111,9 @@ def test_gradify_pins_symbolic_shapes(tmp_path: Path) -> None:
     ],
     ids=["truncated", "unsupported-op", "integer-input"],
 )
-def test_bad_models_raise_clear_errors(tmp_path: Path, make, error: type[Exception], words: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_bad_models_raise_clear_errors(
+    tmp_path: Path, make, error: type[Exception], words: list[str]
+) -> None:  # type: ignore[no-untyped-def]
     source = make(tmp_path / "bad.onnx")
     inputs = ["ids"] if make is _integer_input else None
     with pytest.raises(error) as caught:
@@ -116,10 +128,25 @@ def test_gradient_session_rejects_a_truncated_file(tmp_path: Path) -> None:
         GradientSession(_truncated(tmp_path / "bad.onnx"))
 
 
-def test_cli_gradify_prints_the_summary_and_the_provider_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_gradify_prints_the_summary_and_the_provider_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = repository_path() / "digits_cnn" / MODEL_FILE_NAME
     out = tmp_path / "digits.grad.onnx"
-    code = main(["gradify", str(source), "-o", str(out), "--input", "input", "--output", "logits", "--shape", "input=1x8x8"])
+    code = main(
+        [
+            "gradify",
+            str(source),
+            "-o",
+            str(out),
+            "--input",
+            "input",
+            "--output",
+            "logits",
+            "--shape",
+            "input=1x8x8",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert out.is_file()
@@ -133,11 +160,18 @@ def test_cli_gradify_prints_the_summary_and_the_provider_check(tmp_path: Path, c
 
 @pytest.mark.parametrize(
     ("make", "code_word"),
-    [(_truncated, "INVALID_MODEL: "), (_unsupported, "UNSUPPORTED_OP: "), (_integer_input, "INVALID_MODEL: ")],
+    [
+        (_truncated, "INVALID_MODEL: "),
+        (_unsupported, "UNSUPPORTED_OP: "),
+        (_integer_input, "INVALID_MODEL: "),
+    ],
     ids=["truncated", "unsupported-op", "integer-input"],
 )
 def test_cli_gradify_failures_print_code_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, code_word: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make,
+    code_word: str,  # type: ignore[no-untyped-def]
 ) -> None:
     source = make(tmp_path / "bad.onnx")
     extra = ["--input", "ids"] if make is _integer_input else []
@@ -156,8 +190,12 @@ def test_cli_gradify_usage_and_io_errors(tmp_path: Path, capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("input=1x8x8", ("input", (1, 8, 8))), ("input = 1, 8, 8", ("input", (1, 8, 8))), ("x=30", ("x", (30,))),
-     ("a.b:0=3X4".lower(), ("a.b:0", (3, 4)))],
+    [
+        ("input=1x8x8", ("input", (1, 8, 8))),
+        ("input = 1, 8, 8", ("input", (1, 8, 8))),
+        ("x=30", ("x", (30,))),
+        ("a.b:0=3X4".lower(), ("a.b:0", (3, 4))),
+    ],
 )
 def test_parse_shape(text: str, expected: tuple[str, tuple[int, ...]]) -> None:
     assert parse_shape(text) == expected

@@ -49,13 +49,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, str]:
     model = TextModel().eval()
     path = tmp_path_factory.mktemp("gradify-cut") / "text.onnx"
     ids, mask = torch.zeros(1, TOKENS, dtype=torch.int64), torch.ones(1, TOKENS, dtype=torch.int64)
-    torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["logits"], dynamo=False, opset_version=17,
-                      dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamo=False,
+        opset_version=17,
+        dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}},
+    )
     proto = onnx.load(str(path))
     proto.ir_version = min(proto.ir_version, 10)
     onnx.save(proto, str(path))
-    token = next(n.output[0] for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == "embedding.weight")
+    token = next(
+        n.output[0] for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == "embedding.weight"
+    )
     return model, path, token
 
 
@@ -78,8 +87,10 @@ def test_gradify_at_the_embedding_matches_autograd_of_the_rest(
     mask = np.array([[1, 1, 1, 0, 0, 0], [1] * TOKENS, [1, 1, 1, 1, 1, 0]], dtype=np.int64)
     cotangent = rng.normal(size=(3, CLASSES)).astype(np.float32)
     session = ForwardSession(str(out), device="cpu")
-    results = session.run({token: embedded, "attention_mask": mask, metadata.cotangent: cotangent},
-                          ["logits", metadata.gradients[token]])
+    results = session.run(
+        {token: embedded, "attention_mask": mask, metadata.cotangent: cotangent},
+        ["logits", metadata.gradients[token]],
+    )
     leaf = torch.from_numpy(embedded).requires_grad_(True)
     logits = model.encode(leaf, torch.from_numpy(mask))
     (logits * torch.from_numpy(cotangent)).sum().backward()

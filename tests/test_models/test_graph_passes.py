@@ -42,7 +42,9 @@ def restore_passes() -> Iterator[None]:
 
 
 def _positive_gradient_first(rule: VjpRule) -> VjpRule:
-    def guided(ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]) -> Sequence[str | None]:
+    def guided(
+        ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]
+    ) -> Sequence[str | None]:
         g = output_grad(grads)
         positive = ctx.mask(ctx.op("Greater", [g, ctx.scalar(0.0, g)]), g)
         return rule(ctx, node, [ctx.op("Mul", [g, positive])], wrt)

@@ -47,8 +47,11 @@ def _conv_model(seed: int = 0) -> onnx.ModelProto:
             helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 2, 6, 6]),
         ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
-        [numpy_helper.from_array(kernel, "K"), numpy_helper.from_array(weight, "W"),
-         numpy_helper.from_array(bias, "b")],
+        [
+            numpy_helper.from_array(kernel, "K"),
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(bias, "b"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
@@ -99,8 +102,10 @@ def test_bound_calls_with_weight_overrides_equal_plain_calls(gradient: onnx.Mode
     x, w, mask = _data(6, 5)
     rng = np.random.default_rng(9)
     for _ in range(2):
-        overrides = {name: value + rng.normal(0, 0.1, value.shape).astype(value.dtype)
-                     for name, value in plain.weights.items()}
+        overrides = {
+            name: value + rng.normal(0, 0.1, value.shape).astype(value.dtype)
+            for name, value in plain.weights.items()
+        }
         expected = plain(x, w, overrides, extras={"mask": mask})
         got = bound(x, w, overrides, extras={"mask": mask})
         np.testing.assert_array_equal(got.gradients, expected.gradients)
@@ -138,9 +143,18 @@ def test_smoothgrad_and_noisegrad_through_bound_calls_are_identical(gradient: on
     # A budget of a few rows per chunk: many model calls, the next chunk built while one runs.
     budget = 5 * plain.bytes_per_sample
     for method in (Method(samples=40, alpha=0.2), Method(mode="parameter", weight_draws=6, weight_sigma=0.1)):
-        runs = [explain(BoundInstance(session, {"mask": mask}, x[0]), x[0], method, lower=-3.0, upper=3.0, seed=7,
-                        memory_budget_bytes=budget)
-                for session in (plain, bound, bound)]
+        runs = [
+            explain(
+                BoundInstance(session, {"mask": mask}, x[0]),
+                x[0],
+                method,
+                lower=-3.0,
+                upper=3.0,
+                seed=7,
+                memory_budget_bytes=budget,
+            )
+            for session in (plain, bound, bound)
+        ]
         assert int(runs[0].extras["chunk_rows"]) < 6
         for run in runs[1:]:
             np.testing.assert_array_equal(run.attribution, runs[0].attribution)
@@ -189,11 +203,16 @@ def _fixed(gradient_model: onnx.ModelProto) -> onnx.ModelProto:
 def test_runtime_options_validate_and_give_the_cuda_provider_options() -> None:
     options = RuntimeOptions()
     assert options.cuda_provider_options(0) == {
-        "device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0",
+        "device_id": "0",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "use_tf32": "0",
     }
     tuned = RuntimeOptions(cudnn_conv_algo_search="HEURISTIC", gpu_mem_limit=2 << 30, allow_tf32=True)
     assert tuned.cuda_provider_options(3) == {
-        "device_id": "3", "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "1", "gpu_mem_limit": str(2 << 30),
+        "device_id": "3",
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "use_tf32": "1",
+        "gpu_mem_limit": str(2 << 30),
     }
     assert options.binds_io(CUDA_PROVIDER) and not options.binds_io("CPUExecutionProvider")
     assert not OFF.binds_io(CUDA_PROVIDER) and ON.binds_io("CPUExecutionProvider")

@@ -173,7 +173,10 @@ def test_gradients_outputs_and_overrides_agree_with_onnx_runtime(gradient: onnx.
 def test_attributions_agree_with_onnx_runtime(gradient: onnx.ModelProto, method: Method) -> None:
     ort_session, reference, _ = _pair(gradient)
     instance = np.random.default_rng(5).normal(size=(2, 5, 5)).astype(np.float32)
-    runs = [explain(session, instance, method, lower=-3.0, upper=3.0, seed=11) for session in (ort_session, reference)]
+    runs = [
+        explain(session, instance, method, lower=-3.0, upper=3.0, seed=11)
+        for session in (ort_session, reference)
+    ]
     np.testing.assert_allclose(runs[1].attribution, runs[0].attribution, rtol=1e-4, atol=1e-5)
     assert np.abs(runs[0].attribution).max() > 0
 
@@ -185,8 +188,12 @@ def test_a_fixed_batch_model_is_split_into_padded_calls_on_any_backend() -> None
     # A per-row offset baked into the graph: the batch cannot be made symbolic, it stays 4 rows.
     gemm = next(node for node in model.graph.node if node.op_type == "Gemm")
     gemm.output[0] = "scores"
-    model.graph.node.insert(list(model.graph.node).index(gemm) + 1, helper.make_node("Add", ["scores", "rows"], ["logits"]))
-    model.graph.initializer.append(numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "rows"))
+    model.graph.node.insert(
+        list(model.graph.node).index(gemm) + 1, helper.make_node("Add", ["scores", "rows"], ["logits"])
+    )
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "rows")
+    )
     gradient = build_gradient_model(model, ["x"], explained="logits")
     ort_session, reference, backend = _pair(gradient)
     assert reference.fixed_batch_size == 4
@@ -203,7 +210,9 @@ def test_a_forward_session_runs_on_the_reference_backend() -> None:
     expected = ForwardSession(model, device="cpu").run(x)
     forward = ForwardSession(model, backend=ReferenceBackend())
     assert forward.output_names == ["probabilities"] and forward.provider == "onnx.reference"
-    np.testing.assert_allclose(forward.run(x)["probabilities"], expected["probabilities"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        forward.run(x)["probabilities"], expected["probabilities"], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_backend_failures_and_conflicting_arguments_are_clear(gradient: onnx.ModelProto) -> None:
@@ -236,5 +245,7 @@ def test_graph_memory_and_batching_modules_never_import_onnxruntime() -> None:
         "from models.runtime import GradientSession\n"
         "assert 'onnxruntime' in sys.modules\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

@@ -26,7 +26,9 @@ from models.runtime import (
 FEATURES, CLASSES = 5, 3
 
 
-def _linear_softmax(seed: int = 0, features: int = FEATURES, classes: int = CLASSES) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+def _linear_softmax(
+    seed: int = 0, features: int = FEATURES, classes: int = CLASSES
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     """``probabilities = Softmax(tanh(x) @ W + b)`` with the pre-softmax ``logits`` as an intermediate."""
     rng = np.random.default_rng(seed)
     weight = rng.normal(size=(features, classes)).astype(np.float32)
@@ -47,7 +49,9 @@ def _linear_softmax(seed: int = 0, features: int = FEATURES, classes: int = CLAS
     return model, weight, bias
 
 
-def _expected(x: np.ndarray, w: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _expected(
+    x: np.ndarray, w: np.ndarray, weight: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     hidden = np.tanh(x.astype(np.float64))
     logits = hidden @ weight + bias
     gradient = (w @ weight.T) * (1.0 - hidden**2)
@@ -124,20 +128,79 @@ def test_weights_are_read_only_and_overrides_apply_for_one_call(session: Gradien
 @pytest.mark.parametrize(
     ("inputs", "cotangents", "overrides", "message"),
     [
-        (np.zeros((2, FEATURES + 1), np.float32), np.zeros((2, CLASSES), np.float32), None, r"inputs must have shape \('B', 5\), got \(2, 6\)"),
-        (np.zeros((2, FEATURES), np.int64), np.zeros((2, CLASSES), np.float32), None, "inputs must have a float dtype, got int64"),
-        (np.zeros((FEATURES,), np.float32), np.zeros((1, CLASSES), np.float32), None, r"inputs must have shape \('B', 5\), got \(5,\)"),
-        (np.zeros((0, FEATURES), np.float32), np.zeros((0, CLASSES), np.float32), None, "at least one sample"),
-        (np.zeros((2, FEATURES), np.float32), np.zeros((2, CLASSES + 1), np.float32), None, r"cotangents must have shape \('B', 3\), got \(2, 4\)"),
-        (np.zeros((2, FEATURES), np.float32), np.zeros((3, CLASSES), np.float32), None, r"batch size of inputs \(2\), got 3"),
-        (np.zeros((2, FEATURES), np.float32), np.zeros((2, CLASSES), np.float32), {"V": np.zeros(1)}, "'V', which is not an overridable weight"),
-        (np.zeros((2, FEATURES), np.float32), np.zeros((2, CLASSES), np.float32), {"W": np.zeros((3, 5))}, r"weight_overrides\['W'\] must have shape \(5, 3\), got \(3, 5\)"),
-        (np.zeros((2, FEATURES), np.float32), np.zeros((2, CLASSES), np.float32), {"b": np.zeros(3, np.int32)}, r"weight_overrides\['b'\] must have a float dtype"),
+        (
+            np.zeros((2, FEATURES + 1), np.float32),
+            np.zeros((2, CLASSES), np.float32),
+            None,
+            r"inputs must have shape \('B', 5\), got \(2, 6\)",
+        ),
+        (
+            np.zeros((2, FEATURES), np.int64),
+            np.zeros((2, CLASSES), np.float32),
+            None,
+            "inputs must have a float dtype, got int64",
+        ),
+        (
+            np.zeros((FEATURES,), np.float32),
+            np.zeros((1, CLASSES), np.float32),
+            None,
+            r"inputs must have shape \('B', 5\), got \(5,\)",
+        ),
+        (
+            np.zeros((0, FEATURES), np.float32),
+            np.zeros((0, CLASSES), np.float32),
+            None,
+            "at least one sample",
+        ),
+        (
+            np.zeros((2, FEATURES), np.float32),
+            np.zeros((2, CLASSES + 1), np.float32),
+            None,
+            r"cotangents must have shape \('B', 3\), got \(2, 4\)",
+        ),
+        (
+            np.zeros((2, FEATURES), np.float32),
+            np.zeros((3, CLASSES), np.float32),
+            None,
+            r"batch size of inputs \(2\), got 3",
+        ),
+        (
+            np.zeros((2, FEATURES), np.float32),
+            np.zeros((2, CLASSES), np.float32),
+            {"V": np.zeros(1)},
+            "'V', which is not an overridable weight",
+        ),
+        (
+            np.zeros((2, FEATURES), np.float32),
+            np.zeros((2, CLASSES), np.float32),
+            {"W": np.zeros((3, 5))},
+            r"weight_overrides\['W'\] must have shape \(5, 3\), got \(3, 5\)",
+        ),
+        (
+            np.zeros((2, FEATURES), np.float32),
+            np.zeros((2, CLASSES), np.float32),
+            {"b": np.zeros(3, np.int32)},
+            r"weight_overrides\['b'\] must have a float dtype",
+        ),
     ],
-    ids=["shape", "dtype", "no-batch", "empty", "cotangent-shape", "batch-mismatch", "unknown-weight", "weight-shape", "weight-dtype"],
+    ids=[
+        "shape",
+        "dtype",
+        "no-batch",
+        "empty",
+        "cotangent-shape",
+        "batch-mismatch",
+        "unknown-weight",
+        "weight-shape",
+        "weight-dtype",
+    ],
 )
 def test_call_validates_with_typed_errors(
-    session: GradientSession, inputs: np.ndarray, cotangents: np.ndarray, overrides: dict[str, np.ndarray] | None, message: str
+    session: GradientSession,
+    inputs: np.ndarray,
+    cotangents: np.ndarray,
+    overrides: dict[str, np.ndarray] | None,
+    message: str,
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         session(inputs, cotangents, overrides)
@@ -205,7 +268,9 @@ def test_two_differentiated_inputs_need_an_input_name() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
     gradient = build_gradient_model(model)
-    with pytest.raises(InvalidArgumentError, match=r"input_name must pick one of the differentiated inputs \['a', 'b'\]"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"input_name must pick one of the differentiated inputs \['a', 'b'\]"
+    ):
         GradientSession(gradient)
     with pytest.raises(InvalidArgumentError, match="got 'c'"):
         GradientSession(gradient, input_name="c")
@@ -267,7 +332,9 @@ def test_forward_session_and_forward_model() -> None:
     pruned = forward_model(plain, ["logits"])
     assert [node.op_type for node in pruned.graph.node] == ["Tanh", "Gemm"]
     logits = ForwardSession(pruned).run(x)["logits"]
-    np.testing.assert_allclose(logits, _expected(x, np.zeros((3, CLASSES)), weight, bias)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        logits, _expected(x, np.zeros((3, CLASSES)), weight, bias)[0], rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(InvalidModelError, match="not tensors of the graph"):
         forward_model(plain, ["nowhere"])
 

@@ -28,7 +28,9 @@ def _fit(activation: str, classes: int) -> MLPClassifier:
     x, y = make_classification(
         n_samples=200, n_features=FEATURES, n_informative=4, n_classes=classes, random_state=classes
     )
-    classifier = MLPClassifier(hidden_layer_sizes=(16, 8), activation=activation, max_iter=300, random_state=0)
+    classifier = MLPClassifier(
+        hidden_layer_sizes=(16, 8), activation=activation, max_iter=300, random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return classifier.fit(x, y)
@@ -39,7 +41,9 @@ def _torch_probabilities(classifier: MLPClassifier, x: torch.Tensor) -> torch.Te
     hidden = x
     layers = list(zip(classifier.coefs_, classifier.intercepts_, strict=True))
     for index, (weight, bias) in enumerate(layers):
-        hidden = hidden @ torch.from_numpy(weight.astype(np.float32)) + torch.from_numpy(bias.astype(np.float32))
+        hidden = hidden @ torch.from_numpy(weight.astype(np.float32)) + torch.from_numpy(
+            bias.astype(np.float32)
+        )
         if index < len(layers) - 1:
             hidden = _ACTIVATIONS[classifier.activation](hidden)
     if classifier.out_activation_ == "logistic":

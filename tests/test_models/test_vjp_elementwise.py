@@ -81,7 +81,9 @@ FLOAT32_UNARY: list[tuple[str, dict[str, Any], int]] = [
 
 
 @pytest.mark.parametrize(
-    ("op", "attrs", "opset"), FLOAT32_UNARY, ids=[f"{op}-{attrs.get('approximate', '')}" for op, attrs, _ in FLOAT32_UNARY]
+    ("op", "attrs", "opset"),
+    FLOAT32_UNARY,
+    ids=[f"{op}-{attrs.get('approximate', '')}" for op, attrs, _ in FLOAT32_UNARY],
 )
 def test_unary_float32(op: str, attrs: dict[str, Any], opset: int) -> None:
     model = h.one_op_model(op, {"x": ["N", 3, 4]}, attrs=attrs, dtype=h.F32, opset=opset)
@@ -124,7 +126,9 @@ def _binary_feeds(op: str, b_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     return {"a": a, "b": b}
 
 
-@pytest.mark.parametrize("b_shape", [(2, 3, 4), (2, 1, 4), (2, 3, 1)], ids=["same", "bcast-mid", "bcast-last"])
+@pytest.mark.parametrize(
+    "b_shape", [(2, 3, 4), (2, 1, 4), (2, 3, 1)], ids=["same", "bcast-mid", "bcast-last"]
+)
 @pytest.mark.parametrize("op", BINARY)
 def test_binary_with_broadcasting_both_inputs(op: str, b_shape: tuple[int, ...]) -> None:
     model = h.one_op_model(op, {"a": ["N", 3, 4], "b": ["N", *b_shape[1:]]})
@@ -143,7 +147,12 @@ def test_binary_gradient_reduced_over_leading_axes(op: str) -> None:
     h.check_vjp(model, {"x": x})
 
 
-def _graph(nodes: list[Any], initializers: dict[str, np.ndarray], inputs: dict[str, list[Any]] | None = None, opset: int = 17) -> Any:
+def _graph(
+    nodes: list[Any],
+    initializers: dict[str, np.ndarray],
+    inputs: dict[str, list[Any]] | None = None,
+    opset: int = 17,
+) -> Any:
     inputs = inputs or {"x": ["N", 3, 4]}
     graph = helper.make_graph(
         nodes,

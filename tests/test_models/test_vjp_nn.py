@@ -44,7 +44,9 @@ CONV_CASES: list[tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]]] =
 ]
 
 
-@pytest.mark.parametrize(("x_shape", "w_shape", "attrs"), [c[1:] for c in CONV_CASES], ids=[c[0] for c in CONV_CASES])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attrs"), [c[1:] for c in CONV_CASES], ids=[c[0] for c in CONV_CASES]
+)
 def test_conv(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, Any]) -> None:
     inits = {"w": f32(*w_shape, seed=2), "b": f32(w_shape[0], seed=3)}
     model = h.one_op_model("Conv", {"x": ["N", *x_shape[1:]]}, dtype=h.F32, attrs=attrs, initializers=inits)
@@ -62,16 +64,24 @@ CONV_T_CASES: list[tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]]]
 ]
 
 
-@pytest.mark.parametrize(("x_shape", "w_shape", "attrs"), [c[1:] for c in CONV_T_CASES], ids=[c[0] for c in CONV_T_CASES])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attrs"), [c[1:] for c in CONV_T_CASES], ids=[c[0] for c in CONV_T_CASES]
+)
 def test_conv_transpose(x_shape: tuple[int, ...], w_shape: tuple[int, ...], attrs: dict[str, Any]) -> None:
     inits = {"w": f32(*w_shape, seed=2)}
-    model = h.one_op_model("ConvTranspose", {"x": ["N", *x_shape[1:]]}, dtype=h.F32, attrs=attrs, initializers=inits)
+    model = h.one_op_model(
+        "ConvTranspose", {"x": ["N", *x_shape[1:]]}, dtype=h.F32, attrs=attrs, initializers=inits
+    )
     h.check_vjp(model, {"x": f32(*x_shape)}, **LINEAR32)
 
 
 MAXPOOL_CASES: list[tuple[str, tuple[int, ...], dict[str, Any]]] = [
     ("2x2-stride2", (2, 2, 6, 6), {"kernel_shape": [2, 2], "strides": [2, 2]}),
-    ("3x3-stride2-pad1-overlapping", (2, 2, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    (
+        "3x3-stride2-pad1-overlapping",
+        (2, 2, 7, 7),
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    ),
     ("ceil-mode", (1, 2, 6, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
     ("dilation", (1, 2, 7, 7), {"kernel_shape": [2, 2], "dilations": [2, 2]}),
     ("same-upper", (1, 2, 5, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
@@ -79,7 +89,9 @@ MAXPOOL_CASES: list[tuple[str, tuple[int, ...], dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("x_shape", "attrs"), [c[1:] for c in MAXPOOL_CASES], ids=[c[0] for c in MAXPOOL_CASES])
+@pytest.mark.parametrize(
+    ("x_shape", "attrs"), [c[1:] for c in MAXPOOL_CASES], ids=[c[0] for c in MAXPOOL_CASES]
+)
 def test_max_pool(x_shape: tuple[int, ...], attrs: dict[str, Any]) -> None:
     model = h.one_op_model("MaxPool", {"x": ["N", *x_shape[1:]]}, attrs=attrs, opset=17)
     h.check_vjp(model, {"x": h.randn(*x_shape, seed=4)})
@@ -102,14 +114,18 @@ def test_overlapping_max_pool_keeps_the_forward_node_and_adds_one_with_indices()
 
 
 def test_tiled_max_pool_routes_through_argmax_without_indices() -> None:
-    model = h.one_op_model("MaxPool", {"x": ["N", 3, 6, 4]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]})
+    model = h.one_op_model(
+        "MaxPool", {"x": ["N", 3, 6, 4]}, attrs={"kernel_shape": [2, 2], "strides": [2, 2]}
+    )
     ops = [n.op_type for n in h.build_gradient_model(model).graph.node]
     assert "ArgMax" in ops and "ScatterElements" not in ops and ops.count("MaxPool") == 1
     h.check_vjp(model, {"x": h.randn(2, 3, 6, 4, seed=5)})
 
 
 @pytest.mark.parametrize(
-    ("kernel", "stride", "pad"), [(2, 2, 0), (3, 3, 0), (3, 2, 1)], ids=["tiled-2x2", "tiled-3x3", "overlapping-3x3"]
+    ("kernel", "stride", "pad"),
+    [(2, 2, 0), (3, 3, 0), (3, 2, 1)],
+    ids=["tiled-2x2", "tiled-3x3", "overlapping-3x3"],
 )
 def test_max_pool_ties_go_to_the_first_maximum_like_torch(kernel: int, stride: int, pad: int) -> None:
     # Small integers: most windows hold several equal maxima; torch routes to the first one.
@@ -132,7 +148,9 @@ def _relu_pool_model(kernel: int, stride: int, pad: int, *, relu_also_feeds_add:
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4),
+        helper.make_node(
+            "MaxPool", ["r"], ["p"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4
+        ),
     ]
     if relu_also_feeds_add:
         nodes += [
@@ -155,7 +173,9 @@ def _relu_pool_model(kernel: int, stride: int, pad: int, *, relu_also_feeds_add:
 
 @pytest.mark.parametrize("relu_also_feeds_add", [False, True], ids=["pool-only", "relu-used-twice"])
 @pytest.mark.parametrize(("kernel", "stride", "pad"), [(2, 2, 0), (3, 2, 1)], ids=["tiled", "overlapping"])
-def test_relu_before_max_pool_is_masked_on_the_pooled_side(kernel: int, stride: int, pad: int, relu_also_feeds_add: bool) -> None:
+def test_relu_before_max_pool_is_masked_on_the_pooled_side(
+    kernel: int, stride: int, pad: int, relu_also_feeds_add: bool
+) -> None:
     # Half the pre-activations negative: many windows are all zeros after the ReLU, whose gradient
     # must vanish exactly as in torch (ReLU's derivative at 0 is 0, whichever zero the pool picks).
     torch = pytest.importorskip("torch")
@@ -182,16 +202,34 @@ def test_relu_before_max_pool_is_masked_on_the_pooled_side(kernel: int, stride: 
 AVGPOOL_CASES: list[tuple[str, tuple[int, ...], dict[str, Any], int]] = [
     ("2x2-stride2", (2, 2, 6, 6), {"kernel_shape": [2, 2], "strides": [2, 2]}, 17),
     ("pad-excluded", (1, 2, 5, 5), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 17),
-    ("pad-included", (1, 2, 5, 5), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}, 17),
+    (
+        "pad-included",
+        (1, 2, 5, 5),
+        {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+        17,
+    ),
     ("ceil-mode", (1, 2, 8, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, 17),
-    ("ceil-mode-pad-included", (1, 1, 6, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1}, 17),
+    (
+        "ceil-mode-pad-included",
+        (1, 1, 6, 6),
+        {
+            "kernel_shape": [3, 3],
+            "strides": [2, 2],
+            "pads": [1, 1, 1, 1],
+            "ceil_mode": 1,
+            "count_include_pad": 1,
+        },
+        17,
+    ),
     ("same-upper", (1, 2, 5, 6), {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, 17),
     ("dilation-opset19", (1, 1, 7, 7), {"kernel_shape": [2, 2], "dilations": [2, 2]}, 19),
     ("1d", (2, 2, 9), {"kernel_shape": [3], "strides": [2]}, 17),
 ]
 
 
-@pytest.mark.parametrize(("x_shape", "attrs", "opset"), [c[1:] for c in AVGPOOL_CASES], ids=[c[0] for c in AVGPOOL_CASES])
+@pytest.mark.parametrize(
+    ("x_shape", "attrs", "opset"), [c[1:] for c in AVGPOOL_CASES], ids=[c[0] for c in AVGPOOL_CASES]
+)
 def test_average_pool(x_shape: tuple[int, ...], attrs: dict[str, Any], opset: int) -> None:
     model = h.one_op_model("AveragePool", {"x": ["N", *x_shape[1:]]}, dtype=h.F32, attrs=attrs, opset=opset)
     h.check_vjp(model, {"x": f32(*x_shape)}, **LINEAR32)
@@ -209,7 +247,9 @@ def test_global_max_pool() -> None:
     h.check_vjp(model, {"x": x}, eps=1e-2, tol=1e-3)
 
 
-def _model(nodes: list[Any], inputs: dict[str, list[Any]], initializers: dict[str, np.ndarray], opset: int = 17) -> Any:
+def _model(
+    nodes: list[Any], inputs: dict[str, list[Any]], initializers: dict[str, np.ndarray], opset: int = 17
+) -> Any:
     graph = helper.make_graph(
         nodes,
         "g",
@@ -224,7 +264,9 @@ def _model(nodes: list[Any], inputs: dict[str, list[Any]], initializers: dict[st
 
 def test_gemm_with_weights_bias_alpha_beta() -> None:
     inits = {"w": h.randn(3, 4, seed=2), "b": h.randn(3, seed=3)}
-    model = h.one_op_model("Gemm", {"x": ["N", 4]}, attrs={"transB": 1, "alpha": 0.7, "beta": 1.3}, initializers=inits)
+    model = h.one_op_model(
+        "Gemm", {"x": ["N", 4]}, attrs={"transB": 1, "alpha": 0.7, "beta": 1.3}, initializers=inits
+    )
     h.check_vjp(model, {"x": h.randn(3, 4)})
 
 
@@ -248,7 +290,9 @@ def test_gemm_bias_from_the_input_is_reduced_to_its_shape() -> None:
         helper.make_node("ReduceSum", ["x", "axes"], ["c"], keepdims=1),
         helper.make_node("Gemm", ["x", "w", "c"], ["y"], beta=0.5),
     ]
-    model = _model(nodes, {"x": ["N", 4]}, {"w": h.randn(4, 4, seed=2), "axes": np.array([0], dtype=np.int64)})
+    model = _model(
+        nodes, {"x": ["N", 4]}, {"w": h.randn(4, 4, seed=2), "axes": np.array([0], dtype=np.int64)}
+    )
     h.check_vjp(model, {"x": h.randn(3, 4)})
 
 
@@ -277,13 +321,22 @@ def test_matmul_broadcasts_a_lower_rank_operand_from_the_input() -> None:
 def test_matmul_with_1d_operands(case: str) -> None:
     shape: tuple[int, ...]
     if case == "matrix-vector":
-        nodes = [helper.make_node("ReduceSum", ["x", "zero"], ["v"], keepdims=0), helper.make_node("MatMul", ["x", "v"], ["y"])]
+        nodes = [
+            helper.make_node("ReduceSum", ["x", "zero"], ["v"], keepdims=0),
+            helper.make_node("MatMul", ["x", "v"], ["y"]),
+        ]
         shape = (3, 4)
     elif case == "vector-matrix":
-        nodes = [helper.make_node("ReduceSum", ["x", "zero2"], ["v"], keepdims=0), helper.make_node("MatMul", ["v", "x"], ["y"])]
+        nodes = [
+            helper.make_node("ReduceSum", ["x", "zero2"], ["v"], keepdims=0),
+            helper.make_node("MatMul", ["v", "x"], ["y"]),
+        ]
         shape = (2, 4, 3)
     else:
-        nodes = [helper.make_node("ReduceSum", ["x", "zero"], ["v"], keepdims=0), helper.make_node("MatMul", ["v", "v"], ["y"])]
+        nodes = [
+            helper.make_node("ReduceSum", ["x", "zero"], ["v"], keepdims=0),
+            helper.make_node("MatMul", ["v", "v"], ["y"]),
+        ]
         shape = (3, 4)
     inits = {"zero": np.array([0], dtype=np.int64), "zero2": np.array([0, 2], dtype=np.int64)}
     model = _model(nodes, {"x": ["N", *shape[1:]]}, inits)
@@ -292,8 +345,15 @@ def test_matmul_with_1d_operands(case: str) -> None:
 
 def test_batch_normalization_inference() -> None:
     c = 3
-    inits = {"s": h.randn(c, seed=2), "b": h.randn(c, seed=3), "m": h.randn(c, seed=4), "v": np.abs(h.randn(c, seed=5)) + 0.5}
-    model = h.one_op_model("BatchNormalization", {"x": ["N", c, 4, 4]}, attrs={"epsilon": 1e-3}, initializers=inits)
+    inits = {
+        "s": h.randn(c, seed=2),
+        "b": h.randn(c, seed=3),
+        "m": h.randn(c, seed=4),
+        "v": np.abs(h.randn(c, seed=5)) + 0.5,
+    }
+    model = h.one_op_model(
+        "BatchNormalization", {"x": ["N", c, 4, 4]}, attrs={"epsilon": 1e-3}, initializers=inits
+    )
     h.check_vjp(model, {"x": h.randn(2, c, 4, 4)})
 
 
@@ -308,13 +368,21 @@ def test_layer_normalization(axis: int) -> None:
     shape = (2, 3, 4)
     norm = shape[axis:] if axis >= 0 else shape[axis:]
     inits = {"s": h.randn(*norm, seed=2), "b": h.randn(*norm, seed=3)}
-    model = h.one_op_model("LayerNormalization", {"x": ["N", 3, 4]}, attrs={"axis": axis, "epsilon": 1e-3}, initializers=inits)
+    model = h.one_op_model(
+        "LayerNormalization", {"x": ["N", 3, 4]}, attrs={"axis": axis, "epsilon": 1e-3}, initializers=inits
+    )
     h.check_vjp(model, {"x": h.randn(*shape)})
 
 
 def test_conv_transpose_output_shape_with_same_upper() -> None:
     attrs = {"strides": [2, 2], "output_shape": [6, 7], "auto_pad": "SAME_UPPER"}
-    model = h.one_op_model("ConvTranspose", {"x": ["N", 2, 3, 4]}, dtype=h.F32, attrs=attrs, initializers={"w": f32(2, 2, 3, 3, seed=2)})
+    model = h.one_op_model(
+        "ConvTranspose",
+        {"x": ["N", 2, 3, 4]},
+        dtype=h.F32,
+        attrs=attrs,
+        initializers={"w": f32(2, 2, 3, 3, seed=2)},
+    )
     h.check_vjp(model, {"x": f32(1, 2, 3, 4)}, **LINEAR32)
 
 
@@ -327,5 +395,9 @@ def test_shapes_and_max_pool_indices_of_forward_tensors_are_taken_in_the_forward
     nodes = list(gradient_model.graph.node)
     first_backward = next(i for i, n in enumerate(nodes) if meta.cotangent in n.input)
     forward_tensors = {o for n in model.graph.node for o in n.output}
-    probes = [i for i, n in enumerate(nodes) if n.op_type in ("Shape", "Size", "MaxPool") and n.input[0] in forward_tensors]
+    probes = [
+        i
+        for i, n in enumerate(nodes)
+        if n.op_type in ("Shape", "Size", "MaxPool") and n.input[0] in forward_tensors
+    ]
     assert probes and all(i < first_backward for i in probes)

@@ -88,7 +88,12 @@ def recurrent_model(
     while slots[-1] == "":
         slots.pop()
     node_outputs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
-    node_attrs = {"hidden_size": hidden, "direction": direction, **({"layout": 1} if layout else {}), **dict(attrs or {})}
+    node_attrs = {
+        "hidden_size": hidden,
+        "direction": direction,
+        **({"layout": 1} if layout else {}),
+        **dict(attrs or {}),
+    }
     nodes.append(helper.make_node(op, slots, node_outputs, name=f"{op}_under_test", **node_attrs))
     flat = []
     for name in outputs:
@@ -97,8 +102,14 @@ def recurrent_model(
         flat.append(name + "_flat")
     nodes.append(helper.make_node("Concat", flat, ["out"], axis=1))
     graph = helper.make_graph(
-        nodes, f"{op}_model", inputs, [helper.make_tensor_value_info("out", dtype, ["N", None])],
-        initializer=[numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np_dtype), k) for k, v in inits.items()],
+        nodes,
+        f"{op}_model",
+        inputs,
+        [helper.make_tensor_value_info("out", dtype, ["N", None])],
+        initializer=[
+            numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np_dtype), k)
+            for k, v in inits.items()
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
@@ -119,12 +130,17 @@ def feeds_for(model: onnx.ModelProto, batch: int = 2, steps: int = 4, seed: int 
         if tensor.elem_type == TensorProto.INT32:
             feeds[value.name] = np.asarray([max(1, steps - 2 * i) for i in range(batch)], np.int32)
             continue
-        dims = [batch if i == 0 else (steps if d.dim_param else d.dim_value) for i, d in enumerate(tensor.shape.dim)]
+        dims = [
+            batch if i == 0 else (steps if d.dim_param else d.dim_value)
+            for i, d in enumerate(tensor.shape.dim)
+        ]
         feeds[value.name] = rng.normal(0, 1, dims).astype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
     return feeds
 
 
-def check_vjp_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, eps: float = 1e-6, tol: float = 1e-6) -> None:
+def check_vjp_reference(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, eps: float = 1e-6, tol: float = 1e-6
+) -> None:
     """``J^T w`` of the gradient model against central differences, both run by onnx's reference evaluator."""
     gradient_model = h.build_gradient_model(model)
     onnx.checker.check_model(gradient_model)
@@ -157,7 +173,9 @@ OUTPUTS = {"LSTM": ("Y", "Y_h", "Y_c"), "GRU": ("Y", "Y_h"), "RNN": ("Y", "Y_h")
 @pytest.mark.parametrize("layout", [0, 1], ids=["layout0", "layout1"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
-def test_directions_and_layouts_with_initial_states_match_float64_differences(op: str, direction: str, layout: int) -> None:
+def test_directions_and_layouts_with_initial_states_match_float64_differences(
+    op: str, direction: str, layout: int
+) -> None:
     model = recurrent_model(op, direction=direction, layout=layout, initial=True, outputs=OUTPUTS[op])
     check_vjp_reference(model, feeds_for(model))
 
@@ -185,20 +203,31 @@ def test_two_stacked_bidirectional_layers_match_float64_differences() -> None:
     rng = np.random.default_rng(9)
     hidden, features = 3, 2
     inits = {
-        "W1": rng.normal(0, 0.6, (2, 4 * hidden, features)), "R1": rng.normal(0, 0.6, (2, 4 * hidden, hidden)),
-        "W2": rng.normal(0, 0.6, (2, 4 * hidden, 2 * hidden)), "R2": rng.normal(0, 0.6, (2, 4 * hidden, hidden)),
-        "B2": rng.normal(0, 0.3, (2, 8 * hidden)), "merge": np.asarray([0, 0, -1], np.int64),
+        "W1": rng.normal(0, 0.6, (2, 4 * hidden, features)),
+        "R1": rng.normal(0, 0.6, (2, 4 * hidden, hidden)),
+        "W2": rng.normal(0, 0.6, (2, 4 * hidden, 2 * hidden)),
+        "R2": rng.normal(0, 0.6, (2, 4 * hidden, hidden)),
+        "B2": rng.normal(0, 0.3, (2, 8 * hidden)),
+        "merge": np.asarray([0, 0, -1], np.int64),
     }
     nodes = [
         helper.make_node("Transpose", ["x"], ["x_tm"], perm=[1, 0, 2]),
         helper.make_node("LSTM", ["x_tm", "W1", "R1"], ["y1"], hidden_size=hidden, direction="bidirectional"),
         helper.make_node("Transpose", ["y1"], ["y1_t"], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", ["y1_t", "merge"], ["layer2_in"]),
-        helper.make_node("LSTM", ["layer2_in", "W2", "R2", "B2"], ["", "y2_h"], hidden_size=hidden, direction="bidirectional"),
+        helper.make_node(
+            "LSTM",
+            ["layer2_in", "W2", "R2", "B2"],
+            ["", "y2_h"],
+            hidden_size=hidden,
+            direction="bidirectional",
+        ),
         helper.make_node("Transpose", ["y2_h"], ["out"], perm=[1, 0, 2]),
     ]
     graph = helper.make_graph(
-        nodes, "stacked", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 4, features])],
+        nodes,
+        "stacked",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 4, features])],
         [helper.make_tensor_value_info("out", TensorProto.DOUBLE, ["N", 2, hidden])],
         initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
@@ -213,8 +242,15 @@ def test_two_stacked_bidirectional_layers_match_float64_differences() -> None:
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_sequence_lens_keep_the_state_past_each_end_like_onnxruntime(op: str, direction: str) -> None:
-    model = recurrent_model(op, direction=direction, steps=5, lens=True, initial=True, outputs=OUTPUTS[op],
-                            dtype=TensorProto.FLOAT)
+    model = recurrent_model(
+        op,
+        direction=direction,
+        steps=5,
+        lens=True,
+        initial=True,
+        outputs=OUTPUTS[op],
+        dtype=TensorProto.FLOAT,
+    )
     feeds = feeds_for(model, batch=3, steps=5)
     assert feeds["lens"].tolist() == [5, 3, 1]
     h.check_vjp(model, feeds, **F32)
@@ -236,16 +272,36 @@ def test_clip_bounds_the_gate_inputs_like_onnxruntime(op: str, attrs: dict[str, 
 
 
 def test_lstm_input_forget_couples_the_gates_like_onnxruntime() -> None:
-    model = recurrent_model("LSTM", peepholes=True, initial=True, outputs=("Y", "Y_c"), attrs={"input_forget": 1},
-                            dtype=TensorProto.FLOAT)
+    model = recurrent_model(
+        "LSTM",
+        peepholes=True,
+        initial=True,
+        outputs=("Y", "Y_c"),
+        attrs={"input_forget": 1},
+        dtype=TensorProto.FLOAT,
+    )
     h.check_vjp(model, feeds_for(model), **F32)
 
 
 ACTIVATION_CASES: list[tuple[str, str, dict[str, Any]]] = [
-    ("lstm-hardsigmoid-elu-softsign", "LSTM",
-     {"activations": ["HardSigmoid", "Elu", "Softsign"], "activation_alpha": [0.3, 0.8], "activation_beta": [0.4]}),
-    ("lstm-affine-scaledtanh-softplus", "LSTM",
-     {"activations": ["Affine", "ScaledTanh", "Softplus"], "activation_alpha": [0.5, 1.2], "activation_beta": [0.6, 0.7]}),
+    (
+        "lstm-hardsigmoid-elu-softsign",
+        "LSTM",
+        {
+            "activations": ["HardSigmoid", "Elu", "Softsign"],
+            "activation_alpha": [0.3, 0.8],
+            "activation_beta": [0.4],
+        },
+    ),
+    (
+        "lstm-affine-scaledtanh-softplus",
+        "LSTM",
+        {
+            "activations": ["Affine", "ScaledTanh", "Softplus"],
+            "activation_alpha": [0.5, 1.2],
+            "activation_beta": [0.6, 0.7],
+        },
+    ),
     ("lstm-defaults-for-missing-alpha-beta", "LSTM", {"activations": ["HardSigmoid", "LeakyRelu", "Elu"]}),
     ("gru-sigmoid-leakyrelu", "GRU", {"activations": ["Sigmoid", "LeakyRelu"], "activation_alpha": [0.2]}),
     ("gru-relu-before-reset", "GRU", {"activations": ["Sigmoid", "Relu"], "linear_before_reset": 1}),
@@ -255,7 +311,9 @@ ACTIVATION_CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("op", "attrs"), [c[1:] for c in ACTIVATION_CASES], ids=[c[0] for c in ACTIVATION_CASES])
+@pytest.mark.parametrize(
+    ("op", "attrs"), [c[1:] for c in ACTIVATION_CASES], ids=[c[0] for c in ACTIVATION_CASES]
+)
 def test_activations_of_the_operator_definition_match_onnxruntime(op: str, attrs: dict[str, Any]) -> None:
     model = recurrent_model(op, attrs=attrs, dtype=TensorProto.FLOAT)
     h.check_vjp(model, feeds_for(model), **F32)
@@ -264,15 +322,23 @@ def test_activations_of_the_operator_definition_match_onnxruntime(op: str, attrs
 def test_bidirectional_activations_consume_alpha_and_beta_in_order_across_directions() -> None:
     # The reverse direction's HardSigmoid takes alpha 0.15 and the default beta 0.5; its Elu alpha 0.9.
     # Small steps: the Elu's slope jumps at 0 (from 1 to 0.9).
-    attrs = {"activations": ["Sigmoid", "Tanh", "Tanh", "HardSigmoid", "Tanh", "Elu"], "activation_alpha": [0.15, 0.9]}
-    model = recurrent_model("LSTM", direction="bidirectional", attrs=attrs, outputs=("Y", "Y_h", "Y_c"),
-                            dtype=TensorProto.FLOAT)
+    attrs = {
+        "activations": ["Sigmoid", "Tanh", "Tanh", "HardSigmoid", "Tanh", "Elu"],
+        "activation_alpha": [0.15, 0.9],
+    }
+    model = recurrent_model(
+        "LSTM", direction="bidirectional", attrs=attrs, outputs=("Y", "Y_h", "Y_c"), dtype=TensorProto.FLOAT
+    )
     h.check_vjp(model, feeds_for(model), eps=1e-3, tol=2e-3)
 
 
-@pytest.mark.parametrize("outputs", [("Y",), ("Y_h",), ("Y_c",), ("Y_h", "Y_c")], ids=["Y", "Y_h", "Y_c", "Y_h+Y_c"])
+@pytest.mark.parametrize(
+    "outputs", [("Y",), ("Y_h",), ("Y_c",), ("Y_h", "Y_c")], ids=["Y", "Y_h", "Y_c", "Y_h+Y_c"]
+)
 def test_any_subset_of_lstm_outputs(outputs: tuple[str, ...]) -> None:
-    model = recurrent_model("LSTM", direction="reverse", initial=True, outputs=outputs, dtype=TensorProto.FLOAT)
+    model = recurrent_model(
+        "LSTM", direction="reverse", initial=True, outputs=outputs, dtype=TensorProto.FLOAT
+    )
     h.check_vjp(model, feeds_for(model), **F32)
 
 
@@ -286,7 +352,9 @@ def test_a_dynamic_sequence_length_needs_no_static_shape(op: str) -> None:
 def test_the_gradient_graph_does_not_grow_with_the_sequence_length() -> None:
     """Backpropagation through time runs in Scan loops: no node per time step."""
     sizes = {
-        steps: len(h.build_gradient_model(recurrent_model("LSTM", direction="bidirectional", steps=steps)).graph.node)
+        steps: len(
+            h.build_gradient_model(recurrent_model("LSTM", direction="bidirectional", steps=steps)).graph.node
+        )
         for steps in (3, 40)
     }
     assert sizes[3] == sizes[40], sizes
@@ -305,7 +373,9 @@ def test_weights_computed_from_the_input_are_refused_naming_the_node() -> None:
     with pytest.raises(h.UnsupportedOpError) as caught:
         h.build_gradient_model(model)
     assert caught.value.op_type == "RNN" and caught.value.node_name == "RNN_under_test"
-    assert "W input 'W'" in str(caught.value) and "recurrent weights are not differentiated" in str(caught.value)
+    assert "W input 'W'" in str(caught.value) and "recurrent weights are not differentiated" in str(
+        caught.value
+    )
 
 
 def test_a_wrong_number_of_activations_is_refused_naming_the_node() -> None:

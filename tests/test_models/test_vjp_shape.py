@@ -21,7 +21,13 @@ def ints(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def _model(nodes: list[Any], inputs: dict[str, list[Any]], initializers: dict[str, np.ndarray], opset: int = 17, dtype: int = h.F64) -> Any:
+def _model(
+    nodes: list[Any],
+    inputs: dict[str, list[Any]],
+    initializers: dict[str, np.ndarray],
+    opset: int = 17,
+    dtype: int = h.F64,
+) -> Any:
     graph = helper.make_graph(
         nodes,
         "g",
@@ -47,7 +53,9 @@ RESHAPES: list[tuple[str, str, dict[str, Any], dict[str, np.ndarray], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("op", "attrs", "inits", "opset"), [r[1:] for r in RESHAPES], ids=[r[0] for r in RESHAPES])
+@pytest.mark.parametrize(
+    ("op", "attrs", "inits", "opset"), [r[1:] for r in RESHAPES], ids=[r[0] for r in RESHAPES]
+)
 def test_reshape_like(op: str, attrs: dict[str, Any], inits: dict[str, np.ndarray], opset: int) -> None:
     model = h.one_op_model(op, {"x": ["N", 3, 4]}, attrs=attrs, initializers=inits, opset=opset)
     h.check_vjp(model, {"x": X})
@@ -100,8 +108,15 @@ SLICES: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...] | None
 ]
 
 
-@pytest.mark.parametrize(("starts", "ends", "axes", "steps"), [s[1:] for s in SLICES], ids=[s[0] for s in SLICES])
-def test_slice(starts: tuple[int, ...], ends: tuple[int, ...], axes: tuple[int, ...] | None, steps: tuple[int, ...] | None) -> None:
+@pytest.mark.parametrize(
+    ("starts", "ends", "axes", "steps"), [s[1:] for s in SLICES], ids=[s[0] for s in SLICES]
+)
+def test_slice(
+    starts: tuple[int, ...],
+    ends: tuple[int, ...],
+    axes: tuple[int, ...] | None,
+    steps: tuple[int, ...] | None,
+) -> None:
     inits = {"s": ints(*starts), "e": ints(*ends)}
     order = ["x", "s", "e"]
     if axes is not None:
@@ -135,24 +150,43 @@ def test_slice_with_starts_computed_at_run_time() -> None:
 
 @pytest.mark.parametrize("pads", [(0, 1, 2, 0, 2, 1), (0, -1, 1, 0, 1, -2)], ids=["positive", "mixed-crop"])
 def test_pad(pads: tuple[int, ...]) -> None:
-    model = h.one_op_model("Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(*pads), "v": np.array(0.5)}, attrs={"mode": "constant"})
+    model = h.one_op_model(
+        "Pad",
+        {"x": ["N", 3, 4]},
+        initializers={"p": ints(*pads), "v": np.array(0.5)},
+        attrs={"mode": "constant"},
+    )
     h.check_vjp(model, {"x": X})
 
 
 @pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
 def test_pad_copying_modes(mode: str) -> None:
-    model = h.one_op_model("Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(0, 2, 1, 0, 1, 3)}, attrs={"mode": mode}, opset=19)
+    model = h.one_op_model(
+        "Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(0, 2, 1, 0, 1, 3)}, attrs={"mode": mode}, opset=19
+    )
     h.check_vjp(model, {"x": X})
 
 
 def test_pad_with_axes_opset_18() -> None:
-    model = h.one_op_model("Pad", {"x": ["N", 3, 4]}, initializers={"p": ints(1, 2, 0, 3), "v": np.array(0.0), "a": ints(1, -1)}, opset=18)
+    model = h.one_op_model(
+        "Pad",
+        {"x": ["N", 3, 4]},
+        initializers={"p": ints(1, 2, 0, 3), "v": np.array(0.0), "a": ints(1, -1)},
+        opset=18,
+    )
     h.check_vjp(model, {"x": X})
 
 
-@pytest.mark.parametrize(("axis", "indices"), [(0, [[1, 0], [1, 1]]), (1, [2, -1, 0]), (2, 3), (-1, [[0, 0], [3, 1]])])
+@pytest.mark.parametrize(
+    ("axis", "indices"), [(0, [[1, 0], [1, 1]]), (1, [2, -1, 0]), (2, 3), (-1, [[0, 0], [3, 1]])]
+)
 def test_gather(axis: int, indices: Any) -> None:
-    model = h.one_op_model("Gather", {"x": ["N", 3, 4]}, attrs={"axis": axis}, initializers={"i": np.array(indices, dtype=np.int64)})
+    model = h.one_op_model(
+        "Gather",
+        {"x": ["N", 3, 4]},
+        attrs={"axis": axis},
+        initializers={"i": np.array(indices, dtype=np.int64)},
+    )
     x = h.randn(3, 3, 4) if axis == 0 else X
     h.check_vjp(model, {"x": x})
 
@@ -179,13 +213,24 @@ def test_depth_to_space_and_back() -> None:
     h.check_vjp(model, {"x": h.randn(2, 8, 2, 3)})
 
 
-REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSumExp"]
+REDUCE_OPS = [
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+]
 
 
 @pytest.mark.parametrize("keepdims", [0, 1])
 @pytest.mark.parametrize("op", REDUCE_OPS)
 def test_reductions_axes_as_input(op: str, keepdims: int) -> None:
-    model = h.one_op_model(op, {"x": ["N", 3, 4]}, attrs={"keepdims": keepdims}, initializers={"a": ints(1, -1)}, opset=18)
+    model = h.one_op_model(
+        op, {"x": ["N", 3, 4]}, attrs={"keepdims": keepdims}, initializers={"a": ints(1, -1)}, opset=18
+    )
     h.check_vjp(model, {"x": X})
 
 
@@ -202,26 +247,48 @@ def test_reduce_over_all_axes_by_default() -> None:
 
 
 def test_reduce_max_shares_ties_like_torch_amax() -> None:
-    model = h.one_op_model("ReduceMax", {"x": ["N", 4]}, attrs={"keepdims": 0}, initializers={"a": ints(1)}, opset=18)
+    model = h.one_op_model(
+        "ReduceMax", {"x": ["N", 4]}, attrs={"keepdims": 0}, initializers={"a": ints(1)}, opset=18
+    )
     run = h.session(h.build_gradient_model(model))
-    grad = run.run(["mollify_gradient__x"], {"x": np.array([[1.0, 3.0, 3.0, 0.0]]), "mollify_cotangent__y": np.array([2.0])})[0]
+    grad = run.run(
+        ["mollify_gradient__x"],
+        {"x": np.array([[1.0, 3.0, 3.0, 0.0]]), "mollify_cotangent__y": np.array([2.0])},
+    )[0]
     np.testing.assert_allclose(grad, [[0.0, 1.0, 1.0, 0.0]])
 
 
 RESIZES: list[tuple[str, dict[str, Any], tuple[float, ...] | None, tuple[int, ...] | None]] = [
     ("nearest-x2", {"mode": "nearest"}, (1, 1, 2, 2), None),
-    ("nearest-x1.5-floor-asymmetric", {"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"}, (1, 1, 1.5, 1.5), None),
+    (
+        "nearest-x1.5-floor-asymmetric",
+        {"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"},
+        (1, 1, 1.5, 1.5),
+        None,
+    ),
     ("nearest-sizes-down", {"mode": "nearest"}, None, (3, 2)),
     ("linear-half-pixel-x2", {"mode": "linear"}, (1, 1, 2, 2), None),
-    ("linear-align-corners-sizes", {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, None, (7, 5)),
-    ("linear-pytorch-half-pixel-down", {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, (1, 1, 0.5, 0.75), None),
+    (
+        "linear-align-corners-sizes",
+        {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        None,
+        (7, 5),
+    ),
+    (
+        "linear-pytorch-half-pixel-down",
+        {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+        (1, 1, 0.5, 0.75),
+        None,
+    ),
     ("cubic-x2", {"mode": "cubic"}, (1, 1, 2, 2), None),
     ("nearest-channel-axis", {"mode": "nearest"}, (1, 2, 1, 1), None),
 ]
 
 
 @pytest.mark.parametrize(("attrs", "scales", "sizes"), [r[1:] for r in RESIZES], ids=[r[0] for r in RESIZES])
-def test_resize(attrs: dict[str, Any], scales: tuple[float, ...] | None, sizes: tuple[int, ...] | None) -> None:
+def test_resize(
+    attrs: dict[str, Any], scales: tuple[float, ...] | None, sizes: tuple[int, ...] | None
+) -> None:
     inits: dict[str, np.ndarray] = {"roi": np.array([], dtype=np.float32)}
     order = ["x", "roi"]
     if scales is not None:
@@ -233,19 +300,38 @@ def test_resize(attrs: dict[str, Any], scales: tuple[float, ...] | None, sizes: 
         inits["sizes"] = np.array(sizes, dtype=np.int64)
         order += ["scales", "sizes"]
         attrs = {**attrs, "axes": [2, 3]}
-    model = h.one_op_model("Resize", {"x": ["N", 2, 4, 4]}, dtype=h.F32, attrs=attrs, initializers=inits, input_order=order, opset=13 if sizes is None else 18)
+    model = h.one_op_model(
+        "Resize",
+        {"x": ["N", 2, 4, 4]},
+        dtype=h.F32,
+        attrs=attrs,
+        initializers=inits,
+        input_order=order,
+        opset=13 if sizes is None else 18,
+    )
     h.check_vjp(model, {"x": h.randn(1, 2, 4, 4, dtype=np.float32)}, eps=0.5, tol=1e-4)
 
 
 @pytest.mark.parametrize(("axis", "largest"), [(1, 1), (-1, 0)])
 def test_top_k_values(axis: int, largest: int) -> None:
-    model = h.one_op_model("TopK", {"x": ["N", 3, 4]}, attrs={"axis": axis, "largest": largest}, initializers={"k": ints(2)}, n_outputs=2)
+    model = h.one_op_model(
+        "TopK",
+        {"x": ["N", 3, 4]},
+        attrs={"axis": axis, "largest": largest},
+        initializers={"k": ints(2)},
+        n_outputs=2,
+    )
     h.check_vjp(model, {"x": X})
 
 
 @pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
 def test_cum_sum(exclusive: int, reverse: int) -> None:
-    model = h.one_op_model("CumSum", {"x": ["N", 3, 4]}, attrs={"exclusive": exclusive, "reverse": reverse}, initializers={"a": np.array(2, dtype=np.int64)})
+    model = h.one_op_model(
+        "CumSum",
+        {"x": ["N", 3, 4]},
+        attrs={"exclusive": exclusive, "reverse": reverse},
+        initializers={"a": np.array(2, dtype=np.int64)},
+    )
     h.check_vjp(model, {"x": X})
 
 
@@ -283,16 +369,29 @@ def test_resize_with_sizes_computed_from_the_input_shape() -> None:
         helper.make_node("Shape", ["x"], ["shape"]),
         helper.make_node("Slice", ["shape", "zero", "two"], ["lead"]),
         helper.make_node("Concat", ["lead", "hw"], ["sizes"], axis=0),
-        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="align_corners"),
+        helper.make_node(
+            "Resize",
+            ["x", "", "", "sizes"],
+            ["y"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
     ]
     inits = {"zero": ints(0), "two": ints(2), "hw": ints(7, 5)}
     model = _model(nodes, {"x": ["N", 2, 4, 4]}, inits, dtype=h.F32)
-    h.check_vjp(model, {"x": h.randn(2, 2, 4, 4, dtype=np.float32)}, input_shapes={"x": (2, 4, 4)}, eps=0.5, tol=1e-4)
+    h.check_vjp(
+        model, {"x": h.randn(2, 2, 4, 4, dtype=np.float32)}, input_shapes={"x": (2, 4, 4)}, eps=0.5, tol=1e-4
+    )
 
 
 def test_upsample_in_an_opset_9_model_is_upgraded_to_resize() -> None:
     model = h.one_op_model(
-        "Upsample", {"x": ["N", 2, 3, 3]}, dtype=h.F32, attrs={"mode": "nearest"}, initializers={"scales": np.array([1, 1, 2, 2], dtype=np.float32)}, opset=9
+        "Upsample",
+        {"x": ["N", 2, 3, 3]},
+        dtype=h.F32,
+        attrs={"mode": "nearest"},
+        initializers={"scales": np.array([1, 1, 2, 2], dtype=np.float32)},
+        opset=9,
     )
     h.check_vjp(model, {"x": h.randn(2, 2, 3, 3, dtype=np.float32)}, eps=0.5, tol=1e-4)
 
@@ -306,7 +405,9 @@ RUN_TIME_SLICES: list[tuple[str, int, int, int]] = [
 ]
 
 
-@pytest.mark.parametrize(("start", "end", "axis"), [s[1:] for s in RUN_TIME_SLICES], ids=[s[0] for s in RUN_TIME_SLICES])
+@pytest.mark.parametrize(
+    ("start", "end", "axis"), [s[1:] for s in RUN_TIME_SLICES], ids=[s[0] for s in RUN_TIME_SLICES]
+)
 def test_unit_step_slices_with_run_time_bounds_pad_the_gradient(start: int, end: int, axis: int) -> None:
     # starts = Shape(x)[2] - W + start, as legacy torch exports compute chunk bounds: not constants.
     # With unit steps the gradient is a Pad with amounts computed at run time, no index scatter.
@@ -324,7 +425,9 @@ def test_unit_step_slices_with_run_time_bounds_pad_the_gradient(start: int, end:
     constants = {tensor.name for tensor in gradient.graph.initializer}
     assert "Pad" in {node.op_type for node in gradient.graph.node}
     # The only scatter left writes the pad amounts into a constant vector of zeros.
-    assert all(node.input[0] in constants for node in gradient.graph.node if node.op_type == "ScatterElements")
+    assert all(
+        node.input[0] in constants for node in gradient.graph.node if node.op_type == "ScatterElements"
+    )
     x = h.randn(2, 3, 5)
     if start == 4 and end == 1:
         run = h.session(gradient)

@@ -68,7 +68,9 @@ def test_torch_cond_exported_by_dynamo_agrees_on_every_sample(zoo: ModuleType, s
 
 
 @BRANCHES
-def test_scripted_if_exported_by_the_legacy_exporter_agrees_on_every_sample(zoo: ModuleType, sign: float) -> None:
+def test_scripted_if_exported_by_the_legacy_exporter_agrees_on_every_sample(
+    zoo: ModuleType, sign: float
+) -> None:
     scripted = torch.jit.script(zoo.init_module(ScriptedBranches(), 0))
     outputs, gradients = _agreement(zoo, scripted, sign, dynamo=False)
     assert outputs.worst <= 1e-5, outputs

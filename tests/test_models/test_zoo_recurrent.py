@@ -45,7 +45,12 @@ class RecurrentClassifier(nn.Module):
         self.kind, self.batch_first, self.layers = kind, batch_first, layers
         self.directions = 2 if bidirectional else 1
         self.rnn = getattr(nn, kind)(
-            features, hidden, num_layers=layers, batch_first=batch_first, bidirectional=bidirectional, **options
+            features,
+            hidden,
+            num_layers=layers,
+            batch_first=batch_first,
+            bidirectional=bidirectional,
+            **options,
         )
         self.state = nn.Linear(features, hidden * layers * self.directions) if state_from_input else None
         self.fc = nn.Linear(self.directions * hidden + hidden * (2 if kind == "LSTM" else 1), classes)
@@ -75,7 +80,10 @@ def seeded(module: RecurrentClassifier, seed: int = 3) -> RecurrentClassifier:
 SHAPE = (6, 7, 6)  # batch, time, features
 CONFIGS = {
     "batch-first-bidirectional-2-layers-states-from-input": {
-        "batch_first": True, "bidirectional": True, "layers": 2, "state_from_input": True,
+        "batch_first": True,
+        "bidirectional": True,
+        "layers": 2,
+        "state_from_input": True,
     },
     "time-first-1-layer": {"batch_first": False},
 }
@@ -84,7 +92,9 @@ CONFIGS = {
 @EXPORTERS
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
-def test_recurrent_classifier_agrees_on_every_sample(zoo: ModuleType, kind: str, config: str, dynamo: bool) -> None:
+def test_recurrent_classifier_agrees_on_every_sample(
+    zoo: ModuleType, kind: str, config: str, dynamo: bool
+) -> None:
     module = seeded(RecurrentClassifier(kind, **CONFIGS[config]))  # type: ignore[arg-type]
     outputs, gradients = zoo.compare(module, SHAPE, 4, dynamo=dynamo)
     assert outputs.worst <= 1e-5, outputs

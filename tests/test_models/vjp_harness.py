@@ -89,18 +89,24 @@ def check_vjp(
     cot_dtype = np.float64 if cot_info.type == "tensor(double)" else np.float32
 
     def value(local_feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(run.run([meta.explained], {**local_feed, meta.cotangent: cotangent})[0], dtype=np.float64)
+        return np.asarray(
+            run.run([meta.explained], {**local_feed, meta.cotangent: cotangent})[0], dtype=np.float64
+        )
 
     forward_model = onnx.ModelProto()
     forward_model.CopyFrom(model)
     if meta.explained not in [o.name for o in model.graph.output]:
-        forward_model.graph.output.append(helper.make_tensor_value_info(meta.explained, cot_info_type(cot_info), None))
+        forward_model.graph.output.append(
+            helper.make_tensor_value_info(meta.explained, cot_info_type(cot_info), None)
+        )
     forward = session(forward_model)
     graph_inputs = {i.name for i in model.graph.input}
     explained_ref = forward.run([meta.explained], {k: v for k, v in feed.items() if k in graph_inputs})[0]
     rng = np.random.default_rng(seed)
     cotangent = rng.standard_normal(explained_ref.shape).astype(cot_dtype)
-    np.testing.assert_allclose(value(feed), explained_ref, rtol=1e-6, atol=1e-6, err_msg="forward value changed")
+    np.testing.assert_allclose(
+        value(feed), explained_ref, rtol=1e-6, atol=1e-6, err_msg="forward value changed"
+    )
     outputs = run.run([meta.gradients[name] for name in meta.inputs], {**feed, meta.cotangent: cotangent})
     analytic = dict(zip(meta.inputs, outputs, strict=True))
     for name in meta.inputs:

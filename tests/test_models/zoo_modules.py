@@ -202,7 +202,9 @@ class EncoderBlock(nn.Module):
     attention is written out (scaled scores, Softmax, weighted sum) so both exporters see plain ops.
     """
 
-    def __init__(self, seq: int = 12, dim: int = 32, heads: int = 4, classes: int = 6, act: str = "gelu") -> None:
+    def __init__(
+        self, seq: int = 12, dim: int = 32, heads: int = 4, classes: int = 6, act: str = "gelu"
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.positions = nn.Embedding(seq, dim)
@@ -249,13 +251,23 @@ class SqueezeExcite(nn.Module):
 class MobileBlock(nn.Module):
     """MobileNetV3-style: stem, inverted residual (expand, depthwise 3×3, SE, project), HardSwish, head."""
 
-    def __init__(self, channels: int = 16, expansion: int = 4, classes: int = 8, act: str = "hardswish") -> None:
+    def __init__(
+        self, channels: int = 16, expansion: int = 4, classes: int = 8, act: str = "hardswish"
+    ) -> None:
         super().__init__()
         hidden = channels * expansion
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), activation(act))
-        self.expand = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), activation(act))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            activation(act),
+        )
+        self.expand = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), activation(act)
+        )
         self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), activation(act)
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            activation(act),
         )
         self.se = SqueezeExcite(hidden, hidden // 4)
         self.project = nn.Sequential(nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
@@ -271,7 +283,9 @@ class MobileBlock(nn.Module):
 # --------------------------------------------------------------------------- comparison
 
 
-def torch_input_gradient(module: nn.Module, inputs: torch.Tensor, cotangents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def torch_input_gradient(
+    module: nn.Module, inputs: torch.Tensor, cotangents: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """``(outputs, J^T · cotangent)`` per sample by ``torch.autograd.grad``, float32 arrays."""
     x = inputs.detach().clone().requires_grad_(True)
     outputs = module(x)
@@ -297,7 +311,8 @@ class Agreement:
         return float(np.mean(self.errors <= tolerance))
 
     def __str__(self) -> str:
-        return f"per-sample relative errors: median {self.median:.2e}, max {self.worst:.2e}, all {np.array2string(self.errors, precision=2)}"
+        every = np.array2string(self.errors, precision=2)
+        return f"per-sample relative errors: median {self.median:.2e}, max {self.worst:.2e}, all {every}"
 
 
 def agreement(actual: np.ndarray, expected: np.ndarray) -> Agreement:

@@ -41,8 +41,20 @@ def compile_proto(proto: str = PROTO, root: Path = ROOT) -> d.FileDescriptorProt
     """The descriptor of ``proto`` (a path relative to ``root``, also the include path)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "set.binpb"
-        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(root), f"--descriptor_set_out={out}",
-                        str(root / proto)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                "-I",
+                str(root),
+                f"--descriptor_set_out={out}",
+                str(root / proto),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return read_descriptor(out)
 
 
@@ -89,8 +101,11 @@ def breaking_changes(old: d.FileDescriptorProto, new: d.FileDescriptorProto) -> 
 def _file_options(old: d.FileDescriptorProto, new: d.FileDescriptorProto) -> list[str]:
     before = {f.name: value for f, value in old.options.ListFields()}
     after = {f.name: value for f, value in new.options.ListFields()}
-    return [f"file option {key} {before[key]!r} became {after.get(key)!r}"
-            for key in sorted(before) if before[key] != after.get(key)]
+    return [
+        f"file option {key} {before[key]!r} became {after.get(key)!r}"
+        for key in sorted(before)
+        if before[key] != after.get(key)
+    ]
 
 
 def _messages(messages: Iterable[d.DescriptorProto], scope: str) -> Iterable[tuple[str, d.DescriptorProto]]:
@@ -108,8 +123,12 @@ def _enums(file: d.FileDescriptorProto) -> Iterable[tuple[str, d.EnumDescriptorP
             yield f"{scope}.{enum.name}", enum
 
 
-def _reserved(ranges: Iterable[d.DescriptorProto.ReservedRange | d.EnumDescriptorProto.EnumReservedRange],
-              number: int, *, end_inclusive: bool) -> bool:
+def _reserved(
+    ranges: Iterable[d.DescriptorProto.ReservedRange | d.EnumDescriptorProto.EnumReservedRange],
+    number: int,
+    *,
+    end_inclusive: bool,
+) -> bool:
     return any(r.start <= number < r.end + end_inclusive for r in ranges)
 
 
@@ -138,14 +157,17 @@ def _message(name: str, old: d.DescriptorProto, new: d.DescriptorProto) -> list[
         if after.name != before.name:
             problems.append(f"field {field} = {before.number} renamed to {after.name}")
         if (after.type, after.type_name) != (before.type, before.type_name):
-            problems.append(f"field {field} = {before.number} changed type "
-                            f"{_type(before)} -> {_type(after)}")
+            problems.append(f"field {field} = {before.number} changed type {_type(before)} -> {_type(after)}")
         if after.label != before.label:
-            problems.append(f"field {field} = {before.number} changed label "
-                            f"{_Field.Label.Name(before.label)} -> {_Field.Label.Name(after.label)}")
+            problems.append(
+                f"field {field} = {before.number} changed label "
+                f"{_Field.Label.Name(before.label)} -> {_Field.Label.Name(after.label)}"
+            )
         if _oneof(old, before) != _oneof(new, after):
-            problems.append(f"field {field} = {before.number} moved from oneof {_oneof(old, before)!r} "
-                            f"to {_oneof(new, after)!r}")
+            problems.append(
+                f"field {field} = {before.number} moved from oneof {_oneof(old, before)!r} "
+                f"to {_oneof(new, after)!r}"
+            )
         if before.proto3_optional and not after.proto3_optional:
             problems.append(f"field {field} = {before.number} lost its explicit presence (optional)")
     return problems
@@ -185,14 +207,19 @@ def _service(name: str, old: d.ServiceDescriptorProto, new: d.ServiceDescriptorP
             continue
         for what in ("input_type", "output_type", "client_streaming", "server_streaming"):
             if getattr(before, what) != getattr(after, what):
-                problems.append(f"rpc {rpc} changed {what} {getattr(before, what)!r} -> {getattr(after, what)!r}")
+                problems.append(
+                    f"rpc {rpc} changed {what} {getattr(before, what)!r} -> {getattr(after, what)!r}"
+                )
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-release", action="store_true",
-                        help=f"record the current {PROTO} as the last release's descriptor ({RELEASE.name})")
+    parser.add_argument(
+        "--write-release",
+        action="store_true",
+        help=f"record the current {PROTO} as the last release's descriptor ({RELEASE.name})",
+    )
     args = parser.parse_args(argv)
     current = compile_proto()
     if args.write_release:

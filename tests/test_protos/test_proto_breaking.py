@@ -61,17 +61,25 @@ def _remove(items: object, name: str) -> None:
 def test_the_current_proto_is_compatible_with_the_last_release() -> None:
     problems = breaking_changes(_release(), compile_proto())
     assert problems == [], (
-        "protos/mollify/v1/explainer.proto breaks mollify.v1 clients of the last release:\n" + "\n".join(problems)
+        "protos/mollify/v1/explainer.proto breaks mollify.v1 clients of the last release:\n"
+        + "\n".join(problems)
         + "\nAdd fields instead of changing them; reserve the numbers and names of removed ones."
     )
 
 
 def test_the_stored_release_descriptor_is_the_release_commits_proto(tmp_path: Path) -> None:
     git = shutil.which("git")
-    if git is None or subprocess.run([git, "cat-file", "-e", f"{RELEASE_COMMIT}^{{commit}}"], cwd=ROOT,
-                                     capture_output=True).returncode != 0:
+    if (
+        git is None
+        or subprocess.run(
+            [git, "cat-file", "-e", f"{RELEASE_COMMIT}^{{commit}}"], cwd=ROOT, capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("the release commit is not in this checkout (no git, or a shallow clone)")
-    source = subprocess.run([git, "show", f"{RELEASE_COMMIT}:{PROTO}"], cwd=ROOT, capture_output=True, check=True)
+    source = subprocess.run(
+        [git, "show", f"{RELEASE_COMMIT}:{PROTO}"], cwd=ROOT, capture_output=True, check=True
+    )
     (tmp_path / PROTO).parent.mkdir(parents=True)
     (tmp_path / PROTO).write_bytes(source.stdout)
     at_release = compile_proto(PROTO, tmp_path)
@@ -99,12 +107,19 @@ def _remove_reserved_enum_value(f: d.FileDescriptorProto) -> None:
 
 
 def _add_everything(f: d.FileDescriptorProto) -> None:
-    _message(f, "ExplainRequest").field.add(name="new_field", number=500, type=d.FieldDescriptorProto.TYPE_STRING,
-                                           label=d.FieldDescriptorProto.LABEL_OPTIONAL, json_name="newField")
+    _message(f, "ExplainRequest").field.add(
+        name="new_field",
+        number=500,
+        type=d.FieldDescriptorProto.TYPE_STRING,
+        label=d.FieldDescriptorProto.LABEL_OPTIONAL,
+        json_name="newField",
+    )
     _enum(f, "Transform").value.add(name="TRANSFORM_NEW", number=100)
     f.message_type.add(name="NewMessage")
     f.enum_type.add(name="NewEnum").value.add(name="NEW_ENUM_UNSPECIFIED", number=0)
-    f.service[0].method.add(name="NewRpc", input_type=".mollify.v1.NewMessage", output_type=".mollify.v1.NewMessage")
+    f.service[0].method.add(
+        name="NewRpc", input_type=".mollify.v1.NewMessage", output_type=".mollify.v1.NewMessage"
+    )
 
 
 def _make_optional(f: d.FileDescriptorProto) -> None:
@@ -116,9 +131,16 @@ def _make_optional(f: d.FileDescriptorProto) -> None:
     message.oneof_decl.add(name="_model_name")
 
 
-@pytest.mark.parametrize("mutate", [_remove_reserved_field, _remove_reserved_enum_value, _add_everything, _make_optional],
-                         ids=["field removed, number reserved", "enum value removed, number reserved", "additions",
-                              "singular field made optional"])
+@pytest.mark.parametrize(
+    "mutate",
+    [_remove_reserved_field, _remove_reserved_enum_value, _add_everything, _make_optional],
+    ids=[
+        "field removed, number reserved",
+        "enum value removed, number reserved",
+        "additions",
+        "singular field made optional",
+    ],
+)
 def test_compatible_changes_pass(mutate: Mutation) -> None:
     new = _release()
     mutate(new)
@@ -130,45 +152,103 @@ def _set(path: Callable[[d.FileDescriptorProto], object], attribute: str, value:
 
 
 BREAKING: list[tuple[str, Mutation, str]] = [
-    ("field removed", lambda f: _remove(_message(f, "ExplainRequest").field, "model_name"),
-     "field mollify.v1.ExplainRequest.model_name = 1 removed without reserving its number"),
+    (
+        "field removed",
+        lambda f: _remove(_message(f, "ExplainRequest").field, "model_name"),
+        "field mollify.v1.ExplainRequest.model_name = 1 removed without reserving its number",
+    ),
     ("field renumbered", _renumber_field, "field mollify.v1.ExplainRequest.seed renumbered 5 -> 99"),
-    ("field renamed", _set(lambda f: _field(f, "ExplainRequest", "model_name"), "name", "model"),
-     "field mollify.v1.ExplainRequest.model_name = 1 renamed to model"),
-    ("scalar retyped", _set(lambda f: _field(f, "ExplainRequest", "seed"), "type", d.FieldDescriptorProto.TYPE_INT32),
-     "field mollify.v1.ExplainRequest.seed = 5 changed type TYPE_UINT64 -> TYPE_INT32"),
-    ("message type changed", _set(lambda f: _field(f, "ExplainRequest", "inputs"), "type_name", ".mollify.v1.Method"),
-     "field mollify.v1.ExplainRequest.inputs = 2 changed type mollify.v1.Tensor -> mollify.v1.Method"),
-    ("singular to repeated", _set(lambda f: _field(f, "ExplainRequest", "model_name"), "label",
-                                  d.FieldDescriptorProto.LABEL_REPEATED),
-     "field mollify.v1.ExplainRequest.model_name = 1 changed label LABEL_OPTIONAL -> LABEL_REPEATED"),
-    ("out of a oneof", lambda f: _field(f, "Target", "top_k").ClearField("oneof_index"),
-     "field mollify.v1.Target.top_k = 4 moved from oneof 'selection' to ''"),
-    ("presence dropped", lambda f: (_field(f, "ExplainRequest", "seed").ClearField("proto3_optional"),
-                                    _field(f, "ExplainRequest", "seed").ClearField("oneof_index")),
-     "field mollify.v1.ExplainRequest.seed = 5 lost its explicit presence (optional)"),
-    ("enum value removed", lambda f: _remove(_enum(f, "Transform").value, "TRANSFORM_ABS"),
-     "enum value mollify.v1.Transform.TRANSFORM_ABS = 2 removed without reserving its number"),
-    ("enum value renumbered", _set(lambda f: _enum(f, "Transform").value[2], "number", 7),
-     "enum value mollify.v1.Transform.TRANSFORM_ABS renumbered 2 -> 7"),
-    ("enum value renamed", _set(lambda f: _enum(f, "Transform").value[2], "name", "TRANSFORM_ABSOLUTE"),
-     "enum value mollify.v1.Transform.TRANSFORM_ABS = 2 renamed to TRANSFORM_ABSOLUTE"),
-    ("message removed", lambda f: _remove(f.message_type, "Preprocessing"), "message mollify.v1.Preprocessing removed"),
+    (
+        "field renamed",
+        _set(lambda f: _field(f, "ExplainRequest", "model_name"), "name", "model"),
+        "field mollify.v1.ExplainRequest.model_name = 1 renamed to model",
+    ),
+    (
+        "scalar retyped",
+        _set(lambda f: _field(f, "ExplainRequest", "seed"), "type", d.FieldDescriptorProto.TYPE_INT32),
+        "field mollify.v1.ExplainRequest.seed = 5 changed type TYPE_UINT64 -> TYPE_INT32",
+    ),
+    (
+        "message type changed",
+        _set(lambda f: _field(f, "ExplainRequest", "inputs"), "type_name", ".mollify.v1.Method"),
+        "field mollify.v1.ExplainRequest.inputs = 2 changed type mollify.v1.Tensor -> mollify.v1.Method",
+    ),
+    (
+        "singular to repeated",
+        _set(
+            lambda f: _field(f, "ExplainRequest", "model_name"),
+            "label",
+            d.FieldDescriptorProto.LABEL_REPEATED,
+        ),
+        "field mollify.v1.ExplainRequest.model_name = 1 changed label LABEL_OPTIONAL -> LABEL_REPEATED",
+    ),
+    (
+        "out of a oneof",
+        lambda f: _field(f, "Target", "top_k").ClearField("oneof_index"),
+        "field mollify.v1.Target.top_k = 4 moved from oneof 'selection' to ''",
+    ),
+    (
+        "presence dropped",
+        lambda f: (
+            _field(f, "ExplainRequest", "seed").ClearField("proto3_optional"),
+            _field(f, "ExplainRequest", "seed").ClearField("oneof_index"),
+        ),
+        "field mollify.v1.ExplainRequest.seed = 5 lost its explicit presence (optional)",
+    ),
+    (
+        "enum value removed",
+        lambda f: _remove(_enum(f, "Transform").value, "TRANSFORM_ABS"),
+        "enum value mollify.v1.Transform.TRANSFORM_ABS = 2 removed without reserving its number",
+    ),
+    (
+        "enum value renumbered",
+        _set(lambda f: _enum(f, "Transform").value[2], "number", 7),
+        "enum value mollify.v1.Transform.TRANSFORM_ABS renumbered 2 -> 7",
+    ),
+    (
+        "enum value renamed",
+        _set(lambda f: _enum(f, "Transform").value[2], "name", "TRANSFORM_ABSOLUTE"),
+        "enum value mollify.v1.Transform.TRANSFORM_ABS = 2 renamed to TRANSFORM_ABSOLUTE",
+    ),
+    (
+        "message removed",
+        lambda f: _remove(f.message_type, "Preprocessing"),
+        "message mollify.v1.Preprocessing removed",
+    ),
     ("enum removed", lambda f: _remove(f.enum_type, "Baseline"), "enum mollify.v1.Baseline removed"),
-    ("rpc removed", lambda f: _remove(f.service[0].method, "GetModel"), "rpc mollify.v1.ExplainerService.GetModel removed"),
-    ("rpc streaming changed", _set(lambda f: _rpc(f, "ExplainStream"), "server_streaming", False),
-     "rpc mollify.v1.ExplainerService.ExplainStream changed server_streaming True -> False"),
-    ("rpc request changed", _set(lambda f: _rpc(f, "GetModel"), "input_type", ".mollify.v1.ListModelsRequest"),
-     "rpc mollify.v1.ExplainerService.GetModel changed input_type '.mollify.v1.GetModelRequest' -> "
-     "'.mollify.v1.ListModelsRequest'"),
+    (
+        "rpc removed",
+        lambda f: _remove(f.service[0].method, "GetModel"),
+        "rpc mollify.v1.ExplainerService.GetModel removed",
+    ),
+    (
+        "rpc streaming changed",
+        _set(lambda f: _rpc(f, "ExplainStream"), "server_streaming", False),
+        "rpc mollify.v1.ExplainerService.ExplainStream changed server_streaming True -> False",
+    ),
+    (
+        "rpc request changed",
+        _set(lambda f: _rpc(f, "GetModel"), "input_type", ".mollify.v1.ListModelsRequest"),
+        "rpc mollify.v1.ExplainerService.GetModel changed input_type '.mollify.v1.GetModelRequest' -> "
+        "'.mollify.v1.ListModelsRequest'",
+    ),
     ("service removed", lambda f: f.ClearField("service"), "service mollify.v1.ExplainerService removed"),
-    ("package renamed", _set(lambda f: f, "package", "mollify.v2"), "package 'mollify.v1' became 'mollify.v2'"),
-    ("go_package changed", _set(lambda f: f.options, "go_package", "example.com/other"),
-     "file option go_package 'github.com/mollify/mollify/gen/go/mollify/v1;mollifyv1' became 'example.com/other'"),
+    (
+        "package renamed",
+        _set(lambda f: f, "package", "mollify.v2"),
+        "package 'mollify.v1' became 'mollify.v2'",
+    ),
+    (
+        "go_package changed",
+        _set(lambda f: f.options, "go_package", "example.com/other"),
+        "file option go_package 'github.com/mollify/mollify/gen/go/mollify/v1;mollifyv1' became 'example.com/other'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in BREAKING], ids=[i for i, _, _ in BREAKING])
+@pytest.mark.parametrize(
+    ("mutate", "expected"), [(m, e) for _, m, e in BREAKING], ids=[i for i, _, _ in BREAKING]
+)
 def test_each_kind_of_break_is_reported(mutate: Mutation, expected: str) -> None:
     new = _release()
     mutate(new)

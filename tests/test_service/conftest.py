@@ -51,17 +51,20 @@ def linear_model(features: int = 4, classes: int = 3, seed: int = 0) -> onnx.Mod
     return model
 
 
-def write_model(
-    root: Path, name: str, model: onnx.ModelProto | bytes | None = None, **config: Any
-) -> Path:
+def write_model(root: Path, name: str, model: onnx.ModelProto | bytes | None = None, **config: Any) -> Path:
     """Write ``root/name/{model.onnx,config.json}``; ``config`` overrides the linear model's config."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     model = linear_model() if model is None else model
     (folder / "model.onnx").write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
     values: dict[str, Any] = {
-        "name": name, "input_name": "x", "input_shape": [4], "explained_tensor": "logits",
-        "lower": -1.0, "upper": 1.0, "labels": ["a", "b", "c"],
+        "name": name,
+        "input_name": "x",
+        "input_shape": [4],
+        "explained_tensor": "logits",
+        "lower": -1.0,
+        "upper": 1.0,
+        "labels": ["a", "b", "c"],
     }
     values.update(config)
     ModelConfig.from_dict(values).save(folder)
@@ -98,7 +101,10 @@ class SlowLinearModel:
         return {}
 
     def __call__(
-        self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: Mapping[str, np.ndarray] | None = None
+        self,
+        inputs: np.ndarray,
+        cotangents: np.ndarray,
+        weight_overrides: Mapping[str, np.ndarray] | None = None,
     ) -> GradientBatch:
         self.calls += 1
         time.sleep(self.delay_s)
@@ -122,8 +128,11 @@ def start_server(settings: Settings, **kwargs: Any) -> MollifyServer:
 def helpers() -> SimpleNamespace:
     """The helpers above, for test modules (``--import-mode=importlib`` cannot import conftest)."""
     return SimpleNamespace(
-        linear_model=linear_model, write_model=write_model, SlowLinearModel=SlowLinearModel,
-        slow_factory=slow_factory, start_server=start_server,
+        linear_model=linear_model,
+        write_model=write_model,
+        SlowLinearModel=SlowLinearModel,
+        slow_factory=slow_factory,
+        start_server=start_server,
     )
 
 

@@ -29,8 +29,9 @@ def rows(count: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1, 2, size=(count, 30)).astype(np.float32)
 
 
-def test_a_batch_over_max_instances_gives_one_requests_results(small_server: MollifyServer,
-                                                               client: ExplainerClient) -> None:
+def test_a_batch_over_max_instances_gives_one_requests_results(
+    small_server: MollifyServer, client: ExplainerClient
+) -> None:
     batch = rows(8)
     whole = client.explain("breast_cancer_mlp", batch, method=METHOD, seed=5)  # the demo server takes 64
     with ExplainerClient(f"127.0.0.1:{small_server.port}", timeout=60) as small:
@@ -55,9 +56,14 @@ def test_a_streamed_batch_over_max_instances_reports_whole_batch_indices(small_s
 
 
 def test_other_refusals_are_not_chunked(small_server: MollifyServer) -> None:
-    assert instance_limit(MollifyError("RESOURCE_EXHAUSTED", "inputs holds 9 instances; the limit is 3 (...)")) == 3
+    assert (
+        instance_limit(MollifyError("RESOURCE_EXHAUSTED", "inputs holds 9 instances; the limit is 3 (...)"))
+        == 3
+    )
     assert instance_limit(MollifyError("RESOURCE_EXHAUSTED", "the server's queue is full")) is None
-    with ExplainerClient(f"127.0.0.1:{small_server.port}", timeout=60) as small, \
-            pytest.raises(MollifyError) as caught:
+    with (
+        ExplainerClient(f"127.0.0.1:{small_server.port}", timeout=60) as small,
+        pytest.raises(MollifyError) as caught,
+    ):
         small.explain("breast_cancer_mlp", rows(5), method=Method(samples=10_000), seed=1)
     assert caught.value.code == "RESOURCE_EXHAUSTED" and "gradient evaluations" in caught.value.message

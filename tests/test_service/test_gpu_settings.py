@@ -34,21 +34,38 @@ def test_gpu_defaults_keep_the_cpu_path_and_tf32_off() -> None:
 
 def test_flags_and_variables_become_the_cuda_provider_options() -> None:
     settings = Settings.from_sources(
-        _parse(["--device", "cuda:1", "--allow-tf32", "--gpu-mem-limit", "12GiB", "--memory-budget-bytes", "1GiB"]),
+        _parse(
+            [
+                "--device",
+                "cuda:1",
+                "--allow-tf32",
+                "--gpu-mem-limit",
+                "12GiB",
+                "--memory-budget-bytes",
+                "1GiB",
+            ]
+        ),
         environ={"MOLLIFY_CUDNN_CONV_ALGO_SEARCH": "HEURISTIC", "MOLLIFY_IO_BINDING": "off"},
     )
     assert settings.device == "cuda:1"
     assert settings.runtime_options().cuda_provider_options(1) == {
-        "device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "1", "gpu_mem_limit": str(12 << 30),
+        "device_id": "1",
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "use_tf32": "1",
+        "gpu_mem_limit": str(12 << 30),
     }
     assert settings.runtime_options().io_binding == "off"
-    env_device = Settings.from_sources(_parse([]), environ={"MOLLIFY_DEVICE": "cuda:2", "MOLLIFY_ALLOW_TF32": "no"})
+    env_device = Settings.from_sources(
+        _parse([]), environ={"MOLLIFY_DEVICE": "cuda:2", "MOLLIFY_ALLOW_TF32": "no"}
+    )
     assert env_device.device == "cuda:2" and not env_device.allow_tf32
 
 
 def test_a_cuda_device_gets_one_computing_slot_unless_told_otherwise() -> None:
     assert Settings.from_sources(_parse(["--device", "cuda"]), environ={}).max_concurrent_requests == 1
-    assert Settings.from_sources(_parse([]), environ={"MOLLIFY_DEVICE": "cuda:3"}).max_concurrent_requests == 1
+    assert (
+        Settings.from_sources(_parse([]), environ={"MOLLIFY_DEVICE": "cuda:3"}).max_concurrent_requests == 1
+    )
     told = Settings.from_sources(_parse(["--device", "cuda", "--max-concurrent-requests", "3"]), environ={})
     assert told.max_concurrent_requests == 3
 
@@ -56,11 +73,27 @@ def test_a_cuda_device_gets_one_computing_slot_unless_told_otherwise() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--device", "cuda:x"], {}, "--device / MOLLIFY_DEVICE must be one of ['auto', 'cpu', 'cuda', 'cuda:N']"),
+        (
+            ["--device", "cuda:x"],
+            {},
+            "--device / MOLLIFY_DEVICE must be one of ['auto', 'cpu', 'cuda', 'cuda:N']",
+        ),
         ([], {"MOLLIFY_DEVICE": "cpu:1"}, "--device / MOLLIFY_DEVICE must be one of"),
-        (["--io-binding", "always"], {}, "--io-binding / MOLLIFY_IO_BINDING must be one of ['auto', 'on', 'off']"),
-        ([], {"MOLLIFY_CUDNN_CONV_ALGO_SEARCH": "fastest"}, "--cudnn-conv-algo-search / MOLLIFY_CUDNN_CONV_ALGO_SEARCH"),
-        ([], {"MOLLIFY_GPU_MEM_LIMIT": "lots"}, "MOLLIFY_GPU_MEM_LIMIT (or --gpu-mem-limit): expected a byte count"),
+        (
+            ["--io-binding", "always"],
+            {},
+            "--io-binding / MOLLIFY_IO_BINDING must be one of ['auto', 'on', 'off']",
+        ),
+        (
+            [],
+            {"MOLLIFY_CUDNN_CONV_ALGO_SEARCH": "fastest"},
+            "--cudnn-conv-algo-search / MOLLIFY_CUDNN_CONV_ALGO_SEARCH",
+        ),
+        (
+            [],
+            {"MOLLIFY_GPU_MEM_LIMIT": "lots"},
+            "MOLLIFY_GPU_MEM_LIMIT (or --gpu-mem-limit): expected a byte count",
+        ),
         ([], {"MOLLIFY_ALLOW_TF32": "maybe"}, "MOLLIFY_ALLOW_TF32 (or --allow-tf32)"),
     ],
 )
@@ -70,7 +103,9 @@ def test_bad_gpu_values_name_flag_and_variable(argv: list[str], env: dict[str, s
     assert message in str(caught.value)
 
 
-def test_the_memory_budget_comes_from_the_gpu_when_the_device_is_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_budget_comes_from_the_gpu_when_the_device_is_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import service.settings as module
 
     asked: list[int] = []
@@ -79,7 +114,10 @@ def test_the_memory_budget_comes_from_the_gpu_when_the_device_is_cuda(monkeypatc
     assert asked == [1]
     assert settings.memory_budget_bytes == 10 << 30
     assert "free memory of the GPU" in settings.memory_budget_source
-    assert Settings(device="cuda", max_concurrent_requests=1, gpu_mem_limit=8 << 30).memory_budget_bytes == 4 << 30
+    assert (
+        Settings(device="cuda", max_concurrent_requests=1, gpu_mem_limit=8 << 30).memory_budget_bytes
+        == 4 << 30
+    )
     # The CPU path never asks the GPU.
     asked.clear()
     cpu = Settings(device="cpu", max_concurrent_requests=1)
@@ -115,8 +153,13 @@ def test_serving_on_cuda_n_without_cuda_says_the_device_is_unavailable(tmp_path:
 
 
 def test_serve_with_a_bad_device_prints_settings_and_exits_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "--device", "gpu:1"], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--device", "gpu:1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("SETTINGS: --device / MOLLIFY_DEVICE must be one of"), result.stderr
     assert json.dumps("cuda:N")[1:-1] in result.stderr

@@ -39,7 +39,10 @@ class _Block(nn.Module):
 
     def forward(self, x: Any, mask: Any) -> Any:
         b, t, d = x.shape
-        q, k, v = (part.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for part in self.qkv(x).chunk(3, -1))
+        q, k, v = (
+            part.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
+            for part in self.qkv(x).chunk(3, -1)
+        )
         scores = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5 + (1.0 - mask[:, None, None, :]) * -1e4
         attended = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, t, d)
         x = self.norm1(x + self.out(attended))
@@ -94,14 +97,33 @@ def _export_text(model: Any, path: Path, dynamo: bool) -> onnx.ModelProto:
     ids, mask = (torch.from_numpy(a) for a in _ids_and_mask())
     if dynamo:
         batch = torch.export.Dim("batch")
-        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
-                          dynamo=True, external_data=False)
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
+            dynamo=True,
+            external_data=False,
+        )
     else:
         # Legacy export with a symbolic sequence axis: positions come from Shape(input_ids).
-        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
-        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], dynamic_axes=axes, dynamo=False, opset_version=17)
+        axes = {
+            "input_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"},
+            "logits": {0: "batch"},
+        }
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
     proto = onnx.load(str(path))
     proto.ir_version = min(proto.ir_version, 10)
     onnx.save(proto, str(path))
@@ -123,7 +145,9 @@ def text_model() -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(text_model: Any, tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Iterator[SimpleNamespace]:
+def served(
+    text_model: Any, tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace
+) -> Iterator[SimpleNamespace]:
     root = tmp_path_factory.mktemp("text-repository")
     work = tmp_path_factory.mktemp("exports")
     names: dict[str, str] = {}
@@ -131,32 +155,71 @@ def served(text_model: Any, tmp_path_factory: pytest.TempPathFactory, helpers: S
         proto = _export_text(text_model, work / f"{exporter}.onnx", dynamo)
         tensor = _token_embedding(proto)
         names[exporter] = tensor
-        common = {"input_name": "input_ids", "input_shape": [TOKENS], "explained_tensor": "logits",
-                  "labels": ["a", "b", "c"], "explained_input": tensor}
+        common = {
+            "input_name": "input_ids",
+            "input_shape": [TOKENS],
+            "explained_tensor": "logits",
+            "labels": ["a", "b", "c"],
+            "explained_input": tensor,
+        }
         helpers.write_model(root, f"text_{exporter}", proto, **common, baseline_token_id=PAD)
         helpers.write_model(root, f"text_{exporter}_zero", proto, **common)
     legacy = onnx.load(str(work / "legacy.onnx"))
     integer = next(n.output[0] for n in legacy.graph.node if n.op_type == "Shape")
-    position = next(n.output[0] for n in legacy.graph.node
-                    if n.op_type == "Gather" and n.input[0] == "position.weight")
-    base = {"input_name": "input_ids", "input_shape": [TOKENS], "explained_tensor": "logits", "labels": ["a", "b", "c"]}
+    position = next(
+        n.output[0] for n in legacy.graph.node if n.op_type == "Gather" and n.input[0] == "position.weight"
+    )
+    base = {
+        "input_name": "input_ids",
+        "input_shape": [TOKENS],
+        "explained_tensor": "logits",
+        "labels": ["a", "b", "c"],
+    }
     helpers.write_model(root, "refuse_missing", legacy, **base, explained_input="no_such_tensor")
     helpers.write_model(root, "refuse_integer", legacy, **base, explained_input=integer)
-    helpers.write_model(root, "refuse_downstream", legacy, **{**base, "explained_tensor": position},
-                        explained_input=names["legacy"])
+    helpers.write_model(
+        root,
+        "refuse_downstream",
+        legacy,
+        **{**base, "explained_tensor": position},
+        explained_input=names["legacy"],
+    )
     torch.manual_seed(1)
     cnn = SmallCNN().eval()
-    torch.onnx.export(cnn, (torch.zeros(1, 1, 6, 6),), str(work / "cnn.onnx"), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      dynamo=False, opset_version=17)
+    torch.onnx.export(
+        cnn,
+        (torch.zeros(1, 1, 6, 6),),
+        str(work / "cnn.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+        opset_version=17,
+    )
     cnn_proto = onnx.load(str(work / "cnn.onnx"))
     cnn_proto.ir_version = min(cnn_proto.ir_version, 10)
     feature_map = next(n.output[0] for n in cnn_proto.graph.node if n.op_type == "Relu")
-    helpers.write_model(root, "cnn_layer", cnn_proto, input_name="image", input_shape=[1, 6, 6],
-                        explained_tensor="logits", explained_input=feature_map, explained_lower=-10.0,
-                        explained_upper=10.0, labels=["a", "b", "c"])
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path_factory.mktemp("cache"),
-                        device="cpu", intra_op_threads=1, memory_budget_bytes=64 << 20, max_evaluations=200_000)
+    helpers.write_model(
+        root,
+        "cnn_layer",
+        cnn_proto,
+        input_name="image",
+        input_shape=[1, 6, 6],
+        explained_tensor="logits",
+        explained_input=feature_map,
+        explained_lower=-10.0,
+        explained_upper=10.0,
+        labels=["a", "b", "c"],
+    )
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        device="cpu",
+        intra_op_threads=1,
+        memory_budget_bytes=64 << 20,
+        max_evaluations=200_000,
+    )
     server = helpers.start_server(settings)
     try:
         with ExplainerClient(f"127.0.0.1:{server.port}", timeout=120) as client:
@@ -170,7 +233,8 @@ def test_model_info_lists_request_inputs_and_explained_tensor(served: SimpleName
     info = served.client.get_model(f"text_{exporter}")
     assert info.ready, info.error
     assert [(t.name, t.dtype, t.shape) for t in info.request_inputs] == [
-        ("input_ids", "int64", (TOKENS,)), ("attention_mask", "int64", (TOKENS,))
+        ("input_ids", "int64", (TOKENS,)),
+        ("attention_mask", "int64", (TOKENS,)),
     ]
     assert info.explained_input is not None and info.explained_input.shape == (TOKENS, DIM)
     table = served.text_table
@@ -192,8 +256,9 @@ def test_integrated_gradients_match_captum_layer_ig(
     steps = 24
     method = Method(base="integrated_gradients", mode="none", ig_steps=steps, ig_rule="gauss_legendre")
     name = f"text_{exporter}" if baseline == "padding" else f"text_{exporter}_zero"
-    results = served.client.explain(name, ids, method=method, target=ClassTarget(1),
-                                    extra_inputs={"attention_mask": mask})
+    results = served.client.explain(
+        name, ids, method=method, target=ClassTarget(1), extra_inputs={"attention_mask": mask}
+    )
     layer_ig = captum_attr.LayerIntegratedGradients(text_model, text_model.embedding)
     ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
     if baseline == "padding":
@@ -206,17 +271,31 @@ def test_integrated_gradients_match_captum_layer_ig(
         np.testing.assert_allclose(result.attribution, expected[index], rtol=2e-4, atol=2e-5)
 
 
-def _layer_ig(model: Any, layer_ig: Any, ids: Any, mask: Any, steps: int, zero: bool, baselines: Any) -> np.ndarray:
+def _layer_ig(
+    model: Any, layer_ig: Any, ids: Any, mask: Any, steps: int, zero: bool, baselines: Any
+) -> np.ndarray:
     if zero:
         # A zero baseline at the layer: integrate the layer's own input from zero (Captum's
         # IntegratedGradients on the part of the model after the embedding).
         ig = captum_attr.IntegratedGradients(model.encode)
         embedded = model.embedding(ids).detach()
-        values = ig.attribute(embedded, baselines=torch.zeros_like(embedded), target=1,
-                              additional_forward_args=(mask,), n_steps=steps, method="gausslegendre")
+        values = ig.attribute(
+            embedded,
+            baselines=torch.zeros_like(embedded),
+            target=1,
+            additional_forward_args=(mask,),
+            n_steps=steps,
+            method="gausslegendre",
+        )
     else:
-        values = layer_ig.attribute(ids, baselines=baselines, target=1, additional_forward_args=(mask,),
-                                    n_steps=steps, method="gausslegendre")
+        values = layer_ig.attribute(
+            ids,
+            baselines=baselines,
+            target=1,
+            additional_forward_args=(mask,),
+            n_steps=steps,
+            method="gausslegendre",
+        )
     return np.asarray(values.detach().sum(-1).numpy(), dtype=np.float64)
 
 
@@ -227,19 +306,35 @@ def test_smoothgrad_at_the_embedding_agrees_with_a_noise_tunnel(
     ids, mask = _ids_and_mask()
     sigma = 0.3
     method = Method(base="gradient", mode="input", scale="fixed", sigma=sigma, samples=200)
-    result = served.client.explain(f"text_{exporter}", ids[:1], method=method, target=ClassTarget(2), seed=7,
-                                   extra_inputs={"attention_mask": mask[:1]})[0]
+    result = served.client.explain(
+        f"text_{exporter}",
+        ids[:1],
+        method=method,
+        target=ClassTarget(2),
+        seed=7,
+        extra_inputs={"attention_mask": mask[:1]},
+    )[0]
     assert result.attribution.shape == (TOKENS,)
     torch.manual_seed(3)
     tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(text_model.encode))
     embedded = text_model.embedding(torch.from_numpy(ids[:1])).detach()
-    reference = tunnel.attribute(embedded, nt_type="smoothgrad", nt_samples=4000, nt_samples_batch_size=500,
-                                 stdevs=sigma, target=2, abs=False,
-                                 additional_forward_args=(torch.from_numpy(mask[:1]),))
+    reference = tunnel.attribute(
+        embedded,
+        nt_type="smoothgrad",
+        nt_samples=4000,
+        nt_samples_batch_size=500,
+        stdevs=sigma,
+        target=2,
+        abs=False,
+        additional_forward_args=(torch.from_numpy(mask[:1]),),
+    )
     expected = reference.detach().numpy()[0].sum(-1)
     # Mollify's error dominates (200 samples vs 4000): within 5 of its standard errors.
     assert np.all(np.abs(result.attribution - expected) <= 5 * result.standard_error + 1e-6), (
-        result.attribution, expected, result.standard_error)
+        result.attribution,
+        expected,
+        result.standard_error,
+    )
     real = mask[0] == 1
     assert np.all(result.standard_error[real] > 0)
     # Masked padding tokens cannot change the output: exactly zero, as in torch.
@@ -249,8 +344,9 @@ def test_smoothgrad_at_the_embedding_agrees_with_a_noise_tunnel(
 def test_layer_attribution_at_a_conv_feature_map_matches_autograd(served: SimpleNamespace) -> None:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(2, 1, 6, 6)).astype(np.float32)
-    results = served.client.explain("cnn_layer", image, method=Method(base="gradient", mode="none"),
-                                    target=ClassTarget(0))
+    results = served.client.explain(
+        "cnn_layer", image, method=Method(base="gradient", mode="none"), target=ClassTarget(0)
+    )
     features = served.cnn.features(torch.from_numpy(image)).detach().requires_grad_(True)
     served.cnn.rest(features)[:, 0].sum().backward()
     expected = features.grad.numpy()
@@ -267,7 +363,9 @@ def test_layer_attribution_at_a_conv_feature_map_matches_autograd(served: Simple
         ("refuse_downstream", ["not upstream of the explained tensor"]),
     ],
 )
-def test_bad_explained_inputs_are_refused_precisely(served: SimpleNamespace, model: str, words: list[str]) -> None:
+def test_bad_explained_inputs_are_refused_precisely(
+    served: SimpleNamespace, model: str, words: list[str]
+) -> None:
     info = served.client.get_model(model)
     assert not info.ready
     for word in words:

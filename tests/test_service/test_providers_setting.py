@@ -53,7 +53,9 @@ def test_the_flag_and_the_variable_become_the_sessions_providers() -> None:
     flag = Settings.from_sources(_parse(["--providers", "CPUExecutionProvider"]), environ={})
     assert flag.providers == CPU_ONLY
     assert flag.runtime_options() == RuntimeOptions(providers=CPU_ONLY)
-    env = Settings.from_sources(_parse([]), environ={"MOLLIFY_PROVIDERS": " CUDAExecutionProvider , CPUExecutionProvider"})
+    env = Settings.from_sources(
+        _parse([]), environ={"MOLLIFY_PROVIDERS": " CUDAExecutionProvider , CPUExecutionProvider"}
+    )
     assert env.providers == (CUDA_PROVIDER, CPU_PROVIDER)
     assert Settings.from_sources(_parse([]), environ={}).providers is None
     assert Settings.from_sources(_parse([]), environ={}).runtime_options().providers == ()
@@ -68,11 +70,15 @@ def test_help_says_there_is_no_silent_fallback() -> None:
 
 
 def test_an_unknown_provider_names_the_flag_and_the_available_providers() -> None:
-    settings = Settings.from_sources(_parse(["--providers", "CUDAExecutonProvider,CPUExecutionProvider"]), environ={})
+    settings = Settings.from_sources(
+        _parse(["--providers", "CUDAExecutonProvider,CPUExecutionProvider"]), environ={}
+    )
     with pytest.raises(SettingsError) as caught:
         settings.runtime_options()
     message = str(caught.value)
-    assert message.startswith("--providers / MOLLIFY_PROVIDERS: unknown execution providers ['CUDAExecutonProvider']")
+    assert message.startswith(
+        "--providers / MOLLIFY_PROVIDERS: unknown execution providers ['CUDAExecutonProvider']"
+    )
     assert str(ort.get_available_providers()) in message
 
 
@@ -93,29 +99,48 @@ def test_a_listed_provider_that_does_not_load_is_refused(monkeypatch: pytest.Mon
     broken = next((name for name in candidates if not provider_module.provider_loads(name)), None)
     if broken is None:
         pytest.skip("every provider this onnxruntime lists loads on this host")
-    with pytest.raises(DeviceUnavailableError, match=rf"\['{broken}'\] are listed by onnxruntime .* but do not load"):
+    with pytest.raises(
+        DeviceUnavailableError, match=rf"\['{broken}'\] are listed by onnxruntime .* but do not load"
+    ):
         check_providers([broken, CPU_PROVIDER])
     # Were the probe fooled, the session's own fallback is still caught: the provider in use is read back.
     monkeypatch.setattr(provider_module, "provider_loads", lambda name: True)
     monkeypatch.setattr("models.runtime.ort_backend.cuda_loads", lambda: True)
     model = build_gradient_model(_linear())
-    with pytest.raises(DeviceUnavailableError, match=rf"fell back to \['CPUExecutionProvider'\] \(dropped: \['{broken}'\]\)"):
+    with pytest.raises(
+        DeviceUnavailableError, match=rf"fell back to \['CPUExecutionProvider'\] \(dropped: \['{broken}'\]\)"
+    ):
         GradientSession(model, options=RuntimeOptions(providers=(broken, CPU_PROVIDER)))
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--device", "cpu", "--providers", "CUDAExecutionProvider,CPUExecutionProvider"], {},
-         "--providers / MOLLIFY_PROVIDERS must be CPUExecutionProvider alone with --device cpu"),
-        (["--device", "cuda:1", "--providers", "CPUExecutionProvider"], {},
-         "--providers / MOLLIFY_PROVIDERS must be a list with CUDAExecutionProvider with --device cuda:1"),
-        (["--providers", "CPUExecutionProvider,CPUExecutionProvider"], {},
-         "--providers / MOLLIFY_PROVIDERS must be names that each appear once"),
-        ([], {"MOLLIFY_PROVIDERS": "CPUExecutionProvider,,"}, "MOLLIFY_PROVIDERS (or --providers): expected comma-separated"),
+        (
+            ["--device", "cpu", "--providers", "CUDAExecutionProvider,CPUExecutionProvider"],
+            {},
+            "--providers / MOLLIFY_PROVIDERS must be CPUExecutionProvider alone with --device cpu",
+        ),
+        (
+            ["--device", "cuda:1", "--providers", "CPUExecutionProvider"],
+            {},
+            "--providers / MOLLIFY_PROVIDERS must be a list with CUDAExecutionProvider with --device cuda:1",
+        ),
+        (
+            ["--providers", "CPUExecutionProvider,CPUExecutionProvider"],
+            {},
+            "--providers / MOLLIFY_PROVIDERS must be names that each appear once",
+        ),
+        (
+            [],
+            {"MOLLIFY_PROVIDERS": "CPUExecutionProvider,,"},
+            "MOLLIFY_PROVIDERS (or --providers): expected comma-separated",
+        ),
     ],
 )
-def test_malformed_or_contradicting_providers_are_settings_errors(argv: list[str], env: dict[str, str], message: str) -> None:
+def test_malformed_or_contradicting_providers_are_settings_errors(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_sources(_parse(argv), environ=env)
     assert message in str(caught.value)
@@ -124,7 +149,9 @@ def test_malformed_or_contradicting_providers_are_settings_errors(argv: list[str
 def test_the_models_layer_validates_providers_too() -> None:
     with pytest.raises(InvalidArgumentError, match="providers must not repeat a name"):
         RuntimeOptions(providers=(CPU_PROVIDER, CPU_PROVIDER))
-    with pytest.raises(InvalidArgumentError, match=r"device='cpu' cannot run on the providers \['CUDAExecutionProvider'\]"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"device='cpu' cannot run on the providers \['CUDAExecutionProvider'\]"
+    ):
         OrtBackend(device="cpu", options=RuntimeOptions(providers=(CUDA_PROVIDER, CPU_PROVIDER)))
     with pytest.raises(InvalidArgumentError, match="needs CUDAExecutionProvider among the providers"):
         OrtBackend(device="cuda", options=RuntimeOptions(providers=CPU_ONLY))
@@ -135,25 +162,40 @@ def test_the_models_layer_validates_providers_too() -> None:
 
 
 def test_serve_with_an_unknown_provider_prints_settings_and_exits_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "--providers", "NoSuchExecutionProvider"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--providers", "NoSuchExecutionProvider"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(
         "SETTINGS: --providers / MOLLIFY_PROVIDERS: unknown execution providers ['NoSuchExecutionProvider']"
     ), result.stderr
 
 
-def test_a_server_on_the_cpu_provider_reports_it_in_get_model(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_a_server_on_the_cpu_provider_reports_it_in_get_model(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     helpers.write_model(tmp_path / "models", "linear")
-    settings = Settings(address="127.0.0.1:0", model_repository=tmp_path / "models", cache_dir=tmp_path / "cache",
-                        providers=CPU_ONLY, intra_op_threads=1, max_concurrent_requests=1)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=tmp_path / "models",
+        cache_dir=tmp_path / "cache",
+        providers=CPU_ONLY,
+        intra_op_threads=1,
+        max_concurrent_requests=1,
+    )
     server = helpers.start_server(settings)
     try:
         with ExplainerClient(f"127.0.0.1:{server.port}", timeout=60) as client:
             info = client.get_model("linear")
             assert info.ready, info.error
             assert info.provider == CPU_PROVIDER
-            [result] = client.explain("linear", np.zeros((1, 4), np.float32), method=Method(samples=8), target=0, seed=1)
+            [result] = client.explain(
+                "linear", np.zeros((1, 4), np.float32), method=Method(samples=8), target=0, seed=1
+            )
             assert result.attribution.shape == (4,) and np.abs(result.attribution).max() > 0
     finally:
         server.stop(0).wait()

@@ -83,9 +83,19 @@ def _save(proto: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 def _export_text(model: Any, path: Path, *, fixed: bool) -> onnx.ModelProto:
     ids, mask = (torch.from_numpy(a[:1]) for a in _ids_and_mask())
-    axes = None if fixed else {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}}
-    torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["logits"], dynamic_axes=axes, dynamo=False, opset_version=17)
+    axes = (
+        None if fixed else {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}}
+    )
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes=axes,
+        dynamo=False,
+        opset_version=17,
+    )
     return _save(onnx.load(str(path)), path)
 
 
@@ -106,38 +116,82 @@ def text_model() -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(text_model: Any, tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Iterator[SimpleNamespace]:
+def served(
+    text_model: Any, tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace
+) -> Iterator[SimpleNamespace]:
     root = tmp_path_factory.mktemp("request-tensors")
     work = tmp_path_factory.mktemp("exports")
-    text = {"input_name": "input_ids", "input_shape": [TOKENS], "explained_tensor": "logits", "labels": ["a", "b", "c"],
-            "baseline_token_id": PAD}
+    text = {
+        "input_name": "input_ids",
+        "input_shape": [TOKENS],
+        "explained_tensor": "logits",
+        "labels": ["a", "b", "c"],
+        "baseline_token_id": PAD,
+    }
     dynamic = _export_text(text_model, work / "dynamic.onnx", fixed=False)
     fixed = _export_text(text_model, work / "fixed.onnx", fixed=True)
     names = _tensors(dynamic)
     fixed_names = _tensors(fixed)
     # Configured at token + position embeddings (bounds given); requests name the token embedding.
-    helpers.write_model(root, "text_at_sum", dynamic, **text, explained_input=names.summed,
-                        explained_lower=-6.0, explained_upper=6.0)
+    helpers.write_model(
+        root,
+        "text_at_sum",
+        dynamic,
+        **text,
+        explained_input=names.summed,
+        explained_lower=-6.0,
+        explained_upper=6.0,
+    )
     helpers.write_model(root, "text", dynamic, **text, explained_input=names.token)
     helpers.write_model(root, "text_fixed", fixed, **text, explained_input=fixed_names.token)
     torch.manual_seed(1)
     cnn = SmallCNN().eval()
-    torch.onnx.export(cnn, (torch.zeros(1, 1, 5, 5),), str(work / "cnn.onnx"), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      dynamo=False, opset_version=17)
+    torch.onnx.export(
+        cnn,
+        (torch.zeros(1, 1, 5, 5),),
+        str(work / "cnn.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+        opset_version=17,
+    )
     cnn_proto = _save(onnx.load(str(work / "cnn.onnx")), work / "cnn.onnx")
     relus = [n.output[0] for n in cnn_proto.graph.node if n.op_type == "Relu"]
     convs = [n.output[0] for n in cnn_proto.graph.node if n.op_type == "Conv"]
-    helpers.write_model(root, "cnn", cnn_proto, input_name="image", input_shape=[1, 5, 5], explained_tensor="logits",
-                        lower=-3.0, upper=3.0, labels=["a", "b", "c"])
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path_factory.mktemp("cache"),
-                        device="cpu", intra_op_threads=1, memory_budget_bytes=64 << 20, max_evaluations=200_000,
-                        max_explained_inputs=2)
+    helpers.write_model(
+        root,
+        "cnn",
+        cnn_proto,
+        input_name="image",
+        input_shape=[1, 5, 5],
+        explained_tensor="logits",
+        lower=-3.0,
+        upper=3.0,
+        labels=["a", "b", "c"],
+    )
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        device="cpu",
+        intra_op_threads=1,
+        memory_budget_bytes=64 << 20,
+        max_evaluations=200_000,
+        max_explained_inputs=2,
+    )
     server = helpers.start_server(settings)
     try:
         with ExplainerClient(f"127.0.0.1:{server.port}", timeout=120) as client:
-            yield SimpleNamespace(client=client, server=server, names=names, fixed_names=fixed_names, cnn=cnn,
-                                  relus=relus, convs=convs)
+            yield SimpleNamespace(
+                client=client,
+                server=server,
+                names=names,
+                fixed_names=fixed_names,
+                cnn=cnn,
+                relus=relus,
+                convs=convs,
+            )
     finally:
         server.stop(0).wait()
 
@@ -146,8 +200,13 @@ def _layer_ig(model: Any, layer: Any, ids: np.ndarray, mask: np.ndarray, target:
     """Captum's LayerIntegratedGradients at ``layer`` from the padding-token baseline, summed per token."""
     ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
     values = captum_attr.LayerIntegratedGradients(model, layer).attribute(
-        ids_t, baselines=torch.full_like(ids_t, PAD), target=target, additional_forward_args=(mask_t,),
-        n_steps=IG.ig_steps, method="gausslegendre")
+        ids_t,
+        baselines=torch.full_like(ids_t, PAD),
+        target=target,
+        additional_forward_args=(mask_t,),
+        n_steps=IG.ig_steps,
+        method="gausslegendre",
+    )
     return np.asarray(values.detach().sum(-1).numpy(), dtype=np.float64)
 
 
@@ -156,17 +215,29 @@ def test_a_request_explains_the_token_embedding_of_a_model_configured_elsewhere(
 ) -> None:
     ids, mask = _ids_and_mask()
     client = served.client
-    configured = client.explain("text_at_sum", ids, method=GRADIENT, target=ClassTarget(1),
-                                extra_inputs={"attention_mask": mask})
-    assert configured[0].attribution.shape == (TOKENS, DIM)  # the configured tensor, not a lookup: no reduction
-    results = client.explain("text_at_sum", ids, method=IG, target=ClassTarget(1), extra_inputs={"attention_mask": mask},
-                             explained_input=served.names.token)
+    configured = client.explain(
+        "text_at_sum", ids, method=GRADIENT, target=ClassTarget(1), extra_inputs={"attention_mask": mask}
+    )
+    assert configured[0].attribution.shape == (
+        TOKENS,
+        DIM,
+    )  # the configured tensor, not a lookup: no reduction
+    results = client.explain(
+        "text_at_sum",
+        ids,
+        method=IG,
+        target=ClassTarget(1),
+        extra_inputs={"attention_mask": mask},
+        explained_input=served.names.token,
+    )
     expected = _layer_ig(text_model, text_model.embedding, ids, mask, 1)
     for index, result in enumerate(results):
         assert result.attribution.shape == (TOKENS,)  # a lookup: per token, bounds from the table
         np.testing.assert_allclose(result.attribution, expected[index], rtol=2e-4, atol=2e-5)
     # The same tensor as another model's configured input gives the same numbers.
-    reference = client.explain("text", ids, method=IG, target=ClassTarget(1), extra_inputs={"attention_mask": mask})
+    reference = client.explain(
+        "text", ids, method=IG, target=ClassTarget(1), extra_inputs={"attention_mask": mask}
+    )
     for got, want in zip(results, reference, strict=True):
         np.testing.assert_allclose(got.attribution, want.attribution, rtol=1e-5, atol=1e-7)
 
@@ -174,8 +245,9 @@ def test_a_request_explains_the_token_embedding_of_a_model_configured_elsewhere(
 def test_a_request_explains_a_conv_feature_map_with_its_bounds(served: SimpleNamespace) -> None:
     image = np.random.default_rng(0).normal(size=(2, 1, 5, 5)).astype(np.float32)
     relu = served.relus[0]
-    results = served.client.explain("cnn", image, method=GRADIENT, target=ClassTarget(2), lower=-10.0, upper=10.0,
-                                    explained_input=relu)
+    results = served.client.explain(
+        "cnn", image, method=GRADIENT, target=ClassTarget(2), lower=-10.0, upper=10.0, explained_input=relu
+    )
     features = served.cnn.features(torch.from_numpy(image)).detach().requires_grad_(True)
     served.cnn.rest(features)[:, 2].sum().backward()
     for index, result in enumerate(results):
@@ -194,15 +266,27 @@ def test_a_fixed_batch_export_is_explained_at_its_embedding(served: SimpleNamesp
     assert info.fixed_batch_size == 1
     ids, mask = _ids_and_mask()
     expected = _layer_ig(text_model, text_model.embedding, ids, mask, 0)
-    results = served.client.explain("text_fixed", ids, method=IG, target=ClassTarget(0),
-                                    extra_inputs={"attention_mask": mask})
+    results = served.client.explain(
+        "text_fixed", ids, method=IG, target=ClassTarget(0), extra_inputs={"attention_mask": mask}
+    )
     for index, result in enumerate(results):
         np.testing.assert_allclose(result.attribution, expected[index], rtol=2e-4, atol=2e-5)
     # At a tensor the request names, on the same fixed-batch graph: token + position embeddings.
-    summed = served.client.explain("text_fixed", ids, method=GRADIENT, target=ClassTarget(0), lower=-6.0, upper=6.0,
-                                   extra_inputs={"attention_mask": mask}, explained_input=served.fixed_names.summed)
-    embedded = (text_model.embedding(torch.from_numpy(ids))
-                + text_model.position(torch.arange(TOKENS))[None]).detach().requires_grad_(True)
+    summed = served.client.explain(
+        "text_fixed",
+        ids,
+        method=GRADIENT,
+        target=ClassTarget(0),
+        lower=-6.0,
+        upper=6.0,
+        extra_inputs={"attention_mask": mask},
+        explained_input=served.fixed_names.summed,
+    )
+    embedded = (
+        (text_model.embedding(torch.from_numpy(ids)) + text_model.position(torch.arange(TOKENS))[None])
+        .detach()
+        .requires_grad_(True)
+    )
     text_model.after_sum(embedded, torch.from_numpy(mask))[:, 0].sum().backward()
     for index, result in enumerate(summed):
         np.testing.assert_allclose(result.attribution, embedded.grad.numpy()[index], rtol=1e-4, atol=1e-6)
@@ -211,7 +295,11 @@ def test_a_fixed_batch_export_is_explained_at_its_embedding(served: SimpleNamesp
 @pytest.mark.parametrize(
     ("tensor", "output", "words"),
     [
-        ("no_such_tensor", "", ["'no_such_tensor'", "not a tensor of the graph", "float tensors the explained"]),
+        (
+            "no_such_tensor",
+            "",
+            ["'no_such_tensor'", "not a tensor of the graph", "float tensors the explained"],
+        ),
         ("attention_mask", "", ["'attention_mask'", "not a tensor of the graph"]),
         ("logits", "", ["'logits'", "not upstream of the explained tensor"]),
         ("<tanh>", "<summed>", ["not upstream of the explained tensor"]),
@@ -228,8 +316,14 @@ def test_bad_explained_inputs_in_requests_are_invalid_arguments(
     tensor, output = replace.get(tensor, tensor), replace.get(output, output)
     ids, mask = _ids_and_mask()
     with pytest.raises(MollifyError) as caught:
-        served.client.explain("text", ids, method=GRADIENT, target=ExplainTarget(ClassTarget(0), output=output),
-                              extra_inputs={"attention_mask": mask}, explained_input=tensor)
+        served.client.explain(
+            "text",
+            ids,
+            method=GRADIENT,
+            target=ExplainTarget(ClassTarget(0), output=output),
+            extra_inputs={"attention_mask": mask},
+            explained_input=tensor,
+        )
     assert caught.value.code == "INVALID_ARGUMENT", caught.value
     for word in words:
         assert word in str(caught.value), str(caught.value)
@@ -242,16 +336,39 @@ def test_graphs_of_requested_tensors_are_kept_least_recently_used_first(served: 
     image = np.random.default_rng(1).normal(size=(1, 1, 5, 5)).astype(np.float32)
     entry = served.server.repository.ready_entry("cnn")
     for tensor in (*served.convs, served.relus[0], served.convs[0]):
-        served.client.explain("cnn", image, method=GRADIENT, target=ClassTarget(0), lower=-50.0, upper=50.0,
-                              explained_input=tensor)
+        served.client.explain(
+            "cnn",
+            image,
+            method=GRADIENT,
+            target=ClassTarget(0),
+            lower=-50.0,
+            upper=50.0,
+            explained_input=tensor,
+        )
     assert list(entry._inputs) == [("logits", served.relus[0]), ("logits", served.convs[0])]
-    first = served.client.explain("cnn", image, method=GRADIENT, target=ClassTarget(0), lower=-50.0, upper=50.0,
-                                  explained_input=served.convs[0])
-    again = served.client.explain("cnn", image, method=GRADIENT, target=ClassTarget(0), lower=-50.0, upper=50.0,
-                                  explained_input=served.convs[0])
+    first = served.client.explain(
+        "cnn",
+        image,
+        method=GRADIENT,
+        target=ClassTarget(0),
+        lower=-50.0,
+        upper=50.0,
+        explained_input=served.convs[0],
+    )
+    again = served.client.explain(
+        "cnn",
+        image,
+        method=GRADIENT,
+        target=ClassTarget(0),
+        lower=-50.0,
+        upper=50.0,
+        explained_input=served.convs[0],
+    )
     np.testing.assert_array_equal(first[0].attribution, again[0].attribution)
     # Naming the configured input is the configured session.
-    plain = served.client.explain("cnn", image, method=GRADIENT, target=ClassTarget(0), explained_input="image")
+    plain = served.client.explain(
+        "cnn", image, method=GRADIENT, target=ClassTarget(0), explained_input="image"
+    )
     assert plain[0].attribution.shape == (1, 5, 5)
     assert len(entry._inputs) == 2
 
@@ -281,16 +398,20 @@ def test_noise_at_the_embedding_agrees_with_a_captum_noise_tunnel(
         method = Method(base="gradient", mode="input", scale="fixed", alpha=alpha, samples=samples)
     else:
         method = Method(base="gradient", mode="input", scale="adaptive", confidence=0.95, samples=samples)
-    results = served.client.explain("text", ids, method=method, target=ClassTarget(2), seed=11,
-                                    extra_inputs={"attention_mask": mask})
+    results = served.client.explain(
+        "text", ids, method=method, target=ClassTarget(2), seed=11, extra_inputs={"attention_mask": mask}
+    )
     reference_samples = 4000
     for index, result in enumerate(results):
-        clean = text_model.embedding(torch.from_numpy(ids[index:index + 1])).detach()
+        clean = text_model.embedding(torch.from_numpy(ids[index : index + 1])).detach()
         x = clean.numpy()[0].astype(np.float64)
-        scale = (alpha * (upper - lower) if policy == "smoothgrad"
-                 else _adaptgrad_scale(x, lower, upper, method.confidence))
+        scale = (
+            alpha * (upper - lower)
+            if policy == "smoothgrad"
+            else _adaptgrad_scale(x, lower, upper, method.confidence)
+        )
         epsilon = torch.from_numpy(scale.astype(np.float32))[None]
-        mask_t = torch.from_numpy(mask[index:index + 1])
+        mask_t = torch.from_numpy(mask[index : index + 1])
 
         def seen(u: Any, mask_rows: Any, epsilon: Any = epsilon, clean: Any = clean) -> Any:
             noisy = (clean + epsilon * (u - clean)).detach()
@@ -298,9 +419,16 @@ def test_noise_at_the_embedding_agrees_with_a_captum_noise_tunnel(
 
         torch.manual_seed(5)
         tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(seen))
-        reference = tunnel.attribute(clean, nt_type="smoothgrad", nt_samples=reference_samples,
-                                     nt_samples_batch_size=500, stdevs=1.0, target=2, abs=False,
-                                     additional_forward_args=(mask_t,))
+        reference = tunnel.attribute(
+            clean,
+            nt_type="smoothgrad",
+            nt_samples=reference_samples,
+            nt_samples_batch_size=500,
+            stdevs=1.0,
+            target=2,
+            abs=False,
+            additional_forward_args=(mask_t,),
+        )
         expected = reference.detach().numpy()[0].astype(np.float64).sum(-1)
         assert result.attribution.shape == (TOKENS,)
         real = mask[index] == 1
@@ -308,5 +436,8 @@ def test_noise_at_the_embedding_agrees_with_a_captum_noise_tunnel(
         # The tunnel's error, from the same per-sample spread over 20× the samples.
         combined = result.standard_error * np.sqrt(1 + samples / reference_samples)
         assert np.all(np.abs(result.attribution - expected) <= 4 * combined + 1e-7), (
-            result.attribution, expected, result.standard_error)
+            result.attribution,
+            expected,
+            result.standard_error,
+        )
         assert np.all(result.attribution[~real] == 0) and np.all(expected[~real] == 0)

@@ -33,13 +33,24 @@ def test_fp64_is_accepted_and_rounded() -> None:
 @pytest.mark.parametrize(
     ("tensor", "message"),
     [
-        (pb.Tensor(datatype=pb.DATA_TYPE_INT64, shape=[1], raw_contents=b"\0" * 8), "inputs.datatype must be"),
-        (pb.Tensor(datatype=pb.DATA_TYPE_UNSPECIFIED, shape=[1], raw_contents=b"\0" * 4), "DATA_TYPE_UNSPECIFIED"),
+        (
+            pb.Tensor(datatype=pb.DATA_TYPE_INT64, shape=[1], raw_contents=b"\0" * 8),
+            "inputs.datatype must be",
+        ),
+        (
+            pb.Tensor(datatype=pb.DATA_TYPE_UNSPECIFIED, shape=[1], raw_contents=b"\0" * 4),
+            "DATA_TYPE_UNSPECIFIED",
+        ),
         (pb.Tensor(datatype=99, shape=[1], raw_contents=b"\0" * 4), "got 99"),
         (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[2, -1], raw_contents=b""), "non-negative"),
-        (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[2, 3], raw_contents=b"\0" * 20), "holds 20 bytes; shape [2, 3]"),
-        (pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1 << 40, 1 << 40], raw_contents=b""),
-         "describes more than 2**31 - 1 elements"),
+        (
+            pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[2, 3], raw_contents=b"\0" * 20),
+            "holds 20 bytes; shape [2, 3]",
+        ),
+        (
+            pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1 << 40, 1 << 40], raw_contents=b""),
+            "describes more than 2**31 - 1 elements",
+        ),
     ],
 )
 def test_malformed_tensors_name_the_field(tensor: pb.Tensor, message: str) -> None:
@@ -52,11 +63,29 @@ def test_malformed_tensors_name_the_field(tensor: pb.Tensor, message: str) -> No
     "method",
     [
         Method(),
-        Method(base="integrated_gradients", mode="fusion", kernel="rect", scale="truncated", alpha=0.05,
-               samples=7, weight_draws=3, weight_sigma=0.1, weight_exclude=("bias*", "fc.*"), ig_steps=9,
-               ig_rule="riemann_trapezoid", ig_baseline="white", ig_smoothing="outer", transform="vargrad",
-               channel_axis=0, channel_reduction="max_abs", tol=0.05, max_samples=100),
-        Method(mode="none", base="gradient_x_input", scale="adaptive", confidence=0.9, adaptive_rule="two_sided"),
+        Method(
+            base="integrated_gradients",
+            mode="fusion",
+            kernel="rect",
+            scale="truncated",
+            alpha=0.05,
+            samples=7,
+            weight_draws=3,
+            weight_sigma=0.1,
+            weight_exclude=("bias*", "fc.*"),
+            ig_steps=9,
+            ig_rule="riemann_trapezoid",
+            ig_baseline="white",
+            ig_smoothing="outer",
+            transform="vargrad",
+            channel_axis=0,
+            channel_reduction="max_abs",
+            tol=0.05,
+            max_samples=100,
+        ),
+        Method(
+            mode="none", base="gradient_x_input", scale="adaptive", confidence=0.9, adaptive_rule="two_sided"
+        ),
         Method(sigma=0.25, ig_baseline=np.full((2, 2), 0.5, np.float32)),
         Method(sigma=np.linspace(0.1, 0.4, 4, dtype=np.float32).reshape(2, 2), transform="smoothgrad_sq"),
     ],
@@ -74,8 +103,14 @@ def test_methods_round_trip(method: Method) -> None:
 def test_unset_method_fields_take_the_paper_defaults() -> None:
     method = codec.method_from_proto(pb.Method())
     assert method == Method()
-    assert (method.alpha, method.confidence, method.samples, method.weight_draws, method.weight_sigma,
-            method.ig_steps) == (0.2, 0.95, 50, 10, 0.2, 50)
+    assert (
+        method.alpha,
+        method.confidence,
+        method.samples,
+        method.weight_draws,
+        method.weight_sigma,
+        method.ig_steps,
+    ) == (0.2, 0.95, 50, 10, 0.2, 50)
 
 
 def test_method_parameters_keep_their_precision() -> None:
@@ -91,7 +126,10 @@ def test_explicit_zero_is_not_unset() -> None:
 
 
 def test_unknown_enum_value_is_refused() -> None:
-    with pytest.raises(InvalidRequestError, match=r"method\.mode must be one of .*SMOOTHING_MODE_NONE.*got the unknown value 42"):
+    with pytest.raises(
+        InvalidRequestError,
+        match=r"method\.mode must be one of .*SMOOTHING_MODE_NONE.*got the unknown value 42",
+    ):
         codec.method_from_proto(pb.Method(mode=42))
 
 
@@ -133,12 +171,24 @@ def test_explanations_round_trip() -> None:
         attribution=rng.normal(size=(1, 8, 8)).astype(np.float32),
         standard_error=rng.random((1, 8, 8)).astype(np.float32),
         outputs=rng.normal(size=10).astype(np.float32),
-        target_index=None, samples=50, gradient_evaluations=51, seed=2**64 - 1, inherent_noise=0.16,
-        relative_error=0.04, queued_ms=1.5, computing_ms=20.25, provider="CPUExecutionProvider",
-        description="SmoothGrad", instance_index=3, rank=1, output="logits",
+        target_index=None,
+        samples=50,
+        gradient_evaluations=51,
+        seed=2**64 - 1,
+        inherent_noise=0.16,
+        relative_error=0.04,
+        queued_ms=1.5,
+        computing_ms=20.25,
+        provider="CPUExecutionProvider",
+        description="SmoothGrad",
+        instance_index=3,
+        rank=1,
+        output="logits",
         cotangent=rng.normal(size=10).astype(np.float32),
     )
     decoded = codec.explanation_from_proto(codec.explanation_to_proto(explanation))
     for name in InstanceExplanation.__dataclass_fields__:
         expected, actual = getattr(explanation, name), getattr(decoded, name)
-        assert np.array_equal(actual, expected) if isinstance(expected, np.ndarray) else actual == expected, name
+        assert np.array_equal(actual, expected) if isinstance(expected, np.ndarray) else actual == expected, (
+            name
+        )

@@ -83,14 +83,38 @@ def _detector() -> onnx.ModelProto:
 
 
 @pytest.fixture(scope="module")
-def dense_server(tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
+def dense_server(
+    tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace
+) -> Iterator[MollifyServer]:
     root = tmp_path_factory.mktemp("dense-repository")
-    helpers.write_model(root, "segmenter", _segmenter(), input_shape=[1, 6, 8], explained_tensor="map",
-                        lower=0.0, upper=1.0, labels=["background", "object"])
-    helpers.write_model(root, "detector", _detector(), input_shape=[1, 8, 8], explained_tensor="detections",
-                        lower=0.0, upper=1.0, labels=["x", "y", "w", "h"])
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path_factory.mktemp("dense-cache"),
-                        device="cpu", intra_op_threads=1, memory_budget_bytes=4 << 20)
+    helpers.write_model(
+        root,
+        "segmenter",
+        _segmenter(),
+        input_shape=[1, 6, 8],
+        explained_tensor="map",
+        lower=0.0,
+        upper=1.0,
+        labels=["background", "object"],
+    )
+    helpers.write_model(
+        root,
+        "detector",
+        _detector(),
+        input_shape=[1, 8, 8],
+        explained_tensor="detections",
+        lower=0.0,
+        upper=1.0,
+        labels=["x", "y", "w", "h"],
+    )
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path_factory.mktemp("dense-cache"),
+        device="cpu",
+        intra_op_threads=1,
+        memory_budget_bytes=4 << 20,
+    )
     server: MollifyServer = helpers.start_server(settings)
     yield server
     server.stop(0).wait()
@@ -109,13 +133,23 @@ def _inputs(shape: tuple[int, ...], count: int = 2, seed: int = 3) -> np.ndarray
 def _direct(server: MollifyServer, model: str, x: np.ndarray, method: Method, target: Any) -> Any:
     entry = server.repository.ready_entry(model)
     session = server.repository.session_for(entry, "")
-    return explain(session, x, method, target, lower=entry.lower, upper=entry.upper, seed=SEED,
-                   memory_budget_bytes=server.settings.memory_budget_bytes)
+    return explain(
+        session,
+        x,
+        method,
+        target,
+        lower=entry.lower,
+        upper=entry.upper,
+        seed=SEED,
+        memory_budget_bytes=server.settings.memory_budget_bytes,
+    )
 
 
 def _same(remote: Any, direct: Any) -> None:
     for name in ("attribution", "outputs", "cotangent"):
-        np.testing.assert_array_equal(getattr(remote, name), np.asarray(getattr(direct, name), np.float32), name)
+        np.testing.assert_array_equal(
+            getattr(remote, name), np.asarray(getattr(direct, name), np.float32), name
+        )
     assert remote.target_index == direct.target_index
 
 
@@ -126,8 +160,9 @@ def _same(remote: Any, direct: Any) -> None:
         (RegionTarget(axes=(0, slice(None), -1), reduction="mean"), (slice(0, 1), slice(None), slice(7, 8))),
     ],
 )
-def test_region_of_a_segmentation_map(client: ExplainerClient, dense_server: MollifyServer, target: Any,
-                                      expected: tuple[slice, ...]) -> None:
+def test_region_of_a_segmentation_map(
+    client: ExplainerClient, dense_server: MollifyServer, target: Any, expected: tuple[slice, ...]
+) -> None:
     x = _inputs((1, 6, 8))
     method = Method(samples=6)
     results = client.explain("segmenter", x, method=method, target=target, seed=SEED)
@@ -137,8 +172,12 @@ def test_region_of_a_segmentation_map(client: ExplainerClient, dense_server: Mol
     mean = isinstance(target, RegionTarget) and target.reduction == "mean"
     for instance, result in enumerate(results):
         assert result.target_index is None
-        np.testing.assert_allclose(result.cotangent, indicator / indicator.sum() if mean else indicator, rtol=1e-6)
-        selection = target if isinstance(target, RegionTarget) else RegionTarget(axes=(1, slice(2, 5), slice(3, 7)))
+        np.testing.assert_allclose(
+            result.cotangent, indicator / indicator.sum() if mean else indicator, rtol=1e-6
+        )
+        selection = (
+            target if isinstance(target, RegionTarget) else RegionTarget(axes=(1, slice(2, 5), slice(3, 7)))
+        )
         _same(result, _direct(dense_server, "segmenter", x[instance], method, selection))
 
 
@@ -156,7 +195,9 @@ def test_region_mask_travels_as_bool(client: ExplainerClient, dense_server: Moll
 
 def test_region_over_the_stream(client: ExplainerClient) -> None:
     x = _inputs((1, 6, 8), count=1)
-    events = list(client.explain_stream("segmenter", x, method=Method(samples=4), target=("region", "1"), seed=SEED))
+    events = list(
+        client.explain_stream("segmenter", x, method=Method(samples=4), target=("region", "1"), seed=SEED)
+    )
     [result] = events[-1]  # type: ignore[misc]
     assert result.cotangent[1].sum() == 48 and result.cotangent[0].sum() == 0
 
@@ -167,7 +208,9 @@ def _best(outputs: np.ndarray) -> tuple[int, int]:
     return int(anchor), int(cls)
 
 
-def test_detection_defaults_to_the_best_detection(client: ExplainerClient, dense_server: MollifyServer) -> None:
+def test_detection_defaults_to_the_best_detection(
+    client: ExplainerClient, dense_server: MollifyServer
+) -> None:
     x = _inputs((1, 8, 8), count=3, seed=7)
     results = client.explain("detector", x, method=Method(samples=5), target="detection", seed=SEED)
     for instance, result in enumerate(results):
@@ -192,8 +235,12 @@ def test_class_of_a_given_detection(client: ExplainerClient, dense_server: Molli
 
 def _raw_call(server: MollifyServer, target: pb.Target, model: str = "detector") -> grpc.RpcError:
     shape = (1, 1, 8, 8) if model == "detector" else (1, 1, 6, 8)
-    request = pb.ExplainRequest(model_name=model, inputs=codec.array_to_tensor(np.full(shape, 0.5, np.float32)),
-                                target=target, method=codec.method_to_proto(VANILLA))
+    request = pb.ExplainRequest(
+        model_name=model,
+        inputs=codec.array_to_tensor(np.full(shape, 0.5, np.float32)),
+        target=target,
+        method=codec.method_to_proto(VANILLA),
+    )
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as caught:
         pb_grpc.ExplainerServiceStub(channel).Explain(request, timeout=30)
     return caught.value
@@ -202,34 +249,81 @@ def _raw_call(server: MollifyServer, target: pb.Target, model: str = "detector")
 @pytest.mark.parametrize(
     ("model", "target", "fragments"),
     [
-        ("detector", pb.Target(detection=pb.Detection(class_index=3)),
-         ["target.detection.class_index", "[0, 2]", "leave it unset"]),
+        (
+            "detector",
+            pb.Target(detection=pb.Detection(class_index=3)),
+            ["target.detection.class_index", "[0, 2]", "leave it unset"],
+        ),
         ("detector", pb.Target(detection=pb.Detection(index=16)), ["target.detection.index", "[0, 15]"]),
-        ("detector", pb.Target(detection=pb.Detection(box_values=7)), ["target.detection.box_values", "fewer than"]),
-        ("detector", pb.Target(detection=pb.Detection(layout=9)), ["target.detection.layout", "unknown value 9"]),
-        ("segmenter", pb.Target(detection=pb.Detection()), ["target.detection", "explain a region of it instead"]),
-        ("segmenter", pb.Target(region=pb.Region(axes=[pb.AxisRange(index=2)])),
-         ["target.region.axes[0]", "[-2, 1]"]),
-        ("segmenter", pb.Target(region=pb.Region(axes=[pb.AxisRange(), pb.AxisRange()])),
-         ["target.region.axes[0]", "must set index or slice"]),
-        ("segmenter", pb.Target(region=pb.Region(axes=[pb.AxisRange(index=0),
-                                                       pb.AxisRange(slice=pb.AxisSlice(start=2, stop=9))])),
-         ["target.region.axes[1].stop", "[-6, 6]"]),
-        ("segmenter", pb.Target(region=pb.Region(axes=[pb.AxisRange(slice=pb.AxisSlice(step=0))])),
-         ["target.region.axes[0].step", "non-zero"]),
-        ("segmenter", pb.Target(region=pb.Region(axes=[pb.AxisRange(index=0)] * 4)),
-         ["target.region.axes", "at most 3 entries"]),
-        ("segmenter", pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.ones((6, 8), bool)))),
-         ["target.region.mask", "(2, 6, 8)"]),
-        ("segmenter", pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.full((2, 6, 8), 2.0, np.float32)))),
-         ["target.region.mask", "only 0 and 1", "explicit cotangent"]),
-        ("segmenter", pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.ones((2, 6, 8), np.int32)))),
-         ["target.region.mask.datatype", "DATA_TYPE_BOOL"]),
-        ("segmenter", pb.Target(region=pb.Region(reduction=5)), ["target.region.reduction", "REGION_REDUCTION_MEAN"]),
+        (
+            "detector",
+            pb.Target(detection=pb.Detection(box_values=7)),
+            ["target.detection.box_values", "fewer than"],
+        ),
+        (
+            "detector",
+            pb.Target(detection=pb.Detection(layout=9)),
+            ["target.detection.layout", "unknown value 9"],
+        ),
+        (
+            "segmenter",
+            pb.Target(detection=pb.Detection()),
+            ["target.detection", "explain a region of it instead"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(axes=[pb.AxisRange(index=2)])),
+            ["target.region.axes[0]", "[-2, 1]"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(axes=[pb.AxisRange(), pb.AxisRange()])),
+            ["target.region.axes[0]", "must set index or slice"],
+        ),
+        (
+            "segmenter",
+            pb.Target(
+                region=pb.Region(
+                    axes=[pb.AxisRange(index=0), pb.AxisRange(slice=pb.AxisSlice(start=2, stop=9))]
+                )
+            ),
+            ["target.region.axes[1].stop", "[-6, 6]"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(axes=[pb.AxisRange(slice=pb.AxisSlice(step=0))])),
+            ["target.region.axes[0].step", "non-zero"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(axes=[pb.AxisRange(index=0)] * 4)),
+            ["target.region.axes", "at most 3 entries"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.ones((6, 8), bool)))),
+            ["target.region.mask", "(2, 6, 8)"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.full((2, 6, 8), 2.0, np.float32)))),
+            ["target.region.mask", "only 0 and 1", "explicit cotangent"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(mask=codec.array_to_tensor(np.ones((2, 6, 8), np.int32)))),
+            ["target.region.mask.datatype", "DATA_TYPE_BOOL"],
+        ),
+        (
+            "segmenter",
+            pb.Target(region=pb.Region(reduction=5)),
+            ["target.region.reduction", "REGION_REDUCTION_MEAN"],
+        ),
     ],
 )
-def test_bad_dense_targets_are_invalid_argument(dense_server: MollifyServer, model: str, target: pb.Target,
-                                               fragments: list[str]) -> None:
+def test_bad_dense_targets_are_invalid_argument(
+    dense_server: MollifyServer, model: str, target: pb.Target, fragments: list[str]
+) -> None:
     error = _raw_call(dense_server, target, model)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     for fragment in fragments:
@@ -249,7 +343,9 @@ def test_codec_round_trips_dense_targets() -> None:
         DetectionTarget(),
         DetectionTarget(index=7, class_index=0, layout="anchors_first", box_values=5),
     ):
-        decoded = codec.target_from_proto(codec.target_to_proto(ExplainTarget(selection=selection, output="y")))
+        decoded = codec.target_from_proto(
+            codec.target_to_proto(ExplainTarget(selection=selection, output="y"))
+        )
         assert decoded == ExplainTarget(selection=selection, output="y")
     mask = np.eye(3, dtype=np.uint8)
     decoded = codec.target_from_proto(codec.target_to_proto(ExplainTarget(selection=RegionTarget(mask=mask))))

@@ -52,14 +52,43 @@ def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cac
     metrics_port = free_port()  # the metrics endpoint's flag path needs a number
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MOLLIFY_GRACE_PERIOD_S": str(GRACE_S), "MOLLIFY_LOG_FORMAT": "text"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MOLLIFY_GRACE_PERIOD_S": str(GRACE_S),
+        "MOLLIFY_LOG_FORMAT": "text",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(models),
-         "--cache-dir", str(graph_cache), "--device", "cpu", "--intra-op-threads", "1",
-         "--memory-budget-bytes", "512KiB", "--max-evaluations", "2000000", "--max-concurrent-requests", "1",
-         "--drain-delay-s", str(DRAIN_S), "--metrics-port", str(metrics_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--address",
+            "127.0.0.1:0",
+            "--model-repository",
+            str(models),
+            "--cache-dir",
+            str(graph_cache),
+            "--device",
+            "cpu",
+            "--intra-op-threads",
+            "1",
+            "--memory-budget-bytes",
+            "512KiB",
+            "--max-evaluations",
+            "2000000",
+            "--max-concurrent-requests",
+            "1",
+            "--drain-delay-s",
+            str(DRAIN_S),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         stdout, stderr = _lines(process.stdout), _lines(process.stderr)
@@ -74,17 +103,23 @@ def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cac
 
             def wait_in_queue() -> None:  # the only slot is taken: this one waits in the queue
                 try:
-                    queued["second"] = client.explain("digits_cnn", DIGIT, method=Method(samples=ENDLESS), seed=2)
+                    queued["second"] = client.explain(
+                        "digits_cnn", DIGIT, method=Method(samples=ENDLESS), seed=2
+                    )
                 except MollifyError as error:
                     queued["second"] = error
 
             second = threading.Thread(target=wait_in_queue, daemon=True)
             second.start()
-            wait_until(lambda: _queue_depth(metrics_port) == 1, 10, "the second request to queue", interval=0.02)
+            wait_until(
+                lambda: _queue_depth(metrics_port) == 1, 10, "the second request to queue", interval=0.02
+            )
 
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            wait_until(lambda: client.health() == "NOT_SERVING", 5, "health to turn NOT_SERVING", interval=0.02)
+            wait_until(
+                lambda: client.health() == "NOT_SERVING", 5, "health to turn NOT_SERVING", interval=0.02
+            )
             assert client.health("digits_cnn") == "NOT_SERVING"
             # Still reachable while draining: a listing is answered.
             assert [m.name for m in client.list_models(timeout=5)] == ["digits_cnn"]
@@ -99,7 +134,10 @@ def test_sigterm_drains_then_cuts_off_with_unavailable(tmp_path: Path, graph_cac
         assert process.wait(timeout=30) == 0
 
         assert cut_off.value.code == "UNAVAILABLE"
-        assert "shutdown grace period (server setting --grace-period-s / MOLLIFY_GRACE_PERIOD_S)" in cut_off.value.message
+        assert (
+            "shutdown grace period (server setting --grace-period-s / MOLLIFY_GRACE_PERIOD_S)"
+            in cut_off.value.message
+        )
         assert DRAIN_S + GRACE_S <= ended < DRAIN_S + GRACE_S + 10
         assert isinstance(queued["second"], MollifyError) and queued["second"].code == "UNAVAILABLE"
         assert "while the request was queued" in queued["second"].message

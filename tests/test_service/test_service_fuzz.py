@@ -55,18 +55,30 @@ def tensors(draw: st.DrawFn, shape: tuple[int, ...] | None = None) -> pb.Tensor:
 @st.composite
 def methods(draw: st.DrawFn) -> pb.Method:
     message = pb.Method(
-        base=draw(st.integers(0, 4)), mode=draw(st.integers(0, 5)), scale=draw(st.integers(0, 4)),
-        kernel=draw(st.sampled_from(["", "gaussian", "poisson", "rect", "sigmoid", "hyperbolic", "laplace", "\0"])),
-        adaptive_rule=draw(st.integers(0, 3)), ig_rule=draw(st.integers(0, 6)), ig_baseline=draw(st.integers(0, 4)),
-        ig_smoothing=draw(st.integers(0, 3)), transform=draw(st.integers(0, 5)),
+        base=draw(st.integers(0, 4)),
+        mode=draw(st.integers(0, 5)),
+        scale=draw(st.integers(0, 4)),
+        kernel=draw(
+            st.sampled_from(["", "gaussian", "poisson", "rect", "sigmoid", "hyperbolic", "laplace", "\0"])
+        ),
+        adaptive_rule=draw(st.integers(0, 3)),
+        ig_rule=draw(st.integers(0, 6)),
+        ig_baseline=draw(st.integers(0, 4)),
+        ig_smoothing=draw(st.integers(0, 3)),
+        transform=draw(st.integers(0, 5)),
         channel_reduction=draw(st.integers(0, 5)),
         weight_exclude=draw(st.lists(st.sampled_from(["*", "*bias*", "["]), max_size=2)),
     )
     for name, strategy in (
-        ("samples", st.integers(-3, 6) | st.just(2**62)), ("weight_draws", st.integers(-1, 3)),
-        ("ig_steps", st.integers(-1, 4) | st.just(10**9)), ("max_samples", st.integers(-1, 8)),
-        ("channel_axis", st.integers(-3, 3)), ("alpha", floats), ("confidence", floats),
-        ("weight_sigma", floats), ("target_relative_error", floats),
+        ("samples", st.integers(-3, 6) | st.just(2**62)),
+        ("weight_draws", st.integers(-1, 3)),
+        ("ig_steps", st.integers(-1, 4) | st.just(10**9)),
+        ("max_samples", st.integers(-1, 8)),
+        ("channel_axis", st.integers(-3, 3)),
+        ("alpha", floats),
+        ("confidence", floats),
+        ("weight_sigma", floats),
+        ("target_relative_error", floats),
     ):
         if draw(st.booleans()):
             setattr(message, name, draw(strategy))
@@ -81,14 +93,17 @@ def methods(draw: st.DrawFn) -> pb.Method:
 def wild_requests(draw: st.DrawFn) -> pb.ExplainRequest:
     """Every field drawn at random: almost always malformed somewhere."""
     request = pb.ExplainRequest(
-        model_name=draw(st.sampled_from(["digits_cnn", "digits_cnn", "breast_cancer_mlp", "", "..", "nope", "a/b",
-                                         "digits_cnn\n"])),
+        model_name=draw(
+            st.sampled_from(
+                ["digits_cnn", "digits_cnn", "breast_cancer_mlp", "", "..", "nope", "a/b", "digits_cnn\n"]
+            )
+        ),
         inputs=draw(tensors((2, 1, 8, 8))),
         method=draw(methods()),
     )
     kind = draw(st.integers(0, 5))
     if kind == 1:
-        request.target.class_index = draw(st.integers(-2**63, 2**63 - 1) | st.integers(-2, 12))
+        request.target.class_index = draw(st.integers(-(2**63), 2**63 - 1) | st.integers(-2, 12))
     elif kind == 2:
         request.target.top_k = draw(st.integers(-1, 12))
     elif kind == 3:
@@ -109,7 +124,10 @@ _MUTATIONS = {
     "inputs": lambda draw: ("inputs", draw(tensors((1, 1, 8, 8)))),
     "samples": lambda draw: ("method.samples", draw(st.integers(-2, 8) | st.sampled_from([10**6, 2**62]))),
     "alpha": lambda draw: ("method.alpha", draw(floats)),
-    "kernel": lambda draw: ("method.kernel", draw(st.text(max_size=8) | st.sampled_from(["rect", "poisson"]))),
+    "kernel": lambda draw: (
+        "method.kernel",
+        draw(st.text(max_size=8) | st.sampled_from(["rect", "poisson"])),
+    ),
     "mode": lambda draw: ("method.mode", draw(st.integers(0, 6))),
     "base": lambda draw: ("method.base", draw(st.integers(0, 4))),
     "scale": lambda draw: ("method.scale", draw(st.integers(0, 4))),
@@ -122,7 +140,10 @@ _MUTATIONS = {
     "sigma": lambda draw: ("method.sigma", draw(tensors((1, 8, 8)))),
     "class": lambda draw: ("target.class_index", draw(st.integers(-3, 12))),
     "top_k": lambda draw: ("target.top_k", draw(st.integers(-1, 12))),
-    "output": lambda draw: ("target.output", draw(st.sampled_from(["probabilities", "input", "nope", "logits"]))),
+    "output": lambda draw: (
+        "target.output",
+        draw(st.sampled_from(["probabilities", "input", "nope", "logits"])),
+    ),
     "cotangent": lambda draw: ("target.cotangent", draw(tensors((10,)))),
     "lower": lambda draw: ("lower", draw(tensors(()))),
     "upper": lambda draw: ("upper", draw(tensors(()))),
@@ -135,8 +156,9 @@ _MUTATIONS = {
 def near_valid_requests(draw: st.DrawFn) -> pb.ExplainRequest:
     """A valid small request with one field drawn at random: reaches deeper validation and success."""
     batch = draw(st.integers(1, 2))
-    pixels = np.asarray(draw(st.lists(st.floats(0, 1, width=32), min_size=64 * batch, max_size=64 * batch)),
-                        dtype="<f4")
+    pixels = np.asarray(
+        draw(st.lists(st.floats(0, 1, width=32), min_size=64 * batch, max_size=64 * batch)), dtype="<f4"
+    )
     request = pb.ExplainRequest(
         model_name="digits_cnn",
         inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[batch, 1, 8, 8], raw_contents=pixels.tobytes()),
@@ -161,7 +183,9 @@ def requests() -> st.SearchStrategy[pb.ExplainRequest]:
 
 @pytest.fixture(scope="module")
 def fuzz_server(demo_settings: Settings, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
-    server = helpers.start_server(dataclasses.replace(demo_settings, max_evaluations=200, max_queued_requests=2))
+    server = helpers.start_server(
+        dataclasses.replace(demo_settings, max_evaluations=200, max_queued_requests=2)
+    )
     yield server
     server.stop(0).wait()
 
@@ -198,7 +222,9 @@ def test_every_malformed_request_gets_a_status_and_the_server_stays_healthy(
     assert answered.get("OK", 0) >= 50 and answered.get("INVALID_ARGUMENT", 0) >= 50, answered
     assert fuzz_server.scheduler.computing == 0 and fuzz_server.scheduler.queued == 0
     digit = np.full((1, 1, 8, 8), 0.5, np.float32)
-    request = pb.ExplainRequest(model_name="digits_cnn",
-                                inputs=pb.Tensor(datatype=1, shape=[1, 1, 8, 8], raw_contents=digit.tobytes()),
-                                method=pb.Method(samples=2))
+    request = pb.ExplainRequest(
+        model_name="digits_cnn",
+        inputs=pb.Tensor(datatype=1, shape=[1, 1, 8, 8], raw_contents=digit.tobytes()),
+        method=pb.Method(samples=2),
+    )
     assert len(fuzz_stub.Explain(request, timeout=20).explanations) == 1

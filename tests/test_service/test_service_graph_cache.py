@@ -33,7 +33,9 @@ class _Records(logging.Handler):
         self.records.append(record)
 
     def messages(self) -> list[str]:
-        return [f"{r.getMessage()} {getattr(r, 'reason', '')} {getattr(r, 'error', '')}" for r in self.records]
+        return [
+            f"{r.getMessage()} {getattr(r, 'reason', '')} {getattr(r, 'error', '')}" for r in self.records
+        ]
 
 
 @pytest.fixture()
@@ -87,7 +89,9 @@ def _damage(kind: str, graph: Path, root: Path, tmp_path: Path) -> None:
         data.write_bytes((weights * -3.0).tobytes())
     elif kind in ("graph of another tensor", "graph of another tensor with its manifest"):
         # A valid graph of the same model explaining the probabilities (same shape as the logits).
-        other = gradient_graph_for(root / "good" / "model.onnx", "x", (4,), "probabilities", tmp_path / "other")
+        other = gradient_graph_for(
+            root / "good" / "model.onnx", "x", (4,), "probabilities", tmp_path / "other"
+        )
         assert other.path is not None
         shutil.copyfile(other.path, graph)
         if kind.endswith("manifest"):
@@ -98,8 +102,15 @@ def _damage(kind: str, graph: Path, root: Path, tmp_path: Path) -> None:
         raise AssertionError(kind)
 
 
-DAMAGES = ["truncated", "empty", "random", "data file of the same size, other bytes", "graph of another tensor",
-           "graph of another tensor with its manifest", "no manifest"]
+DAMAGES = [
+    "truncated",
+    "empty",
+    "random",
+    "data file of the same size, other bytes",
+    "graph of another tensor",
+    "graph of another tensor with its manifest",
+    "no manifest",
+]
 
 
 @pytest.mark.parametrize("kind", DAMAGES)
@@ -145,6 +156,7 @@ def _read_only_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     cache.chmod(0o555)
     if os.access(cache, os.W_OK):  # root ignores the mode bits: refuse writes as the kernel would
+
         def refuse(*args: object, **kwargs: object) -> str:
             raise PermissionError(13, "Permission denied", str(cache))
 
@@ -152,9 +164,14 @@ def _read_only_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-@pytest.mark.parametrize("make_cache", [_cache_under_a_file, _read_only_cache], ids=["under a file", "read-only"])
+@pytest.mark.parametrize(
+    "make_cache", [_cache_under_a_file, _read_only_cache], ids=["under a file", "read-only"]
+)
 def test_a_cache_that_cannot_be_written_falls_back_to_graphs_in_memory(
-    make_cache: object, tmp_path: Path, helpers: SimpleNamespace, graph_log: _Records,
+    make_cache: object,
+    tmp_path: Path,
+    helpers: SimpleNamespace,
+    graph_log: _Records,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = tmp_path / "models"
@@ -185,8 +202,14 @@ def test_a_graph_in_memory_keeps_external_weights_in_their_files(
     folder.mkdir(parents=True)
     stored = onnx.ModelProto()
     stored.CopyFrom(model)  # onnx moves the values of the model it saves to the data file
-    onnx.save_model(stored, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(
+        stored,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     helpers.write_model(root, "good", model=onnx.load(str(folder / "model.onnx"), load_external_data=False))
     assert (folder / "model.onnx.data").is_file()
     blocker = tmp_path / "a-file"

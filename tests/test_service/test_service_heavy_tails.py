@@ -71,7 +71,9 @@ def exp_client(tmp_path_factory: pytest.TempPathFactory, demo_settings: Settings
         server.stop(0).wait()
 
 
-def test_a_model_overflowing_under_cauchy_noise_gets_invalid_argument_naming_the_kernel(exp_client: ExplainerClient) -> None:
+def test_a_model_overflowing_under_cauchy_noise_gets_invalid_argument_naming_the_kernel(
+    exp_client: ExplainerClient,
+) -> None:
     x = np.zeros((1, 4), np.float32)
     with pytest.raises(MollifyError) as caught:
         exp_client.explain("exp_model", x, method=Method(kernel="poisson", samples=64), target=0, seed=2)
@@ -80,8 +82,9 @@ def test_a_model_overflowing_under_cauchy_noise_gets_invalid_argument_naming_the
     assert "'poisson' kernel" in details and "noisy samples" in details and "%" in details
     assert "truncated" in details and "gaussian" in details
     # The same model under truncated noise explains fine.
-    [result] = exp_client.explain("exp_model", x, method=Method(kernel="poisson", scale="truncated", samples=64),
-                                  target=0, seed=2)
+    [result] = exp_client.explain(
+        "exp_model", x, method=Method(kernel="poisson", scale="truncated", samples=64), target=0, seed=2
+    )
     assert np.all(np.isfinite(result.attribution))
 
 

@@ -64,40 +64,74 @@ def _failure(call: grpc.Call) -> tuple[grpc.StatusCode, str, str]:
     return call.code(), call.details() or "", str(request_id)
 
 
-def _status(stub: pb_grpc.ExplainerServiceStub, request: pb.ExplainRequest) -> tuple[grpc.StatusCode, str, str]:
+def _status(
+    stub: pb_grpc.ExplainerServiceStub, request: pb.ExplainRequest
+) -> tuple[grpc.StatusCode, str, str]:
     with pytest.raises(grpc.RpcError) as caught:
         stub.Explain(request, timeout=30)
     return _failure(caught.value)  # type: ignore[arg-type]
 
 
 MALFORMED = [
-    ("zero and huge dimension", _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 1 << 62, 8, 8])),
-     "inputs.shape [0, 4611686018427387904, 8, 8] describes more than 2**31 - 1 elements"),
-    ("zero and several huge dimensions",
-     _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 1 << 40, 1 << 40, 1 << 40])),
-     "inputs.shape"),
-    ("65 dimensions", _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 65, raw_contents=b"\0" * 4)),
-     "inputs.shape has 65 dimensions; at most 32"),
-    ("10,000 dimensions",
-     _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 10_000, raw_contents=b"\0" * 4)),
-     "inputs.shape has 10000 dimensions"),
-    ("65-dimensional bound", _request(lower=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 65,
-                                                      raw_contents=b"\0" * 4)), "lower.shape has 65 dimensions"),
+    (
+        "zero and huge dimension",
+        _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 1 << 62, 8, 8])),
+        "inputs.shape [0, 4611686018427387904, 8, 8] describes more than 2**31 - 1 elements",
+    ),
+    (
+        "zero and several huge dimensions",
+        _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[0, 1 << 40, 1 << 40, 1 << 40])),
+        "inputs.shape",
+    ),
+    (
+        "65 dimensions",
+        _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 65, raw_contents=b"\0" * 4)),
+        "inputs.shape has 65 dimensions; at most 32",
+    ),
+    (
+        "10,000 dimensions",
+        _request(inputs=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 10_000, raw_contents=b"\0" * 4)),
+        "inputs.shape has 10000 dimensions",
+    ),
+    (
+        "65-dimensional bound",
+        _request(lower=pb.Tensor(datatype=pb.DATA_TYPE_FP32, shape=[1] * 65, raw_contents=b"\0" * 4)),
+        "lower.shape has 65 dimensions",
+    ),
     ("sigma 3e38", _request(method=_method(sigma=HUGE)), "method.sigma must be at most 1e+19 in magnitude"),
     ("sigma array 3e38", _request(method=_method(sigma=np.full((1, 8, 8), HUGE))), "method.sigma"),
-    ("IG baseline 3e38", _request(method=_method(base="integrated_gradients", ig_baseline=np.full((1, 8, 8), HUGE))),
-     "method.ig_baseline_tensor must be at most 1e+19"),
+    (
+        "IG baseline 3e38",
+        _request(method=_method(base="integrated_gradients", ig_baseline=np.full((1, 8, 8), HUGE))),
+        "method.ig_baseline_tensor must be at most 1e+19",
+    ),
     ("lower -3e38 in FP64", _request(lower=_fp64(-HUGE)), "lower must be at most 1e+19"),
     ("bounds ±3e38", _request(lower=_fp64(-HUGE), upper=_fp64(HUGE)), "lower must be at most 1e+19"),
-    ("upper 3e38 in FP32", _request(upper=codec.array_to_tensor(np.float32(HUGE))), "upper must be at most 1e+19"),
-    ("upper 1e39 in FP64 (inf in FP32)", _request(upper=_fp64(1e39)),
-     "upper holds 1e+39, beyond the float32 range"),
-    ("inputs 3e38", _request(inputs=codec.array_to_tensor(np.full((1, 1, 8, 8), HUGE, np.float32))),
-     "inputs must be at most 1e+19 in magnitude"),
-    ("inputs 1e300 in FP64", _request(inputs=_fp64(np.full((1, 1, 8, 8), 1e300))),
-     "inputs holds 1e+300 at index [0, 0, 0, 0], beyond the float32 range"),
-    ("cotangent 3e38", _request(target=pb.Target(cotangent=codec.array_to_tensor(np.full(10, HUGE, np.float32)))),
-     "target.cotangent must be at most 1e+19"),
+    (
+        "upper 3e38 in FP32",
+        _request(upper=codec.array_to_tensor(np.float32(HUGE))),
+        "upper must be at most 1e+19",
+    ),
+    (
+        "upper 1e39 in FP64 (inf in FP32)",
+        _request(upper=_fp64(1e39)),
+        "upper holds 1e+39, beyond the float32 range",
+    ),
+    (
+        "inputs 3e38",
+        _request(inputs=codec.array_to_tensor(np.full((1, 1, 8, 8), HUGE, np.float32))),
+        "inputs must be at most 1e+19 in magnitude",
+    ),
+    (
+        "inputs 1e300 in FP64",
+        _request(inputs=_fp64(np.full((1, 1, 8, 8), 1e300))),
+        "inputs holds 1e+300 at index [0, 0, 0, 0], beyond the float32 range",
+    ),
+    (
+        "cotangent 3e38",
+        _request(target=pb.Target(cotangent=codec.array_to_tensor(np.full(10, HUGE, np.float32)))),
+        "target.cotangent must be at most 1e+19",
+    ),
 ]
 
 
@@ -132,17 +166,29 @@ def test_undecodable_bytes_are_invalid_argument_with_a_logged_request_id(
 
 LONG_STRINGS = [
     ("model name", _request(model_name="x" * LONG), grpc.StatusCode.NOT_FOUND, "model_name 'xxxx"),
-    ("kernel", _request(method=pb.Method(kernel="k" * LONG, samples=4)), grpc.StatusCode.INVALID_ARGUMENT,
-     "method.kernel"),
-    ("output name", _request(target=pb.Target(output="o" * LONG)), grpc.StatusCode.INVALID_ARGUMENT,
-     "target.output 'oooo"),
+    (
+        "kernel",
+        _request(method=pb.Method(kernel="k" * LONG, samples=4)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "method.kernel",
+    ),
+    (
+        "output name",
+        _request(target=pb.Target(output="o" * LONG)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "target.output 'oooo",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_", "code", "fragment"), [c[1:] for c in LONG_STRINGS],
-                         ids=[c[0] for c in LONG_STRINGS])
+@pytest.mark.parametrize(
+    ("request_", "code", "fragment"), [c[1:] for c in LONG_STRINGS], ids=[c[0] for c in LONG_STRINGS]
+)
 def test_megabyte_strings_are_echoed_cut_in_status_and_log(
-    stub: pb_grpc.ExplainerServiceStub, request_: pb.ExplainRequest, code: grpc.StatusCode, fragment: str,
+    stub: pb_grpc.ExplainerServiceStub,
+    request_: pb.ExplainRequest,
+    code: grpc.StatusCode,
+    fragment: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="mollify"):

@@ -23,17 +23,27 @@ def _write_version(helpers: SimpleNamespace, folder: Path, classes: int) -> None
 
 
 def _settings(root: Path, cache: Path, **values: object) -> Settings:
-    return Settings(address="127.0.0.1:0", model_repository=root, cache_dir=cache, device="cpu",
-                    intra_op_threads=1, max_concurrent_requests=1, **values)  # type: ignore[arg-type]
+    return Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=cache,
+        device="cpu",
+        intra_op_threads=1,
+        max_concurrent_requests=1,
+        **values,
+    )  # type: ignore[arg-type]
 
 
-def test_triton_repository_serves_the_highest_version(tmp_path: Path, graph_cache: Path,
-                                                      helpers: SimpleNamespace) -> None:
+def test_triton_repository_serves_the_highest_version(
+    tmp_path: Path, graph_cache: Path, helpers: SimpleNamespace
+) -> None:
     model = tmp_path / "repo" / "tabular"
     _write_version(helpers, model / "1", classes=3)
     _write_version(helpers, model / "2", classes=5)
     (model / "config.pbtxt").write_text('name: "tabular"\nbackend: "onnxruntime"\nmax_batch_size: 8\n')
-    server = helpers.start_server(_settings(tmp_path / "repo", graph_cache, inferred_lower=-1.0, inferred_upper=1.0))
+    server = helpers.start_server(
+        _settings(tmp_path / "repo", graph_cache, inferred_lower=-1.0, inferred_upper=1.0)
+    )
     try:
         with ExplainerClient(f"127.0.0.1:{server.port}") as client:
             info = client.get_model("tabular")
@@ -46,7 +56,9 @@ def test_triton_repository_serves_the_highest_version(tmp_path: Path, graph_cach
         server.stop(0).wait(10)
 
 
-def test_triton_config_pbtxt_pins_a_version(tmp_path: Path, graph_cache: Path, helpers: SimpleNamespace) -> None:
+def test_triton_config_pbtxt_pins_a_version(
+    tmp_path: Path, graph_cache: Path, helpers: SimpleNamespace
+) -> None:
     model = tmp_path / "repo" / "tabular"
     _write_version(helpers, model / "1", classes=3)
     _write_version(helpers, model / "2", classes=5)
@@ -61,7 +73,9 @@ def test_triton_config_pbtxt_pins_a_version(tmp_path: Path, graph_cache: Path, h
         server.stop(0).wait(10)
 
 
-def test_kserve_model_dir_with_only_model_onnx(tmp_path: Path, graph_cache: Path, helpers: SimpleNamespace) -> None:
+def test_kserve_model_dir_with_only_model_onnx(
+    tmp_path: Path, graph_cache: Path, helpers: SimpleNamespace
+) -> None:
     folder = tmp_path / "mnt-models"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(helpers.linear_model(classes=3).SerializeToString())
@@ -91,8 +105,20 @@ def test_inference_refuses_a_symbolic_instance_axis(helpers: SimpleNamespace) ->
 def test_kserve_flag_spellings(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--model_dir", str(tmp_path), "--model_name", "m", "--http_port", "8080",
-                              "--grpc_port", "8081", "--predictor_host", "ignored:80"])
+    args = parser.parse_args(
+        [
+            "--model_dir",
+            str(tmp_path),
+            "--model_name",
+            "m",
+            "--http_port",
+            "8080",
+            "--grpc_port",
+            "8081",
+            "--predictor_host",
+            "ignored:80",
+        ]
+    )
     settings = Settings.from_sources(args, environ={})
     assert settings.model_repository == tmp_path and settings.model_name == "m"
     assert (settings.http_address, settings.address) == ("0.0.0.0:8080", "0.0.0.0:8081")

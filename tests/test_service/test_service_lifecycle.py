@@ -28,14 +28,22 @@ X = np.full((1, 4), 0.25, np.float32)
 
 def _health(port: int, service: str = "") -> str:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def _settings(root: Path, tmp_path: Path, **changes: Any) -> Settings:
-    values: dict[str, Any] = {"address": "127.0.0.1:0", "model_repository": root, "cache_dir": tmp_path / "cache",
-                              "memory_budget_bytes": (1 << 20) + (1 << 19), "max_concurrent_requests": 1,
-                              "max_queued_requests": 4, "max_evaluations": 1_000_000}
+    values: dict[str, Any] = {
+        "address": "127.0.0.1:0",
+        "model_repository": root,
+        "cache_dir": tmp_path / "cache",
+        "memory_budget_bytes": (1 << 20) + (1 << 19),
+        "max_concurrent_requests": 1,
+        "max_queued_requests": 4,
+        "max_evaluations": 1_000_000,
+    }
     values.update(changes)
     return Settings(**values)
 
@@ -43,7 +51,9 @@ def _settings(root: Path, tmp_path: Path, **changes: Any) -> Settings:
 # ------------------------------------------------------------------------------------------ health
 
 
-def test_overall_health_is_not_serving_while_no_model_is_ready(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_overall_health_is_not_serving_while_no_model_is_ready(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "broken", b"this is not an ONNX file")
     server = helpers.start_server(_settings(root, tmp_path))
@@ -94,8 +104,9 @@ def test_health_is_not_serving_before_start(tmp_path: Path, helpers: SimpleNames
 def slow_server(tmp_path: Path, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
     root = tmp_path / "models"
     helpers.write_model(root, "slow")
-    server = helpers.start_server(_settings(root, tmp_path, max_concurrent_requests=2),
-                                  session_factory=helpers.slow_factory(0.01))
+    server = helpers.start_server(
+        _settings(root, tmp_path, max_concurrent_requests=2), session_factory=helpers.slow_factory(0.01)
+    )
     yield server
     server.stop(0).wait(10)
 
@@ -164,8 +175,11 @@ def test_a_second_stop_skips_the_drain_and_the_grace(
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="mollify"):
         stopped = slow_server.stop(60, drain_s=60)
-        wait_until(lambda: any(r.getMessage().startswith("draining") for r in caplog.records), 10,
-                   "the first stop to drain")
+        wait_until(
+            lambda: any(r.getMessage().startswith("draining") for r in caplog.records),
+            10,
+            "the first stop to drain",
+        )
     assert slow_server.stop(0) is stopped
     assert stopped.wait(10)
     assert time.monotonic() - started < 10

@@ -61,7 +61,9 @@ class HugeModel(ExplodingModel):
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
+def slow_server(
+    tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace
+) -> Iterator[MollifyServer]:
     root: Path = tmp_path_factory.mktemp("slow-repository")
     helpers.write_model(root, "slow")
     helpers.write_model(root, "exploding")
@@ -75,8 +77,12 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespa
         return models[config.name]
 
     settings = Settings(
-        address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path_factory.mktemp("slow-cache"),
-        memory_budget_bytes=(1 << 20) + (1 << 19), max_concurrent_requests=1, max_queued_requests=2,
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path_factory.mktemp("slow-cache"),
+        memory_budget_bytes=(1 << 20) + (1 << 19),
+        max_concurrent_requests=1,
+        max_queued_requests=2,
         max_evaluations=100_000,
     )
     server = helpers.start_server(settings, session_factory=factory)
@@ -95,8 +101,9 @@ def _idle(server: MollifyServer) -> bool:
     return server.scheduler.computing == 0 and server.scheduler.queued == 0
 
 
-def test_overload_is_refused_at_once_and_nothing_is_lost(slow_server: MollifyServer,
-                                                         slow_client: ExplainerClient) -> None:
+def test_overload_is_refused_at_once_and_nothing_is_lost(
+    slow_server: MollifyServer, slow_client: ExplainerClient
+) -> None:
     def one(_: int) -> str:
         started = time.monotonic()
         try:
@@ -115,8 +122,9 @@ def test_overload_is_refused_at_once_and_nothing_is_lost(slow_server: MollifySer
     assert slow_client.explain("slow", X, method=Method(samples=2), seed=1)[0].samples == 2
 
 
-def test_deadline_shorter_than_the_work_frees_the_slot(slow_server: MollifyServer,
-                                                       slow_client: ExplainerClient) -> None:
+def test_deadline_shorter_than_the_work_frees_the_slot(
+    slow_server: MollifyServer, slow_client: ExplainerClient
+) -> None:
     with pytest.raises(MollifyError) as caught:
         slow_client.explain("slow", X, method=Method(samples=400), timeout=0.3)
     assert caught.value.code == "DEADLINE_EXCEEDED"
@@ -128,8 +136,9 @@ def test_deadline_shorter_than_the_work_frees_the_slot(slow_server: MollifyServe
     assert slow_client.explain("slow", X, method=Method(samples=3), seed=2)[0].samples == 3
 
 
-def test_queued_request_whose_deadline_passes_leaves_the_queue(slow_server: MollifyServer,
-                                                               slow_client: ExplainerClient) -> None:
+def test_queued_request_whose_deadline_passes_leaves_the_queue(
+    slow_server: MollifyServer, slow_client: ExplainerClient
+) -> None:
     blocker = threading.Thread(
         target=lambda: slow_client.explain("slow", X, method=Method(samples=60), seed=3), daemon=True
     )
@@ -140,7 +149,9 @@ def test_queued_request_whose_deadline_passes_leaves_the_queue(slow_server: Moll
     assert caught.value.code == "DEADLINE_EXCEEDED"
     # The waiter polls its deadline every 20 ms.
     wait_until(lambda: slow_server.scheduler.queued == 0, 2, "the expired request to leave the queue")
-    assert slow_server.scheduler.computing == 1  # the blocker still computes: the expired one never got the slot
+    assert (
+        slow_server.scheduler.computing == 1
+    )  # the blocker still computes: the expired one never got the slot
     blocker.join(10)
     wait_until(lambda: _idle(slow_server), 5, "every slot and queue place to be free")
 
@@ -155,8 +166,9 @@ def test_cancelled_stream_frees_its_slot(slow_server: MollifyServer, slow_client
 
 
 @pytest.mark.parametrize("model", ["exploding", "buggy"])
-def test_failures_inside_are_internal_with_a_request_id_only(slow_client: ExplainerClient, model: str,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_failures_inside_are_internal_with_a_request_id_only(
+    slow_client: ExplainerClient, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="mollify"), pytest.raises(MollifyError) as caught:
         slow_client.explain(model, X, method=Method(samples=2))
     assert caught.value.code == "INTERNAL"

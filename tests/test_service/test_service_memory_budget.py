@@ -41,7 +41,9 @@ class LayoutSizedModel:
     bytes_per_sample = GIB
     weights: Mapping[str, np.ndarray] = {}
 
-    def __call__(self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: Any = None) -> GradientBatch:
+    def __call__(
+        self, inputs: np.ndarray, cotangents: np.ndarray, weight_overrides: Any = None
+    ) -> GradientBatch:
         w = np.arange(12, dtype=np.float32).reshape(3, 4)
         return GradientBatch(outputs=inputs @ w.T, gradients=cotangents @ w)
 
@@ -65,11 +67,15 @@ def _cgroup(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Pat
 
 
 def test_cgroup_v2_limit_of_a_parent_counts(tmp_path: Path) -> None:
-    proc, root = _cgroup(tmp_path, "0::/kubepods/pod1/container\n", {
-        "memory.max": "max\n",
-        "kubepods/pod1/memory.max": f"{3 * GIB}\n",
-        "kubepods/pod1/container/memory.max": "max\n",
-    })
+    proc, root = _cgroup(
+        tmp_path,
+        "0::/kubepods/pod1/container\n",
+        {
+            "memory.max": "max\n",
+            "kubepods/pod1/memory.max": f"{3 * GIB}\n",
+            "kubepods/pod1/container/memory.max": "max\n",
+        },
+    )
     assert cgroup_memory_limit(proc, root) == 3 * GIB
 
 
@@ -81,12 +87,18 @@ def test_cgroup_v2_inside_a_namespace_and_unlimited(tmp_path: Path) -> None:
 
 
 def test_cgroup_v1_limit_and_its_no_limit_value(tmp_path: Path) -> None:
-    proc, root = _cgroup(tmp_path, "4:memory:/docker/abc\n1:cpu,cpuacct:/docker/abc\n0::/\n", {
-        "memory/memory.limit_in_bytes": "9223372036854771712\n",
-        "memory/docker/abc/memory.limit_in_bytes": f"{GIB}\n",
-    })
+    proc, root = _cgroup(
+        tmp_path,
+        "4:memory:/docker/abc\n1:cpu,cpuacct:/docker/abc\n0::/\n",
+        {
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+            "memory/docker/abc/memory.limit_in_bytes": f"{GIB}\n",
+        },
+    )
     assert cgroup_memory_limit(proc, root) == GIB
-    proc, root = _cgroup(tmp_path / "b", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n"})
+    proc, root = _cgroup(
+        tmp_path / "b", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n"}
+    )
     assert cgroup_memory_limit(proc, root) is None
 
 
@@ -105,7 +117,9 @@ def test_default_budget_is_a_quarter_of_the_memory_per_concurrent_explanation() 
     assert default_memory_budget(1, available=1 << 40) == MEMORY_BUDGET_CAP
 
 
-def test_settings_choose_the_budget_from_memory_and_keep_an_explicit_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_choose_the_budget_from_memory_and_keep_an_explicit_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(settings_module, "available_memory_bytes", lambda: 16 * GIB)
     assert Settings(max_concurrent_requests=2).memory_budget_bytes == 2 * GIB
     assert Settings(max_concurrent_requests=4).memory_budget_bytes == 1 * GIB
@@ -132,13 +146,17 @@ def test_the_help_states_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_layout_sized_model_runs_at_the_default_budget_and_start_says_it(
-    tmp_path: Path, helpers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    helpers: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(settings_module, "available_memory_bytes", lambda: 16 * GIB)
     root = tmp_path / "models"
     helpers.write_model(root, "layout")
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
-                        max_concurrent_requests=2)
+    settings = Settings(
+        address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache", max_concurrent_requests=2
+    )
     with caplog.at_level(logging.INFO, logger="mollify"):
         server = helpers.start_server(settings, session_factory=_factory)
     try:
@@ -152,14 +170,23 @@ def test_a_layout_sized_model_runs_at_the_default_budget_and_start_says_it(
         server.stop(0).wait(10)
 
 
-def test_a_row_beyond_the_budget_names_the_bytes_and_the_setting(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_a_row_beyond_the_budget_names_the_bytes_and_the_setting(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "layout")
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
-                        memory_budget_bytes=256 << 20)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        memory_budget_bytes=256 << 20,
+    )
     server = helpers.start_server(settings, session_factory=_factory)
     try:
-        with ExplainerClient(f"127.0.0.1:{server.port}", timeout=30) as client, pytest.raises(MollifyError) as caught:
+        with (
+            ExplainerClient(f"127.0.0.1:{server.port}", timeout=30) as client,
+            pytest.raises(MollifyError) as caught,
+        ):
             client.explain("layout", X, method=Method(samples=8), seed=0)
     finally:
         server.stop(0).wait(10)

@@ -26,7 +26,9 @@ def _digit_on_the_lower_bound(share_on_bound: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("on_bound", [0, 16, 48, 64])
-def test_adaptgrad_reports_the_share_of_features_with_zero_noise_scale(client: ExplainerClient, on_bound: int) -> None:
+def test_adaptgrad_reports_the_share_of_features_with_zero_noise_scale(
+    client: ExplainerClient, on_bound: int
+) -> None:
     x = _digit_on_the_lower_bound(on_bound)
     [adapt] = client.explain("digits_cnn", x[None], method=Method(scale="adaptive", samples=4), seed=1)
     assert adapt.zero_scale_fraction == on_bound / 64
@@ -39,7 +41,10 @@ def test_adaptgrad_reports_the_share_of_features_with_zero_noise_scale(client: E
 def test_a_single_draw_has_no_standard_error_on_the_wire(client: ExplainerClient) -> None:
     x = _digit_on_the_lower_bound(16)
     request = pb.ExplainRequest(
-        model_name="digits_cnn", inputs=array_to_tensor(x[None]), method=method_to_proto(Method(samples=1)), seed=3
+        model_name="digits_cnn",
+        inputs=array_to_tensor(x[None]),
+        method=method_to_proto(Method(samples=1)),
+        seed=3,
     )
     response = client._stub.Explain(request, timeout=60)
     [message] = response.explanations

@@ -29,12 +29,24 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
     tmp_path: Path, helpers: SimpleNamespace
 ) -> None:
     root = tmp_path / "models"
-    versions = [helpers.linear_model(seed=0).SerializeToString(), helpers.linear_model(seed=1).SerializeToString()]
+    versions = [
+        helpers.linear_model(seed=0).SerializeToString(),
+        helpers.linear_model(seed=1).SerializeToString(),
+    ]
     helpers.write_model(root, "flip", model=versions[0])
-    helpers.write_model(root, "flip_b", model=versions[1])  # the second version under its own name: its reference
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache", device="cpu",
-                        intra_op_threads=1, max_concurrent_requests=2, max_queued_requests=16,
-                        reload_min_interval_s=0.0)
+    helpers.write_model(
+        root, "flip_b", model=versions[1]
+    )  # the second version under its own name: its reference
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        intra_op_threads=1,
+        max_concurrent_requests=2,
+        max_queued_requests=16,
+        reload_min_interval_s=0.0,
+    )
     server = helpers.start_server(settings)
     address = f"127.0.0.1:{server.port}"
     codes: Counter[str] = Counter()
@@ -44,7 +56,9 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
     clients: list[threading.Thread] = []
     try:
         with ExplainerClient(address, timeout=30) as client:
-            references = [client.explain(name, X, method=METHOD, seed=7)[0].attribution for name in ("flip", "flip_b")]
+            references = [
+                client.explain(name, X, method=METHOD, seed=7)[0].attribution for name in ("flip", "flip_b")
+            ]
             assert not np.array_equal(references[0], references[1])
 
         def explain_in_a_loop() -> None:
@@ -56,7 +70,9 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
                         codes[err.code] += 1
                         continue
                     codes["OK"] += 1
-                    matches = [i for i, ref in enumerate(references) if np.array_equal(result.attribution, ref)]
+                    matches = [
+                        i for i, ref in enumerate(references) if np.array_equal(result.attribution, ref)
+                    ]
                     if matches:
                         seen[matches[0]] += 1
                     else:
@@ -85,7 +101,7 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
                     assert client.health("flip") == "SERVING"
                     client.reload_models()  # the same half-written files are not tried again
                     let_the_clients_call("calls while the model's files are half-written")
-                    handle.write(data[len(data) // 2:])
+                    handle.write(data[len(data) // 2 :])
                 assert client.reload_models().reloaded == ["flip"]
                 info = client.get_model("flip")
                 assert info.ready and not info.stale and info.candidate_error == ""
@@ -103,7 +119,9 @@ def test_a_model_rewritten_in_place_keeps_serving_its_last_good_version(
     assert seen[0] > 0 and seen[1] > 0, seen
 
 
-def test_a_candidate_is_dropped_once_the_served_files_are_back(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_a_candidate_is_dropped_once_the_served_files_are_back(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "m")
     repository = ModelRepository(root, tmp_path / "cache", session_factory=helpers.slow_factory(0.0))
@@ -113,7 +131,11 @@ def test_a_candidate_is_dropped_once_the_served_files_are_back(tmp_path: Path, h
     (root / "m" / "config.json").write_text('{"name": "m"}')
     repository.reload()
     stale = repository.entry("m")
-    assert stale.session is served.session and stale.info.stale and "lacks the field" in stale.info.candidate_error
+    assert (
+        stale.session is served.session
+        and stale.info.stale
+        and "lacks the field" in stale.info.candidate_error
+    )
     assert stale.info.version == served.info.version != ""
     assert repository.session_for(stale, "") is served.session
     with pytest.raises(ModelNotReadyError, match="serves its last good version while its changed files fail"):
@@ -124,7 +146,9 @@ def test_a_candidate_is_dropped_once_the_served_files_are_back(tmp_path: Path, h
     assert repository.entry("m").session is served.session
 
 
-def test_a_model_that_never_loaded_is_still_replaced_by_a_failed_load(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_a_model_that_never_loaded_is_still_replaced_by_a_failed_load(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "m", model=b"not a model")
     repository = ModelRepository(root, tmp_path / "cache", session_factory=helpers.slow_factory(0.0))
@@ -187,8 +211,14 @@ def test_reload_requests_beyond_the_waiting_limit_are_refused_naming_the_setting
 ) -> None:
     root = tmp_path / "models"
     helpers.write_model(root, "m")
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
-                        reload_min_interval_s=0.5, max_concurrent_requests=1, max_queued_requests=16)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        reload_min_interval_s=0.5,
+        max_concurrent_requests=1,
+        max_queued_requests=16,
+    )
     server = helpers.start_server(settings, session_factory=helpers.slow_factory(0.0))
     codes: Counter[str] = Counter()
     messages: list[str] = []
@@ -221,7 +251,9 @@ def test_reload_requests_beyond_the_waiting_limit_are_refused_naming_the_setting
             assert client.health("m") == "SERVING"
     finally:
         server.stop(0).wait()
-    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"} and codes["OK"] > 0 and codes["RESOURCE_EXHAUSTED"] > 0, codes
+    assert (
+        set(codes) <= {"OK", "RESOURCE_EXHAUSTED"} and codes["OK"] > 0 and codes["RESOURCE_EXHAUSTED"] > 0
+    ), codes
     assert all("--reload-min-interval-s" in m and "MOLLIFY_RELOAD_MIN_INTERVAL_S" in m for m in messages)
     assert runs <= 2 + elapsed / 0.5, (runs, elapsed)  # 30 requests, a handful of reloads
 

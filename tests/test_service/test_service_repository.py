@@ -30,9 +30,13 @@ def _unsupported_op_model() -> onnx.ModelProto:
     """``y = Det(reshape(x, 2x2))``: an op with no gradient rule on the path from x to y."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [3], [-1, 2, 2])
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["square"]), helper.make_node("Det", ["square"], ["det"]),
-         helper.make_node("Unsqueeze", ["det", "axes"], ["logits"])],
-        "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["square"]),
+            helper.make_node("Det", ["square"], ["det"]),
+            helper.make_node("Unsqueeze", ["det", "axes"], ["logits"]),
+        ],
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])],
         [shape, helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
     )
@@ -60,8 +64,14 @@ def repository_root(tmp_path: Path, helpers: SimpleNamespace) -> Path:
 
 @pytest.fixture()
 def server(repository_root: Path, tmp_path: Path, helpers: SimpleNamespace) -> Iterator[MollifyServer]:
-    settings = Settings(address="127.0.0.1:0", model_repository=repository_root, cache_dir=tmp_path / "cache",
-                        device="cpu", intra_op_threads=1, max_output_graphs=1)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=repository_root,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        intra_op_threads=1,
+        max_output_graphs=1,
+    )
     server = helpers.start_server(settings)
     yield server
     server.stop(0).wait()
@@ -70,11 +80,23 @@ def server(repository_root: Path, tmp_path: Path, helpers: SimpleNamespace) -> I
 def test_broken_models_are_listed_not_ready_with_their_error(server: MollifyServer) -> None:
     with ExplainerClient(f"127.0.0.1:{server.port}", timeout=30) as client:
         models = {m.name: m for m in client.list_models()}
-        assert sorted(models) == ["bad_bounds", "bad_config", "corrupt", "good", "no_rule", "truncated", "wrong_input"]
+        assert sorted(models) == [
+            "bad_bounds",
+            "bad_config",
+            "corrupt",
+            "good",
+            "no_rule",
+            "truncated",
+            "wrong_input",
+        ]
         assert models["good"].ready and models["good"].error == ""
         expected_errors = {
-            "corrupt": "", "truncated": "", "no_rule": "Det", "bad_bounds": "lower must be below upper",
-            "wrong_input": "nope", "bad_config": "lacks the field",
+            "corrupt": "",
+            "truncated": "",
+            "no_rule": "Det",
+            "bad_bounds": "lower must be below upper",
+            "wrong_input": "nope",
+            "bad_config": "lacks the field",
         }
         for name, fragment in expected_errors.items():
             assert not models[name].ready, name
@@ -87,8 +109,9 @@ def test_broken_models_are_listed_not_ready_with_their_error(server: MollifyServ
         assert client.explain("good", X, method=Method(samples=3), seed=0)[0].samples == 3
 
 
-def test_reload_adds_changes_and_removes_models(server: MollifyServer, repository_root: Path,
-                                                helpers: SimpleNamespace) -> None:
+def test_reload_adds_changes_and_removes_models(
+    server: MollifyServer, repository_root: Path, helpers: SimpleNamespace
+) -> None:
     good_session = server.repository.ready_entry("good").session
     helpers.write_model(repository_root, "added")
     helpers.write_model(repository_root, "corrupt")  # repaired
@@ -105,11 +128,18 @@ def test_reload_adds_changes_and_removes_models(server: MollifyServer, repositor
             client.get_model("no_rule")
         assert caught.value.code == "NOT_FOUND"
         assert client.reload_models().reloaded == []  # nothing changed: nothing reloaded
-    assert server.repository.ready_entry("good").session is good_session  # unchanged models keep their session
+    assert (
+        server.repository.ready_entry("good").session is good_session
+    )  # unchanged models keep their session
 
 
-def test_gradient_graphs_are_cached_by_content(server: MollifyServer, tmp_path: Path, repository_root: Path,
-                                               helpers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradient_graphs_are_cached_by_content(
+    server: MollifyServer,
+    tmp_path: Path,
+    repository_root: Path,
+    helpers: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cached = sorted((tmp_path / "cache").glob("*.onnx"))
     assert len(cached) >= 1
     import service.graphs
@@ -121,7 +151,9 @@ def test_gradient_graphs_are_cached_by_content(server: MollifyServer, tmp_path: 
     again = ModelRepository(repository_root, tmp_path / "cache", device="cpu")
     again.reload()
     assert again.ready_entry("good").info.ready
-    helpers.write_model(repository_root, "good", model=helpers.linear_model(seed=5))  # new content → new graph
+    helpers.write_model(
+        repository_root, "good", model=helpers.linear_model(seed=5)
+    )  # new content → new graph
     again.reload()
     info = again.entry("good").info  # the new graph was built (refused here): the old version keeps serving
     assert info.ready and info.stale and "cached gradient graph was rebuilt" in info.candidate_error
@@ -136,7 +168,9 @@ def test_other_tensors_are_explained_on_demand(server: MollifyServer) -> None:
     assert len(server.repository.ready_entry("good")._extra) == 1  # max_output_graphs bounds the cache
 
 
-def test_a_folder_resolving_outside_the_repository_is_refused(tmp_path: Path, helpers: SimpleNamespace) -> None:
+def test_a_folder_resolving_outside_the_repository_is_refused(
+    tmp_path: Path, helpers: SimpleNamespace
+) -> None:
     outside = helpers.write_model(tmp_path / "elsewhere", "secret")
     root = tmp_path / "repo"
     root.mkdir()
@@ -163,7 +197,9 @@ def test_demo_repository_is_the_default(graph_cache: Path) -> None:
     server, port = create_server(settings)
     try:
         assert port > 0
-        assert {"digits_cnn", "breast_cancer_mlp"} <= {m.name for m in server.repository.list_models() if m.ready}
+        assert {"digits_cnn", "breast_cancer_mlp"} <= {
+            m.name for m in server.repository.list_models() if m.ready
+        }
     finally:
         server.stop(0).wait()
 
@@ -202,10 +238,23 @@ def _torch_export_with_defaults(folder: Path, *, dynamo: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_view_cnn(), (torch.rand(1, *IMAGE),), str(folder / "model.onnx"),
-                          input_names=["input"], output_names=["logits"], dynamo=dynamo)
-    ModelConfig(name=folder.name, input_name="input", input_shape=IMAGE, explained_tensor="logits",
-                lower=0.0, upper=1.0, labels=list("abcde")).save(folder)
+        torch.onnx.export(
+            _view_cnn(),
+            (torch.rand(1, *IMAGE),),
+            str(folder / "model.onnx"),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=dynamo,
+        )
+    ModelConfig(
+        name=folder.name,
+        input_name="input",
+        input_shape=IMAGE,
+        explained_tensor="logits",
+        lower=0.0,
+        upper=1.0,
+        labels=list("abcde"),
+    ).save(folder)
     return folder
 
 
@@ -215,9 +264,18 @@ def _dynamic_reference(folder: Path) -> Path:
     from models.config import ModelConfig
     from models.export import export_torch_onnx, save_model
 
-    save_model(export_torch_onnx(_view_cnn(), torch.rand(2, *IMAGE), input_name="input"), folder / "model.onnx")
-    ModelConfig(name=folder.name, input_name="input", input_shape=IMAGE, explained_tensor="logits",
-                lower=0.0, upper=1.0, labels=list("abcde")).save(folder)
+    save_model(
+        export_torch_onnx(_view_cnn(), torch.rand(2, *IMAGE), input_name="input"), folder / "model.onnx"
+    )
+    ModelConfig(
+        name=folder.name,
+        input_name="input",
+        input_shape=IMAGE,
+        explained_tensor="logits",
+        lower=0.0,
+        upper=1.0,
+        labels=list("abcde"),
+    ).save(folder)
     return folder
 
 
@@ -228,8 +286,14 @@ def export_server(tmp_path: Path, helpers: SimpleNamespace) -> Iterator[MollifyS
     _torch_export_with_defaults(root / "torch_legacy", dynamo=False)
     _dynamic_reference(root / "dynamic")
     helpers.write_model(root, "good")
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
-                        device="cpu", intra_op_threads=1, memory_budget_bytes=8 << 20)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        intra_op_threads=1,
+        memory_budget_bytes=8 << 20,
+    )
     server = helpers.start_server(settings)
     yield server
     server.stop(0).wait()
@@ -258,7 +322,9 @@ def test_torch_exports_with_default_settings_are_served(export_server: MollifySe
         assert client.get_model("good").batching == "dynamic"
 
 
-def test_reload_and_cache_notice_a_change_to_external_data(export_server: MollifyServer, tmp_path: Path) -> None:
+def test_reload_and_cache_notice_a_change_to_external_data(
+    export_server: MollifyServer, tmp_path: Path
+) -> None:
     folder = Path(export_server.repository.root) / "torch_default"
     x = np.random.default_rng(1).random(IMAGE, dtype=np.float32)
     with ExplainerClient(f"127.0.0.1:{export_server.port}", timeout=60) as client:
@@ -283,7 +349,11 @@ def test_a_missing_external_data_file_fails_that_model_only(tmp_path: Path, help
     repository.reload()
     assert repository.entry("good").info.ready
     error = repository.entry("no_data").info.error
-    assert not repository.entry("no_data").info.ready and "model.onnx.data" in error and "does not exist" in error
+    assert (
+        not repository.entry("no_data").info.ready
+        and "model.onnx.data" in error
+        and "does not exist" in error
+    )
 
 
 def test_the_large_model_path_serves_graphs_with_external_data(
@@ -313,16 +383,25 @@ def test_the_large_model_path_serves_graphs_with_external_data(
 def _loop_model() -> onnx.ModelProto:
     """``logits = x + x + x``, the sums in a Loop whose body reads x (control flow without a rule)."""
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "x"], ["acc_out"])],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "x"], ["acc_out"]),
+        ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["batch", 4]),
+        ],
     )
     graph = helper.make_graph(
         [helper.make_node("Loop", ["two", "", "x"], ["logits"], name="sum_loop", body=body)],
-        "loop_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        "loop_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor("two", TensorProto.INT64, [], [2])],
     )
@@ -335,14 +414,19 @@ def _token_model() -> onnx.ModelProto:
     """int64 token ids → embedding Gather → mean → MatMul."""
     rng = np.random.default_rng(2)
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["embedding", "x"], ["embedded"], name="embed"),
-         helper.make_node("ReduceMean", ["embedded", "axes"], ["pooled"], keepdims=0),
-         helper.make_node("MatMul", ["pooled", "W"], ["logits"])],
-        "tokens", [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 4])],
+        [
+            helper.make_node("Gather", ["embedding", "x"], ["embedded"], name="embed"),
+            helper.make_node("ReduceMean", ["embedded", "axes"], ["pooled"], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "W"], ["logits"]),
+        ],
+        "tokens",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [onnx.numpy_helper.from_array(rng.normal(size=(10, 2)).astype(np.float32), "embedding"),
-         onnx.numpy_helper.from_array(np.array([1], np.int64), "axes"),
-         onnx.numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "W")],
+        [
+            onnx.numpy_helper.from_array(rng.normal(size=(10, 2)).astype(np.float32), "embedding"),
+            onnx.numpy_helper.from_array(np.array([1], np.int64), "axes"),
+            onnx.numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "W"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10
@@ -351,13 +435,24 @@ def _token_model() -> onnx.ModelProto:
 
 def _ml_only_model() -> onnx.ModelProto:
     """A linear classifier as converters of classical models write it: only the ai.onnx.ml domain."""
-    node = helper.make_node("LinearClassifier", ["x"], ["label", "logits"], domain="ai.onnx.ml", name="linear",
-                            coefficients=[0.1 * i for i in range(12)], intercepts=[0.0, 0.1, 0.2],
-                            classlabels_ints=[0, 1, 2])
+    node = helper.make_node(
+        "LinearClassifier",
+        ["x"],
+        ["label", "logits"],
+        domain="ai.onnx.ml",
+        name="linear",
+        coefficients=[0.1 * i for i in range(12)],
+        intercepts=[0.0, 0.1, 0.2],
+        classlabels_ints=[0, 1, 2],
+    )
     graph = helper.make_graph(
-        [node], "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [node],
+        "ml",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)])
     model.ir_version = 10
@@ -372,12 +467,27 @@ def test_models_that_cannot_be_differentiated_say_where_and_what_to_do(
     helpers.write_model(root, "control_flow", model=_loop_model(), labels=["a", "b", "c", "d"])
     helpers.write_model(root, "tokens", model=_token_model())
     helpers.write_model(root, "classical", model=_ml_only_model())
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache",
-                        device="cpu", intra_op_threads=1)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        intra_op_threads=1,
+    )
     server = helpers.start_server(settings)
     expected = {
-        "control_flow": ["UnsupportedOpError", "Loop node 'sum_loop'", "its subgraphs read 'x'", "Control flow"],
-        "tokens": ["'x' has element type INT64", "'embedded'", "onnx.utils.extract_model", "--input embedded"],
+        "control_flow": [
+            "UnsupportedOpError",
+            "Loop node 'sum_loop'",
+            "its subgraphs read 'x'",
+            "Control flow",
+        ],
+        "tokens": [
+            "'x' has element type INT64",
+            "'embedded'",
+            "onnx.utils.extract_model",
+            "--input embedded",
+        ],
         "classical": ["LinearClassifier (ai.onnx.ml) node 'linear'", "surrogate", "underlying network"],
     }
     try:

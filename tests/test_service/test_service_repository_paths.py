@@ -26,8 +26,14 @@ def _external_data_model(folder: Path, model: onnx.ModelProto) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stored = onnx.ModelProto()
     stored.CopyFrom(model)
-    onnx.save_model(stored, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(
+        stored,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
 
 
 # ---------------------------------------------------------------------------------- paths (6)
@@ -41,8 +47,13 @@ def broken_server(tmp_path: Path, helpers: SimpleNamespace) -> Iterator[MollifyS
     folder = helpers.write_model(root, "no_data")
     _external_data_model(folder, helpers.linear_model())
     (folder / "model.onnx.data").unlink()
-    settings = Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path / "cache", device="cpu",
-                        intra_op_threads=1)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        intra_op_threads=1,
+    )
     server = helpers.start_server(settings)
     yield server
     server.stop(0).wait()
@@ -80,7 +91,9 @@ def _load_error_logged(repository: ModelRepository, name: str) -> str:
     logger.addHandler(handler)
     try:
         folder = repository.root / name
-        (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\x00")  # changed: loads again
+        (folder / "model.onnx").write_bytes(
+            (folder / "model.onnx").read_bytes() + b"\x00"
+        )  # changed: loads again
         repository.reload()
     finally:
         logger.removeHandler(handler)
@@ -134,7 +147,9 @@ OUTSIDE = ("model_link", "config_link", "config_outside", "folder_link")
 
 
 def _repository(root: Path, tmp_path: Path, helpers: SimpleNamespace, **kwargs: bool) -> ModelRepository:
-    repository = ModelRepository(root, tmp_path / "cache", session_factory=helpers.slow_factory(0.0), **kwargs)
+    repository = ModelRepository(
+        root, tmp_path / "cache", session_factory=helpers.slow_factory(0.0), **kwargs
+    )
     repository.reload()
     return repository
 
@@ -153,7 +168,10 @@ def test_symlinks_outside_the_repository_are_refused_by_default(
         assert "--allow-symlinks-outside / MOLLIFY_ALLOW_SYMLINKS_OUTSIDE" in error, error
         assert str(tmp_path) not in error and "hunter2" not in error and "password" not in error, error
     assert "resolves outside the model's folder" in infos["data_link"].error
-    assert not infos["fifo_config"].ready and "fifo_config/config.json is not a regular file" in infos["fifo_config"].error
+    assert (
+        not infos["fifo_config"].ready
+        and "fifo_config/config.json is not a regular file" in infos["fifo_config"].error
+    )
 
 
 def test_symlinks_outside_are_followed_when_allowed(

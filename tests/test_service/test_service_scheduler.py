@@ -13,8 +13,14 @@ from service.scheduler import Cancellation, Scheduler
 from tests.support import wait_until
 
 
-def _hold(scheduler: Scheduler, release: threading.Event, started: threading.Event | None = None,
-          cancellation: Cancellation | None = None, log: list[str] | None = None, name: str = "") -> threading.Thread:
+def _hold(
+    scheduler: Scheduler,
+    release: threading.Event,
+    started: threading.Event | None = None,
+    cancellation: Cancellation | None = None,
+    log: list[str] | None = None,
+    name: str = "",
+) -> threading.Thread:
     def body() -> None:
         try:
             with scheduler.slot(cancellation or Cancellation()):
@@ -39,8 +45,10 @@ def test_refuses_beyond_slots_and_queue_then_recovers() -> None:
     started.wait(5)
     waiter = _hold(scheduler, release)
     wait_until(lambda: scheduler.queued == 1, 5, "the waiter to queue")
-    with pytest.raises(OverloadedError, match="--max-concurrent-requests 1.*--max-queued-requests 1"), \
-            scheduler.slot(Cancellation()):
+    with (
+        pytest.raises(OverloadedError, match="--max-concurrent-requests 1.*--max-queued-requests 1"),
+        scheduler.slot(Cancellation()),
+    ):
         pass
     release.set()
     holder.join(5)
@@ -104,8 +112,10 @@ def test_deadline_while_queued_is_deadline_exceeded() -> None:
     started = threading.Event()
     holder = _hold(scheduler, release, started)
     started.wait(5)
-    with pytest.raises(RequestCancelledError, match="deadline") as caught, \
-            scheduler.slot(Cancellation(deadline=time.monotonic() + 0.05)):
+    with (
+        pytest.raises(RequestCancelledError, match="deadline") as caught,
+        scheduler.slot(Cancellation(deadline=time.monotonic() + 0.05)),
+    ):
         pass
     assert caught.value.deadline_exceeded
     release.set()

@@ -26,8 +26,13 @@ TOKEN = "test-token-5c1e"
 def base_settings(tmp_path_factory: pytest.TempPathFactory, helpers: SimpleNamespace) -> Settings:
     root = tmp_path_factory.mktemp("secure-repository")
     helpers.write_model(root, "linear")
-    return Settings(address="127.0.0.1:0", model_repository=root, cache_dir=tmp_path_factory.mktemp("secure-cache"),
-                    max_concurrent_requests=1, max_queued_requests=1)
+    return Settings(
+        address="127.0.0.1:0",
+        model_repository=root,
+        cache_dir=tmp_path_factory.mktemp("secure-cache"),
+        max_concurrent_requests=1,
+        max_queued_requests=1,
+    )
 
 
 def _serve(settings: Settings, helpers: SimpleNamespace) -> MollifyServer:
@@ -43,10 +48,15 @@ def token_server(base_settings: Settings, helpers: SimpleNamespace) -> Iterator[
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token", TOKEN + "x", ""])
-def test_calls_without_the_right_token_are_unauthenticated(token_server: MollifyServer, token: str | None) -> None:
+def test_calls_without_the_right_token_are_unauthenticated(
+    token_server: MollifyServer, token: str | None
+) -> None:
     with ExplainerClient(f"127.0.0.1:{token_server.port}", token=token, timeout=10) as client:
-        for call in (lambda: client.list_models(), lambda: client.explain("linear", X, method=Method(samples=2)),
-                     lambda: list(client.explain_stream("linear", X, method=Method(samples=2)))):
+        for call in (
+            lambda: client.list_models(),
+            lambda: client.explain("linear", X, method=Method(samples=2)),
+            lambda: list(client.explain_stream("linear", X, method=Method(samples=2))),
+        ):
             with pytest.raises(MollifyError) as caught:
                 call()
             assert caught.value.code == "UNAUTHENTICATED"
@@ -87,14 +97,33 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
 
-def test_tls_with_token(base_settings: Settings, helpers: SimpleNamespace, certificate: tuple[Path, Path]) -> None:
+def test_tls_with_token(
+    base_settings: Settings, helpers: SimpleNamespace, certificate: tuple[Path, Path]
+) -> None:
     cert, key = certificate
     server = _serve(dataclasses.replace(base_settings, tls_cert=cert, tls_key=key, token=TOKEN), helpers)
     address = f"127.0.0.1:{server.port}"

@@ -33,9 +33,16 @@ def test_defaults_are_safe() -> None:
 
 
 def test_flags_win_over_environment_which_wins_over_defaults(tmp_path: Path) -> None:
-    env = {"MOLLIFY_ADDRESS": "127.0.0.1:7000", "MOLLIFY_MAX_INSTANCES": "5", "MOLLIFY_MEMORY_BUDGET_BYTES": "2MiB",
-           "MOLLIFY_REFLECTION": "false", "MOLLIFY_CACHE_DIR": str(tmp_path)}
-    settings = Settings.from_sources(_parse(["--address", "127.0.0.1:0", "--max-queued-requests", "3"]), environ=env)
+    env = {
+        "MOLLIFY_ADDRESS": "127.0.0.1:7000",
+        "MOLLIFY_MAX_INSTANCES": "5",
+        "MOLLIFY_MEMORY_BUDGET_BYTES": "2MiB",
+        "MOLLIFY_REFLECTION": "false",
+        "MOLLIFY_CACHE_DIR": str(tmp_path),
+    }
+    settings = Settings.from_sources(
+        _parse(["--address", "127.0.0.1:0", "--max-queued-requests", "3"]), environ=env
+    )
     assert settings.address == "127.0.0.1:0"
     assert settings.max_instances == 5
     assert settings.max_queued_requests == 3
@@ -58,11 +65,19 @@ def test_token_file(tmp_path: Path) -> None:
     [
         (["--address", "localhost"], {}, "--address / MOLLIFY_ADDRESS must be host:port"),
         ([], {"MOLLIFY_MAX_INSTANCES": "many"}, "MOLLIFY_MAX_INSTANCES (or --max-instances)"),
-        (["--max-concurrent-requests", "0"], {}, "--max-concurrent-requests / MOLLIFY_MAX_CONCURRENT_REQUESTS must be at least 1"),
+        (
+            ["--max-concurrent-requests", "0"],
+            {},
+            "--max-concurrent-requests / MOLLIFY_MAX_CONCURRENT_REQUESTS must be at least 1",
+        ),
         ([], {"MOLLIFY_DEVICE": "tpu"}, "--device / MOLLIFY_DEVICE must be one of"),
         (["--tls-cert", "/nonexistent.pem"], {}, "given together with --tls-key"),
         ([], {"MOLLIFY_MEMORY_BUDGET_BYTES": "12 parsecs"}, "byte count"),
-        (["--model-repository", "/nonexistent/models"], {}, "--model-repository / MOLLIFY_MODEL_REPOSITORY must be an existing folder"),
+        (
+            ["--model-repository", "/nonexistent/models"],
+            {},
+            "--model-repository / MOLLIFY_MODEL_REPOSITORY must be an existing folder",
+        ),
     ],
 )
 def test_bad_values_name_flag_and_variable(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -41,14 +41,40 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
     metrics_port = free_port()  # the metrics endpoint's flag path needs a number
     models = tmp_path / "models"
     shutil.copytree(repository_path() / "digits_cnn", models / "digits_cnn")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MOLLIFY_GRACE_PERIOD_S": "30", "MOLLIFY_LOG_FORMAT": "text",
-           "MOLLIFY_DRAIN_DELAY_S": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MOLLIFY_GRACE_PERIOD_S": "30",
+        "MOLLIFY_LOG_FORMAT": "text",
+        "MOLLIFY_DRAIN_DELAY_S": "0",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--address", "127.0.0.1:0", "--model-repository", str(models),
-         "--cache-dir", str(graph_cache), "--device", "cpu", "--intra-op-threads", "1",
-         "--memory-budget-bytes", "512KiB", "--max-evaluations", "1000000", "--metrics-port", str(metrics_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--address",
+            "127.0.0.1:0",
+            "--model-repository",
+            str(models),
+            "--cache-dir",
+            str(graph_cache),
+            "--device",
+            "cpu",
+            "--intra-op-threads",
+            "1",
+            "--memory-budget-bytes",
+            "512KiB",
+            "--max-evaluations",
+            "1000000",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         stdout, stderr = _lines(process.stdout), _lines(process.stderr)
@@ -62,16 +88,24 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path, graph_cache: Path) ->
 
             shutil.copytree(models / "digits_cnn", models / "digits_copy")
             process.send_signal(signal.SIGHUP)
-            wait_until(lambda: "digits_copy" in {m.name for m in client.list_models() if m.ready}, 30,
-                       "the SIGHUP reload", interval=0.05)
+            wait_until(
+                lambda: "digits_copy" in {m.name for m in client.list_models() if m.ready},
+                30,
+                "the SIGHUP reload",
+                interval=0.05,
+            )
 
             x = np.full((1, 1, 8, 8), 0.5, np.float32)
             stream = client.explain_stream("digits_cnn", x, method=Method(samples=SAMPLES), seed=3)
             first = next(stream)
             assert isinstance(first, ExplainProgress) and first.samples_done < SAMPLES
             process.send_signal(signal.SIGTERM)
-            wait_until(lambda: any("listener closed" in line for line in list(stderr.queue)), 10,
-                       "the listener to close on SIGTERM", interval=0.05)
+            wait_until(
+                lambda: any("listener closed" in line for line in list(stderr.queue)),
+                10,
+                "the listener to close on SIGTERM",
+                interval=0.05,
+            )
             with pytest.raises(MollifyError) as refused:
                 client.list_models(timeout=5)
             assert refused.value.code == "UNAVAILABLE"

@@ -30,8 +30,13 @@ def _normalised(text: str) -> str:
 
 
 def _protoc(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", ".", *args, PROTO], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", *args, PROTO],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_committed_python_stubs_are_fresh(tmp_path: Path) -> None:
@@ -51,8 +56,13 @@ def test_proto_compiles_for_other_languages(tmp_path: Path, language: str) -> No
     protoc = shutil.which("protoc")
     if protoc is None:
         pytest.skip("no protoc on PATH (apt install protobuf-compiler)")
-    subprocess.run([protoc, "-I", ".", f"--{language}_out={tmp_path}", PROTO], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [protoc, "-I", ".", f"--{language}_out={tmp_path}", PROTO],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert any(p.is_file() for p in tmp_path.rglob("*")), f"protoc wrote nothing for {language}"
 
 

@@ -13,8 +13,21 @@ from pathlib import Path
 from service.server import MollifyServer
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("scipy", "onnxruntime", "onnx", "matplotlib", "PIL", "starlette", "uvicorn", "torch", "prometheus_client",
-         "pyarrow", "tokenizers", "ray", "pandas")
+HEAVY = (
+    "scipy",
+    "onnxruntime",
+    "onnx",
+    "matplotlib",
+    "PIL",
+    "starlette",
+    "uvicorn",
+    "torch",
+    "prometheus_client",
+    "pyarrow",
+    "tokenizers",
+    "ray",
+    "pandas",
+)
 
 SCRIPT = """
 import sys
@@ -48,7 +61,11 @@ def test_the_client_explains_without_the_server_side_packages(demo_server: Molli
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
         [sys.executable, "-c", SCRIPT, f"127.0.0.1:{demo_server.port}", ",".join(HEAVY)],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # The estimator itself says what it lacks when asked for.

@@ -38,8 +38,13 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExplainerClient]:
-    settings = Settings(address="127.0.0.1:0", model_repository=repository,
-                        cache_dir=tmp_path_factory.mktemp("cache"), log_level="WARNING", metrics_port=0)
+    settings = Settings(
+        address="127.0.0.1:0",
+        model_repository=repository,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        log_level="WARNING",
+        metrics_port=0,
+    )
     server, port = create_server(settings)
     server.start()
     with ExplainerClient(f"127.0.0.1:{port}", timeout=120) as connected:
@@ -57,7 +62,10 @@ def test_get_model_carries_the_tokenizer_file(client: ExplainerClient) -> None:
 
 def test_unusable_tokenizers_leave_the_model_not_ready(client: ExplainerClient) -> None:
     broken = client.get_model("broken_tokenizer")
-    assert not broken.ready and "tokenizer.json of 'broken_tokenizer' is not a Hugging Face tokenizers" in broken.error
+    assert (
+        not broken.ready
+        and "tokenizer.json of 'broken_tokenizer' is not a Hugging Face tokenizers" in broken.error
+    )
     linked = client.get_model("linked_tokenizer")
     assert not linked.ready and "linked_tokenizer/tokenizer.json is a symbolic link" in linked.error
     assert linked.tokenizer == ""
@@ -71,8 +79,9 @@ def test_explain_text_equals_explaining_ids_and_mask(client: ExplainerClient) ->
     encodings = tokenizer.encode_batch(texts)
     ids = np.asarray([e.ids for e in encodings], np.int64)
     mask = np.asarray([e.attention_mask for e in encodings], np.int64)
-    direct = client.explain(MODEL, ids, extra_inputs={"attention_mask": mask}, method=method,
-                            target=ClassTarget(1), seed=3)
+    direct = client.explain(
+        MODEL, ids, extra_inputs={"attention_mask": mask}, method=method, target=ClassTarget(1), seed=3
+    )
     for text, result, reference, encoding in zip(texts, explained, direct, encodings, strict=True):
         n = int(np.sum(encoding.attention_mask))
         assert result.text == text and result.tokens == encoding.tokens[:n] == text.split()

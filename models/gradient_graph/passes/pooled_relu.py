@@ -24,7 +24,9 @@ def _default_domain(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _identity(ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]) -> list[str | None]:
+def _identity(
+    ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]
+) -> list[str | None]:
     """A ReLU whose max-pools mask their gradients already passes its gradient through."""
     return [grads[0]]
 
@@ -36,7 +38,9 @@ def _pass_through(rule: VjpRule) -> VjpRule:
 def _masked_on_output(rule: VjpRule) -> VjpRule:
     """``rule`` applied to the max-pool's output gradient masked by ``[y > 0]``."""
 
-    def masked(ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]) -> Sequence[str | None]:
+    def masked(
+        ctx: VjpContext, node: onnx.NodeProto, grads: Sequence[str | None], wrt: Sequence[bool]
+    ) -> Sequence[str | None]:
         g = grads[0]
         if g is not None:  # None: only the Indices output is used downstream
             x = node.input[0]
@@ -67,7 +71,9 @@ class PooledReluMask:
             if y == graph.explained or y in outputs or not users:
                 continue
             if all(
-                user.op_type == "MaxPool" and _default_domain(user) and list(user.input[:1]) == [y]
+                user.op_type == "MaxPool"
+                and _default_domain(user)
+                and list(user.input[:1]) == [y]
                 and int(get_attr(user, "storage_order", 0)) == 0
                 for user in users
             ):

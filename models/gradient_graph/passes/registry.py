@@ -120,6 +120,8 @@ def rule_overrides(graph: ActiveGraph) -> Mapping[int, VjpRule]:
         for node, rewrite in graph_pass.apply(graph):
             current = overrides.get(id(node)) or get_rule(node.op_type, node.domain)
             if current is None:
-                raise RuntimeError(f"graph pass {graph_pass.name!r} rewrote a node without a rule ({node.op_type})")
+                raise RuntimeError(
+                    f"graph pass {graph_pass.name!r} rewrote a node without a rule ({node.op_type})"
+                )
             overrides[id(node)] = rewrite(current)
     return overrides

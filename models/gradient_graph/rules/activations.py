@@ -37,7 +37,9 @@ def thresholded_relu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: W
 def leaky_relu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
     alpha = float(get_attr(node, "alpha", 0.01))
-    slope = ctx.op("Add", [ctx.op("Mul", [_positive(ctx, x), ctx.scalar(1.0 - alpha, x)]), ctx.scalar(alpha, x)])
+    slope = ctx.op(
+        "Add", [ctx.op("Mul", [_positive(ctx, x), ctx.scalar(1.0 - alpha, x)]), ctx.scalar(alpha, x)]
+    )
     return [ctx.op("Mul", [output_grad(grads), slope])]
 
 
@@ -77,7 +79,9 @@ def hard_sigmoid(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) 
     alpha = float(get_attr(node, "alpha", 0.2))
     beta = float(get_attr(node, "beta", 0.5))
     z = ctx.op("Add", [ctx.op("Mul", [x, ctx.scalar(alpha, x)]), ctx.scalar(beta, x)])
-    inside = ctx.op("And", [ctx.op("Greater", [z, ctx.scalar(0.0, x)]), ctx.op("Less", [z, ctx.scalar(1.0, x)])])
+    inside = ctx.op(
+        "And", [ctx.op("Greater", [z, ctx.scalar(0.0, x)]), ctx.op("Less", [z, ctx.scalar(1.0, x)])]
+    )
     return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [ctx.mask(inside, x), ctx.scalar(alpha, x)])])]
 
 
@@ -97,7 +101,12 @@ def elu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
     x, y = node.input[0], node.output[0]
     alpha = float(get_attr(node, "alpha", 1.0))
     local = ctx.op(
-        "Where", [ctx.op("Greater", [x, ctx.scalar(0.0, x)]), ctx.scalar(1.0, x), ctx.op("Add", [y, ctx.scalar(alpha, y)])]
+        "Where",
+        [
+            ctx.op("Greater", [x, ctx.scalar(0.0, x)]),
+            ctx.scalar(1.0, x),
+            ctx.op("Add", [y, ctx.scalar(alpha, y)]),
+        ],
     )
     return [ctx.op("Mul", [output_grad(grads), local])]
 
@@ -152,7 +161,13 @@ def gelu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
         cdf = ctx.op(
             "Mul",
             [
-                ctx.op("Add", [ctx.op("Erf", [ctx.op("Mul", [x, ctx.scalar(1.0 / math.sqrt(2.0), x)])]), ctx.scalar(1.0, x)]),
+                ctx.op(
+                    "Add",
+                    [
+                        ctx.op("Erf", [ctx.op("Mul", [x, ctx.scalar(1.0 / math.sqrt(2.0), x)])]),
+                        ctx.scalar(1.0, x),
+                    ],
+                ),
                 ctx.scalar(0.5, x),
             ],
         )
@@ -163,7 +178,15 @@ def gelu(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
         # y = x/2 (1 + tanh(u)), u = c (x + k x^3): dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 k x^2)
         c, k = math.sqrt(2.0 / math.pi), 0.044715
         x2 = ctx.op("Mul", [x, x])
-        u = ctx.op("Mul", [ctx.op("Mul", [x, ctx.op("Add", [ctx.op("Mul", [x2, ctx.scalar(k, x)]), ctx.scalar(1.0, x)])]), ctx.scalar(c, x)])
+        u = ctx.op(
+            "Mul",
+            [
+                ctx.op(
+                    "Mul", [x, ctx.op("Add", [ctx.op("Mul", [x2, ctx.scalar(k, x)]), ctx.scalar(1.0, x)])]
+                ),
+                ctx.scalar(c, x),
+            ],
+        )
         t = ctx.op("Tanh", [u])
         first = ctx.op("Mul", [ctx.op("Add", [t, ctx.scalar(1.0, x)]), ctx.scalar(0.5, x)])
         du = ctx.op("Add", [ctx.op("Mul", [x2, ctx.scalar(3.0 * k * c, x)]), ctx.scalar(c, x)])

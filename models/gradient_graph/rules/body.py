@@ -44,7 +44,9 @@ class BodyEmitter:
         """Add a one-output node and return its output name."""
         out = self.ctx.fresh(op_type)
         clean = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.ctx.fresh(op_type + "_node"), **clean))
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), [out], name=self.ctx.fresh(op_type + "_node"), **clean)
+        )
         return out
 
     def scalar(self, value: float) -> str:

@@ -35,5 +35,6 @@ def refuse_parameter_gradients(ctx: VjpContext, node: onnx.NodeProto, wrt: Wrt, 
     bias") depends on the differentiated inputs: only the data input is differentiated."""
     if any(wrt[1:]):
         raise ctx.unsupported(
-            node, f"its {parameters} depend on the differentiated input (only the data input is differentiated)"
+            node,
+            f"its {parameters} depend on the differentiated input (only the data input is differentiated)",
         )

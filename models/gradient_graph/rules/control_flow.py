@@ -44,7 +44,9 @@ def if_(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
     return results
 
 
-def _branch_vjp(ctx: VjpContext, node: onnx.NodeProto, attr: str, grads: Grads, needed: Sequence[str]) -> onnx.GraphProto:
+def _branch_vjp(
+    ctx: VjpContext, node: onnx.NodeProto, attr: str, grads: Grads, needed: Sequence[str]
+) -> onnx.GraphProto:
     """The backward branch for forward branch ``attr``: outputs the gradient of each of ``needed``."""
     graph: onnx.GraphProto = get_attr(node, attr)
     child = ctx.child()
@@ -58,7 +60,10 @@ def _branch_vjp(ctx: VjpContext, node: onnx.NodeProto, attr: str, grads: Grads, 
         # Identity: every branch output is a tensor of the branch, under its own name.
         outputs.append(child.op("Identity", [total if total is not None else child.zeros_like(name)]))
     nodes = [*_recomputed(graph, child.early_nodes, child.nodes), *child.nodes]
-    values = [helper.make_tensor_value_info(out, ctx.dtype(name), None) for out, name in zip(outputs, needed, strict=True)]
+    values = [
+        helper.make_tensor_value_info(out, ctx.dtype(name), None)
+        for out, name in zip(outputs, needed, strict=True)
+    ]
     return helper.make_graph(nodes, ctx.fresh(attr), [], values, initializer=list(graph.initializer))
 
 

@@ -33,7 +33,9 @@ class WindowGeometry:
     def transpose_padding(self) -> tuple[list[int], list[int]]:
         """``pads`` and ``output_padding`` of the ConvTranspose that maps outputs back onto inputs."""
         pads_end, output_padding = [], []
-        for size, out, k, s, d, pb in zip(self.inputs, self.outputs, self.kernel, self.strides, self.dilations, self.pad_begin, strict=False):
+        for size, out, k, s, d, pb in zip(
+            self.inputs, self.outputs, self.kernel, self.strides, self.dilations, self.pad_begin, strict=False
+        ):
             full = (out - 1) * s + (k - 1) * d + 1 - pb
             pads_end.append(max(full - size, 0))
             output_padding.append(max(size - full, 0))
@@ -54,7 +56,9 @@ class WindowGeometry:
         )
 
 
-def window_geometry(ctx: VjpContext, node: onnx.NodeProto, x: str, y: str, kernel: list[int] | None) -> WindowGeometry:
+def window_geometry(
+    ctx: VjpContext, node: onnx.NodeProto, x: str, y: str, kernel: list[int] | None
+) -> WindowGeometry:
     """Static window geometry of a Conv / pooling node (explicit pads or ``auto_pad`` resolved)."""
     shape_x, shape_y = ctx.shape(x), ctx.shape(y)
     if shape_x is None or shape_y is None:
@@ -98,13 +102,14 @@ def _kernel_from_weights(ctx: VjpContext, node: onnx.NodeProto) -> list[int] | N
     return [int(d) for d in dims]  # type: ignore[arg-type]
 
 
-
 @register("Conv")
 def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     refuse_parameter_gradients(ctx, node, wrt, "weights or bias")
     g = output_grad(grads)
     x, w, y = node.input[0], node.input[1], node.output[0]
-    geometry = window_geometry(ctx, node, x, y, get_attr(node, "kernel_shape") or _kernel_from_weights(ctx, node))
+    geometry = window_geometry(
+        ctx, node, x, y, get_attr(node, "kernel_shape") or _kernel_from_weights(ctx, node)
+    )
     group = int(get_attr(node, "group", 1))
     flipped = _flipped_kernel(ctx, node, w, geometry, group)
     if flipped is not None:
@@ -125,7 +130,9 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     return per_input(node, [geometry.transpose(ctx, g, w, group)])
 
 
-def _flipped_kernel(ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: WindowGeometry, group: int) -> str | None:
+def _flipped_kernel(
+    ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: WindowGeometry, group: int
+) -> str | None:
     """The kernel of the unit-stride input-gradient Conv, or None when that form does not apply.
 
     For weights ``W[m, c, k...]`` (``M`` outputs, ``C/group`` inputs per group) it is
@@ -145,7 +152,13 @@ def _flipped_kernel(ctx: VjpContext, node: onnx.NodeProto, w: str, geometry: Win
     axes = list(range(2, 2 + spatial))
     flipped = ctx.op(
         "Slice",
-        [w, ctx.ints([-1] * spatial), ctx.ints([-(2**63) + 1] * spatial), ctx.ints(axes), ctx.ints([-1] * spatial)],
+        [
+            w,
+            ctx.ints([-1] * spatial),
+            ctx.ints([-(2**63) + 1] * spatial),
+            ctx.ints(axes),
+            ctx.ints([-1] * spatial),
+        ],
     )
     if group == 1:
         return ctx.op("Transpose", [flipped], perm=[1, 0, *axes])
@@ -178,7 +191,9 @@ def conv_transpose(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt
     auto_pad = get_attr(node, "auto_pad", "NOTSET")
     explicit = get_attr(node, "pads")
     begin: list[int] = []
-    for axis, (size, out, k, s, d, op) in enumerate(zip(sizes, outs, kernel, strides, dilations, output_padding, strict=False)):
+    for axis, (size, out, k, s, d, op) in enumerate(
+        zip(sizes, outs, kernel, strides, dilations, output_padding, strict=False)
+    ):
         # An output larger than the natural size is not cropped (onnxruntime clamps at 0).
         total = max(s * (size - 1) + op + (k - 1) * d + 1 - out, 0)
         if auto_pad in ("NOTSET", "") and get_attr(node, "output_shape") is None:

@@ -24,7 +24,9 @@ def _parse(equation: str) -> tuple[list[str], str]:
     else:
         lhs = compact
         letters = [c for c in lhs.replace(",", "") if c.isalpha()]
-        rhs = (_ELLIPSIS if _ELLIPSIS in lhs else "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+        rhs = (_ELLIPSIS if _ELLIPSIS in lhs else "") + "".join(
+            sorted(c for c in set(letters) if letters.count(c) == 1)
+        )
     return lhs.split(","), rhs
 
 

@@ -128,7 +128,9 @@ def reciprocal(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) ->
 def erf(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
     gauss = ctx.op("Exp", [ctx.op("Neg", [ctx.op("Mul", [x, x])])])
-    return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)])])]
+    return [
+        ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)])])
+    ]
 
 
 @register("Sin")
@@ -227,12 +229,24 @@ def clip(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     if len(wrt) > 1 and wrt[1] and low is not None:
         out[1] = _reduce(ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Less", [x, low]), x)]), node.input[1], node)
     if len(wrt) > 2 and wrt[2] and high is not None:
-        out[2] = _reduce(ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [x, high]), x)]), node.input[2], node)
+        out[2] = _reduce(
+            ctx, ctx.op("Mul", [g, ctx.mask(ctx.op("Greater", [x, high]), x)]), node.input[2], node
+        )
     return out
 
 
-def _inverse_sqrt_rule(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, inside: str, sign: float) -> list[str | None]:
-    return [ctx.op("Mul", [output_grad(grads), ctx.op("Mul", [ctx.op("Reciprocal", [ctx.op("Sqrt", [inside])]), ctx.scalar(sign, inside)])])]
+def _inverse_sqrt_rule(
+    ctx: VjpContext, node: onnx.NodeProto, grads: Grads, inside: str, sign: float
+) -> list[str | None]:
+    return [
+        ctx.op(
+            "Mul",
+            [
+                output_grad(grads),
+                ctx.op("Mul", [ctx.op("Reciprocal", [ctx.op("Sqrt", [inside])]), ctx.scalar(sign, inside)]),
+            ],
+        )
+    ]
 
 
 @register("Tan")

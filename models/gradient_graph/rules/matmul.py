@@ -55,7 +55,9 @@ def matmul(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
     return out
 
 
-def _reduce_matrix(ctx: VjpContext, grad: str, operand: str, promoted: bool, grad_shape: tuple[Dim, ...]) -> str:
+def _reduce_matrix(
+    ctx: VjpContext, grad: str, operand: str, promoted: bool, grad_shape: tuple[Dim, ...]
+) -> str:
     """Sum a batched matrix gradient over the batch dims its operand was broadcast along."""
     if not promoted:
         return ctx.reduce_to_shape(grad, operand, grad_shape)

@@ -90,8 +90,10 @@ def lp_normalization(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: W
     p = int(get_attr(node, "p", 2))
     if p not in (1, 2):
         raise ctx.unsupported(node, f"p={p} (expected 1 or 2)")
-    norm = ctx.op("ReduceL2" if p == 2 else "ReduceL1", [x], axes=[axis], keepdims=1) if ctx.opset < 18 else ctx.op(
-        "ReduceL2" if p == 2 else "ReduceL1", [x, ctx.ints([axis])], keepdims=1
+    norm = (
+        ctx.op("ReduceL2" if p == 2 else "ReduceL1", [x], axes=[axis], keepdims=1)
+        if ctx.opset < 18
+        else ctx.op("ReduceL2" if p == 2 else "ReduceL1", [x, ctx.ints([axis])], keepdims=1)
     )
     direction = y if p == 2 else ctx.op("Sign", [x])
     inner = ctx.reduce_sum(ctx.op("Mul", [g, y]), [axis], keepdims=True)

@@ -87,15 +87,23 @@ def _tiled_max_pool(ctx: VjpContext, node: onnx.NodeProto, x: str, g: str) -> st
         return None
     c = channels[0]
     rows, cols = geometry.outputs
-    candidates = ctx.op("Reshape", [ctx.op("SpaceToDepth", [x], blocksize=k), ctx.ints([-1, k * k, c, rows, cols])])
+    candidates = ctx.op(
+        "Reshape", [ctx.op("SpaceToDepth", [x], blocksize=k), ctx.ints([-1, k * k, c, rows, cols])]
+    )
     first = ctx.op("ArgMax", [candidates], axis=1, keepdims=1)
     offsets = ctx.const(np.arange(k * k, dtype=np.int64).reshape(1, k * k, 1, 1, 1))
     routed = ctx.op(
         "Mul",
-        [ctx.mask(ctx.op("Equal", [first, offsets]), x), ctx.op("Reshape", [g, ctx.ints([-1, 1, c, rows, cols])])],
+        [
+            ctx.mask(ctx.op("Equal", [first, offsets]), x),
+            ctx.op("Reshape", [g, ctx.ints([-1, 1, c, rows, cols])]),
+        ],
     )
     return ctx.op(
-        "DepthToSpace", [ctx.op("Reshape", [routed, ctx.ints([-1, k * k * c, rows, cols])])], blocksize=k, mode="DCR"
+        "DepthToSpace",
+        [ctx.op("Reshape", [routed, ctx.ints([-1, k * k * c, rows, cols])])],
+        blocksize=k,
+        mode="DCR",
     )
 
 
@@ -111,8 +119,14 @@ def _divisors(geometry: WindowGeometry, include_pad: bool) -> list[np.ndarray]:
     """Per axis: how many elements each output window averages (as onnxruntime counts them)."""
     per_axis = []
     for size, out, k, s, d, pb, pe in zip(
-        geometry.inputs, geometry.outputs, geometry.kernel, geometry.strides, geometry.dilations,
-        geometry.pad_begin, geometry.pad_end, strict=False,
+        geometry.inputs,
+        geometry.outputs,
+        geometry.kernel,
+        geometry.strides,
+        geometry.dilations,
+        geometry.pad_begin,
+        geometry.pad_end,
+        strict=False,
     ):
         counts = []
         for o in range(out):
@@ -156,7 +170,13 @@ def global_average_pool(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt
     if sizes is not None:
         scaled = ctx.op("Mul", [g, ctx.scalar(1.0 / float(np.prod(sizes)), x)])
     else:
-        ratio = ctx.op("Div", [ctx.op("Cast", [ctx.size_of(g)], to=ctx.dtype(x)), ctx.op("Cast", [ctx.size_of(x)], to=ctx.dtype(x))])
+        ratio = ctx.op(
+            "Div",
+            [
+                ctx.op("Cast", [ctx.size_of(g)], to=ctx.dtype(x)),
+                ctx.op("Cast", [ctx.size_of(x)], to=ctx.dtype(x)),
+            ],
+        )
         scaled = ctx.op("Mul", [g, ratio])
     return [ctx.op("Expand", [scaled, ctx.shape_of(x)])]
 

@@ -49,7 +49,9 @@ def _input(node: onnx.NodeProto, index: int) -> str:
     return node.input[index] if len(node.input) > index else ""
 
 
-def _activations(ctx: VjpContext, node: onnx.NodeProto, kind: str, directions: int) -> list[tuple[Activation, ...]]:
+def _activations(
+    ctx: VjpContext, node: onnx.NodeProto, kind: str, directions: int
+) -> list[tuple[Activation, ...]]:
     """The activations of each direction, with alpha and beta consumed in order as onnxruntime does."""
     per_direction = len(_DEFAULT_ACTIVATIONS[kind])
     raw = get_attr(node, "activations")
@@ -91,12 +93,16 @@ def _specs(ctx: VjpContext, node: onnx.NodeProto, kind: str) -> tuple[list[bool]
     if hidden is None:
         r_shape = ctx.shape(node.input[_R])
         if r_shape is None or len(r_shape) != 3 or not isinstance(r_shape[2], int):
-            raise ctx.unsupported(node, "hidden_size is not set and R's shape is unknown", "Set hidden_size on the node")
+            raise ctx.unsupported(
+                node, "hidden_size is not set and R's shape is unknown", "Set hidden_size on the node"
+            )
         hidden = r_shape[2]
     direction = get_attr(node, "direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ctx.unsupported(
-            node, f"direction={direction!r} (expected forward, reverse or bidirectional)", "Fix the direction attribute"
+            node,
+            f"direction={direction!r} (expected forward, reverse or bidirectional)",
+            "Fix the direction attribute",
         )
     reverse = [False, True] if direction == "bidirectional" else [direction == "reverse"]
     layout = int(get_attr(node, "layout", 0))
@@ -104,7 +110,9 @@ def _specs(ctx: VjpContext, node: onnx.NodeProto, kind: str) -> tuple[list[bool]
         raise ctx.unsupported(node, f"layout={layout} (expected 0 or 1)", "Fix the layout attribute")
     clip = get_attr(node, "clip")
     if clip is not None and not float(clip) > 0:
-        raise ctx.unsupported(node, f"clip={clip} (the threshold must be positive)", "Remove clip or make it positive")
+        raise ctx.unsupported(
+            node, f"clip={clip} (the threshold must be positive)", "Remove clip or make it positive"
+        )
     activations = _activations(ctx, node, kind, len(reverse))
     specs = [
         CellSpec(
@@ -124,7 +132,14 @@ class _Direction:
     """Main-graph tensors of one direction ``d``: weights, bias-added input projection, initial states."""
 
     def __init__(
-        self, ctx: VjpContext, node: onnx.NodeProto, spec: CellSpec, d: int, x_tm: str, zeros: str, layout: int
+        self,
+        ctx: VjpContext,
+        node: onnx.NodeProto,
+        spec: CellSpec,
+        d: int,
+        x_tm: str,
+        zeros: str,
+        layout: int,
     ) -> None:
         hidden = spec.hidden
         gates = _GATES[spec.kind]
@@ -155,7 +170,11 @@ class _Direction:
             peepholes = None
             if spec.kind == "LSTM" and _input(node, _P):
                 p = ctx.op("Gather", [node.input[_P], index], axis=0)  # (3H,): P_i, P_o, P_f
-                peepholes = (_rows(ctx, p, 0, hidden), _rows(ctx, p, hidden, 2 * hidden), _rows(ctx, p, 2 * hidden, 3 * hidden))
+                peepholes = (
+                    _rows(ctx, p, 0, hidden),
+                    _rows(ctx, p, hidden, 2 * hidden),
+                    _rows(ctx, p, 2 * hidden, 3 * hidden),
+                )
             self.weights = CellWeights(r=r, rt=_t(ctx, r), peepholes=peepholes)
         state_axis = 1 if layout else 0
         self.h0 = ctx.op("Gather", [node.input[_H0], index], axis=state_axis) if _input(node, _H0) else zeros
@@ -227,16 +246,24 @@ def _direction_vjp(
     mask_b = bwd.input("mask") if mask else None
     previous, gpre = backward_step(bwd, spec, tensors.weights, carried, saved_t, gy_t, mask_b)
     body = bwd.graph([*previous, gpre], "recurrent_backward")
-    scans = [*(flip(x) for x in stacked), *([against_order(gy)] if gy else []), *([against_order(mask)] if mask else [])]
+    scans = [
+        *(flip(x) for x in stacked),
+        *([against_order(gy)] if gy else []),
+        *([against_order(mask)] if mask else []),
+    ]
     outputs = _scan(ctx, body, seeds, scans, 1)
     return against_order(outputs[-1]), outputs[: len(seeds)]
 
 
-def _scan(ctx: VjpContext, body: onnx.GraphProto, states: list[str], scans: list[str], n_out: int) -> list[str]:
+def _scan(
+    ctx: VjpContext, body: onnx.GraphProto, states: list[str], scans: list[str], n_out: int
+) -> list[str]:
     return ctx.op_multi("Scan", [*states, *scans], len(states) + n_out, body=body, num_scan_inputs=len(scans))
 
 
-def _recurrent_vjp(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt, kind: str) -> list[str | None]:
+def _recurrent_vjp(
+    ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt, kind: str
+) -> list[str | None]:
     for slot, role in _WEIGHT_SLOTS.items():
         if slot < len(wrt) and wrt[slot]:
             raise ctx.unsupported(

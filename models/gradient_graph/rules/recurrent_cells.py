@@ -52,7 +52,13 @@ class Activation:
     def value(self, b: BodyEmitter, a: str) -> str:
         """``act(a)``."""
         n, alpha, beta = self.name, self.alpha, self.beta
-        simple = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign", "softplus": "Softplus"}
+        simple = {
+            "sigmoid": "Sigmoid",
+            "tanh": "Tanh",
+            "relu": "Relu",
+            "softsign": "Softsign",
+            "softplus": "Softplus",
+        }
         if n in simple:
             return b.op(simple[n], [a])
         if n == "affine":
@@ -93,7 +99,9 @@ class Activation:
             inside = b.op("And", [b.op("Greater", [z, b.scalar(0.0)]), b.op("Less", [z, b.scalar(1.0)])])
             return y, b.mul(b.op("Cast", [inside], to=b.elem_type), b.scalar(alpha))
         if n == "elu":
-            return y, b.op("Where", [b.op("Greater", [a, b.scalar(0.0)]), b.scalar(1.0), b.add(y, b.scalar(alpha))])
+            return y, b.op(
+                "Where", [b.op("Greater", [a, b.scalar(0.0)]), b.scalar(1.0), b.add(y, b.scalar(alpha))]
+            )
         if n == "softsign":
             d = b.add(b.op("Abs", [a]), b.scalar(1.0))
             return y, b.op("Reciprocal", [b.mul(d, d)])
@@ -316,7 +324,9 @@ def _lstm_backward(
     return b.matmul(gpre, w.r), gc_prev, gpre
 
 
-def _gru_backward(b: BodyEmitter, spec: CellSpec, w: CellWeights, gh: str, saved: Sequence[str]) -> tuple[str, str]:
+def _gru_backward(
+    b: BodyEmitter, spec: CellSpec, w: CellWeights, gh: str, saved: Sequence[str]
+) -> tuple[str, str]:
     pre, h = saved[0], saved[1]
     f_act, g_act = spec.activations
     a_z, a_r, a_h = _split(b, pre, spec.hidden, 3)

@@ -59,7 +59,6 @@ class _Reduction:
         return ctx.reduce_sum(value, self.axes or [], keepdims=True)
 
 
-
 def _refuse_noop(ctx: VjpContext, node: onnx.NodeProto, r: _Reduction) -> None:
     if r.identity:
         raise ctx.unsupported(node, "noop_with_empty_axes=1 with empty axes")

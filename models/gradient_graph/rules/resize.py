@@ -31,7 +31,9 @@ _COPIED_ATTRIBUTES = (
 )
 
 
-def _per_axis_matrix(node: onnx.NodeProto, opset: int, n_in: int, n_out: int, scale: float | None) -> np.ndarray:
+def _per_axis_matrix(
+    node: onnx.NodeProto, opset: int, n_in: int, n_out: int, scale: float | None
+) -> np.ndarray:
     """``M[i, o]``: the weight of input ``i`` in output ``o`` when resizing one axis."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name in _COPIED_ATTRIBUTES}
     inputs = ["X", ""]
@@ -70,7 +72,9 @@ def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
     g = output_grad(grads)
     x, y = node.input[0], node.output[0]
     if node.op_type == "Upsample" or ctx.opset < 11:
-        raise ctx.unsupported(node, f"{node.op_type} before opset 11", "Re-export the model with opset 11 or later")
+        raise ctx.unsupported(
+            node, f"{node.op_type} before opset 11", "Re-export the model with opset 11 or later"
+        )
     transform = get_attr(node, "coordinate_transformation_mode", "half_pixel")
     if transform in ("tf_crop_and_resize", "tf_half_pixel_for_nn"):
         raise ctx.unsupported(node, f"coordinate_transformation_mode={transform!r}")
@@ -78,7 +82,11 @@ def resize(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
         raise ctx.unsupported(node, "keep_aspect_ratio_policy other than 'stretch'")
     rank = ctx.require_rank(node, x)
     axes_attr = get_attr(node, "axes")
-    axes = list(range(rank)) if axes_attr is None else [int(a) + rank if int(a) < 0 else int(a) for a in axes_attr]
+    axes = (
+        list(range(rank))
+        if axes_attr is None
+        else [int(a) + rank if int(a) < 0 else int(a) for a in axes_attr]
+    )
     scales = ctx.const_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     use_scales = scales is not None and np.asarray(scales).size > 0
     resized = []

@@ -23,8 +23,6 @@ from models.gradient_graph.rules.registry import register
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
-
-
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape_like(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     x = node.input[0]
@@ -60,9 +58,7 @@ def concat(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
         if sum(wrt) == 1:
             # One input needs a gradient: slice it out instead of splitting everything.
             i = list(wrt).index(True)
-            piece = ctx.op(
-                "Slice", [g, ctx.ints([offsets[i]]), ctx.ints([offsets[i + 1]]), ctx.ints([axis])]
-            )
+            piece = ctx.op("Slice", [g, ctx.ints([offsets[i]]), ctx.ints([offsets[i + 1]]), ctx.ints([axis])])
             return [piece if j == i else None for j in range(len(names))]
         pieces = ctx.split(g, axis, static, len(names))
     else:
@@ -74,7 +70,10 @@ def concat(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
 @register("Split")
 def split(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[str | None]:
     axis = int(get_attr(node, "axis", 0))
-    parts = [grad if grad is not None else ctx.zeros_like(out) for grad, out in zip(grads, node.output, strict=False)]
+    parts = [
+        grad if grad is not None else ctx.zeros_like(out)
+        for grad, out in zip(grads, node.output, strict=False)
+    ]
     return per_input(node, [ctx.op("Concat", parts, axis=axis)])
 
 
@@ -106,7 +105,9 @@ def tile(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[
     return [ctx.reduce_sum(grouped, summed, keepdims=False), None]
 
 
-def _slice_params(ctx: VjpContext, node: onnx.NodeProto) -> tuple[list[int], list[int], list[int], list[int]] | None:
+def _slice_params(
+    ctx: VjpContext, node: onnx.NodeProto
+) -> tuple[list[int], list[int], list[int], list[int]] | None:
     """Constant (starts, ends, axes, steps) of a Slice, or None if any is dynamic."""
     if ctx.opset < 10:
         starts = [int(v) for v in get_attr(node, "starts", [])]
@@ -194,7 +195,12 @@ def _unit_step_pads(ctx: VjpContext, node: onnx.NodeProto, x: str) -> str | None
 
 
 def _scatter_through(
-    ctx: VjpContext, node: onnx.NodeProto, g: str, x: str, extra_inputs: Sequence[str] | None = None, add: bool = False
+    ctx: VjpContext,
+    node: onnx.NodeProto,
+    g: str,
+    x: str,
+    extra_inputs: Sequence[str] | None = None,
+    add: bool = False,
 ) -> str:
     """Gradient of an index-moving op: apply the op to the flat indices of x, then scatter g there.
 
@@ -205,10 +211,14 @@ def _scatter_through(
         raise ctx.unsupported(node, f"dynamic slicing needs opset >= 11, the model has {ctx.opset}")
     shape_x = ctx.shape_of(x)
     count = ctx.size_of(x)
-    flat_index = ctx.op("Range", [ctx.const(np.asarray(0, dtype=np.int64)), count, ctx.const(np.asarray(1, dtype=np.int64))])
+    flat_index = ctx.op(
+        "Range", [ctx.const(np.asarray(0, dtype=np.int64)), count, ctx.const(np.asarray(1, dtype=np.int64))]
+    )
     index = ctx.op("Reshape", [flat_index, shape_x])
     rest = list(node.input[1:]) if extra_inputs is None else list(extra_inputs)
-    selected = ctx.op(node.op_type, [index, *rest], **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute})
+    selected = ctx.op(
+        node.op_type, [index, *rest], **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    )
     flat = ctx.ints([-1])
     zeros = ctx.zeros(ctx.op("Reshape", [count, ctx.ints([1])]), x)
     flat_selected = ctx.op("Reshape", [selected, flat])
@@ -231,7 +241,9 @@ def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
         # way and sum the gradient back onto the elements it names.
         if ctx.opset < 11:
             raise ctx.unsupported(node, f"mode={mode!r} before opset 11")
-        rest = [node.input[1], "", node.input[3]] if len(node.input) > 3 and node.input[3] else [node.input[1]]
+        rest = (
+            [node.input[1], "", node.input[3]] if len(node.input) > 3 and node.input[3] else [node.input[1]]
+        )
         return per_input(node, [_scatter_through(ctx, node, g, x, rest, add=True)])
     rank = ctx.require_rank(node, x)
     if ctx.opset < 11:
@@ -253,7 +265,9 @@ def pad(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> list[s
     crop_axes = [a for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
     if crop_axes:
         starts = [max(b, 0) for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
-        stops = [-e if e > 0 else _INT64_MAX for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0]
+        stops = [
+            -e if e > 0 else _INT64_MAX for a, b, e in zip(axes, begins, ends, strict=False) if b > 0 or e > 0
+        ]
         out = ctx.op("Slice", [out, ctx.ints(starts), ctx.ints(stops), ctx.ints(crop_axes)])
     if any(b < 0 or e < 0 for b, e in zip(begins, ends, strict=False)):
         back = [0] * (2 * rank)
@@ -295,8 +309,16 @@ def gather(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> lis
 def _normalised_indices(ctx: VjpContext, indices: str, shape_d: str, axis: int) -> str:
     known = ctx.const_value(indices)
     if known is not None and np.all(np.asarray(known) >= 0):
-        return indices if ctx.dtype(indices) == onnx.TensorProto.INT64 else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
-    idx = indices if ctx.dtype(indices) == onnx.TensorProto.INT64 else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+        return (
+            indices
+            if ctx.dtype(indices) == onnx.TensorProto.INT64
+            else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+        )
+    idx = (
+        indices
+        if ctx.dtype(indices) == onnx.TensorProto.INT64
+        else ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+    )
     dim = ctx.op("Slice", [shape_d, ctx.ints([axis]), ctx.ints([axis + 1])])
     dim = ctx.op("Squeeze", [dim]) if ctx.opset < 13 else ctx.op("Squeeze", [dim, ctx.ints([0])])
     negative = ctx.op("Less", [idx, ctx.const(np.asarray(0, dtype=np.int64))])
@@ -353,4 +375,7 @@ def cum_sum(ctx: VjpContext, node: onnx.NodeProto, grads: Grads, wrt: Wrt) -> li
     # y_j = sum_{i <= j} x_i, so gx_i = sum_{j >= i} g_j: the same scan run the other way.
     reverse = int(get_attr(node, "reverse", 0))
     exclusive = int(get_attr(node, "exclusive", 0))
-    return [ctx.op("CumSum", [output_grad(grads), node.input[1]], exclusive=exclusive, reverse=1 - reverse), None]
+    return [
+        ctx.op("CumSum", [output_grad(grads), node.input[1]], exclusive=exclusive, reverse=1 - reverse),
+        None,
+    ]
