@@ -117,6 +117,10 @@ def measure(
                 for seed in range(seeds)
             ]
             errors[sampler].append(float(np.mean(runs)))
+            print(
+                f"  {subject.label} {sampler} N = {n}: mean relative error {errors[sampler][-1]:.4f}",
+                file=sys.stderr,
+            )
             if errors[sampler][-1] <= target and n >= 40:
                 break
     print(

@@ -5,7 +5,8 @@ A BERT-base-sized classifier (12 layers, 768 wide, 12 heads, 3072 feed-forward, 
 with its token-embedding output as the explained input, and explained with SmoothGrad (σ = 0.1,
 N = 50, same seed) over gRPC; Captum's NoiseTunnel(Saliency) over the embedding of the same torch
 model does the same work. One instance, the two timed side by side, fastest of the repeats. A second
-row times Mollify's antithetic sampler at the N that gives the same standard error as i.i.d. draws at N.
+row times Mollify's antithetic sampler at the N that gives the same standard error as i.i.d. draws at N
+(at least 20, ten pairs, for a standard error worth the name).
 
     PYTHONPATH=. python benchmarks/text.py [--samples 50] [--repeats 2] [--layers 12]
 """
@@ -197,7 +198,7 @@ def main() -> int:
         f"{best['mollify'] / best['captum']:.2f} | {rss_large / rss_small:.2f} (process, torch included) |"
     )
     print(
-        f"| {best['antithetic']:.2f} s (antithetic, N = {needed}, same standard error) | "
+        f"| {best['antithetic']:.2f} s (antithetic, N = {needed}, standard error ≤ i.i.d. at N = {args.samples}) | "
         f"{best['captum']:.2f} s (N = {args.samples}) | {best['antithetic'] / best['captum']:.2f} | |"
     )
     print(
