@@ -144,7 +144,8 @@ class _PointwiseRows(SampleRows):
     def row_value(
         self, step: int, point: np.ndarray, endpoint: np.ndarray, gradient: np.ndarray
     ) -> np.ndarray:
-        return self.attributor.attribution(point[None], gradient[None])[0]
+        value: np.ndarray = self.attributor.attribution(point[None], gradient[None])[0]
+        return value
 
 
 class GradientAttributor(PointwiseAttributor):
@@ -168,7 +169,8 @@ class GradientXInputAttributor(PointwiseAttributor):
         return "Gradient×Input"
 
     def attribution(self, points: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        return points.astype(np.float32).astype(np.float64) * gradients
+        products: np.ndarray = points.astype(np.float32).astype(np.float64) * gradients
+        return products
 
 
 class IntegratedGradientsAttributor(Attributor):
@@ -228,7 +230,8 @@ class _PathRows(SampleRows):
             self._partial += self.step_sizes[step] * gradient
         if step < self.rows_per_sample - 1:
             return None
-        return (endpoint - self.baseline) * self._partial
+        value: np.ndarray = (endpoint - self.baseline) * self._partial
+        return value
 
 
 class _InnerPath(_PathRows):

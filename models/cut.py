@@ -210,7 +210,7 @@ def cut_model(
         )
     if tensor not in produced:
         raise _refuse(model, explained, f"explained_input {tensor!r} is not a tensor of the graph", types)
-    elem = types.get(tensor)
+    elem = types.get(tensor, onnx.TensorProto.UNDEFINED)
     if elem not in FLOAT_ELEMENT_TYPES:
         kind = onnx.TensorProto.DataType.Name(elem) if elem else "of an unknown type"
         raise _refuse(
@@ -233,10 +233,9 @@ def cut_model(
     input_names = [value.name for value in inputs]
     prefix_inputs = tuple(name for name in input_names if name in prefix_reads)
     suffix_inputs = tuple(name for name in input_names if name in suffix_reads)
-    elem_type = int(elem)  # type: ignore[arg-type]
     batch = _batch_dim([value for value in inputs if value.name in prefix_inputs])
     dims: list[int | str | None] = [batch, *(instance_shape or [])]
-    cut_value = helper.make_tensor_value_info(tensor, elem_type, dims if instance_shape is not None else None)
+    cut_value = helper.make_tensor_value_info(tensor, elem, dims if instance_shape is not None else None)
     prefix = _submodel(model, prefix_nodes, prefix_inputs, prefix_reads, [tensor], types)
     suffix = _submodel(
         model, suffix_nodes, suffix_inputs, suffix_reads, [explained], types, first_input=cut_value
@@ -248,11 +247,12 @@ def _batch_dim(inputs: Sequence[onnx.ValueInfoProto]) -> int | str:
     """The batch dimension of the cut tensor: the fixed batch of an export without a dynamic batch
     axis (every input the prefix reads declares the same size on axis 0), else symbolic. A fixed
     export's suffix then stays a fixed-batch graph, run one batch of that size per call."""
-    sizes = set()
+    sizes: set[int | None] = set()
     for value in inputs:
         dims = value.type.tensor_type.shape.dim
         sizes.add(int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None)
-    return sizes.pop() if len(sizes) == 1 and None not in sizes else "batch"  # type: ignore[return-value]
+    fixed = sizes.pop() if len(sizes) == 1 else None
+    return fixed if fixed is not None else "batch"
 
 
 def _submodel(
@@ -296,7 +296,7 @@ def _submodel(
 def embedding_table(model: onnx.ModelProto, tensor: str) -> onnx.TensorProto | None:
     """The weight ``tensor`` is looked up from (``Gather(weight, ids)`` on axis 0), else ``None``."""
     graph = model.graph
-    weights = {init.name: init for init in graph.initializer}
+    weights: dict[str, onnx.TensorProto] = {init.name: init for init in graph.initializer}
     for node in graph.node:
         if tensor in node.output and node.op_type == "Gather" and node.domain in ("", "ai.onnx"):
             axis = next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "axis"), 0)

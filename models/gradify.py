@@ -242,7 +242,7 @@ def check_gradient_model(
     # From a path, external data stays in its files (onnxruntime reads them there).
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model, external_data=False)
     metadata = read_gradient_metadata(proto)
-    session = ForwardSession(model, device=device)  # type: ignore[arg-type]
+    session = ForwardSession(model, device=device)
     graph_inputs = {value.name: value for value in proto.graph.input}
     rows = metadata.batch_size or 1
     feed: dict[str, np.ndarray] = {}

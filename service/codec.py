@@ -604,6 +604,7 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
         request_inputs=[_tensor_info_to_proto(t) for t in info.request_inputs],
         explained_input=_tensor_info_to_proto(info.explained_input) if info.explained_input else None,
         tokenizer=info.tokenizer,
+        has_tokenizer=info.has_tokenizer,
     )
 
 
@@ -652,6 +653,7 @@ def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
         if message.HasField("explained_input")
         else None,
         tokenizer=message.tokenizer,
+        has_tokenizer=message.has_tokenizer,
     )
 
 

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.auth import bearer_token_matches
 from service.explainer import Explainer, ExplainQuery, Limits
@@ -36,7 +36,10 @@ from service.settings import Settings
 from service.status import Failure, failure_for
 from service.vocabulary import ExplainProgress, InstanceExplanation, ModelInfo, ReloadResult
 
-__all__ = ["Call", "HealthState", "MollifyCore", "request_id_from"]
+if TYPE_CHECKING:
+    from models.runtime.backend import Backend
+
+__all__ = ["Call", "HealthState", "MollifyCore", "default_backend", "request_id_from"]
 
 _log = logging.getLogger("mollify.service.rpc")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -45,6 +48,22 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 def request_id_from(given: str | None) -> str:
     """The caller's request id when well formed (``[A-Za-z0-9_.:-]{1,64}``), else a fresh one."""
     return str(given) if given and _REQUEST_ID.fullmatch(str(given)) else uuid.uuid4().hex[:16]
+
+
+def default_backend(settings: Settings) -> Backend:
+    """ONNX Runtime as ``settings`` configure it: device, execution providers, I/O binding and the
+    CUDA options (:meth:`Settings.runtime_options`), intra-op threads (:meth:`Settings.session_threads`).
+
+    Raises:
+        service.settings.SettingsError: a provider of ``settings.providers`` does not load here.
+    """
+    from models.runtime import OrtBackend  # onnxruntime: only where sessions are opened
+
+    return OrtBackend(
+        device=settings.device,
+        intra_op_threads=settings.session_threads(),
+        options=settings.runtime_options(),
+    )
 
 
 def _default_repository() -> Path:
@@ -129,14 +148,23 @@ class MollifyCore:
 
     Args:
         settings: the one settings object.
-        session_factory: opens gradient graphs (tests may inject fakes).
+        backend: runs every model's graphs (a :class:`models.runtime.backend.Backend`: another
+            runtime, a remote one); default: ONNX Runtime as the settings say (device, execution
+            providers, I/O binding, intra-op threads), which a given backend replaces.
+        session_factory: opens gradient graphs its own way (tests inject fakes); excludes ``backend``.
 
     Attributes:
         settings, metrics, repository, scheduler, explainer: the components.
         cut_off: set when a stop's grace period is over; explanations still running end UNAVAILABLE.
     """
 
-    def __init__(self, settings: Settings, *, session_factory: SessionFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.cut_off = threading.Event()
@@ -148,12 +176,12 @@ class MollifyCore:
         self._stopped = False
         self._models: dict[str, bool] = {}
         self._removed: frozenset[str] = frozenset()
+        if backend is None and session_factory is None:
+            backend = default_backend(settings)
         self.repository = ModelRepository(
             settings.model_repository or _default_repository(),
             settings.resolved_cache_dir(),
-            device=settings.device,
-            intra_op_threads=settings.session_threads(),
-            runtime_options=settings.runtime_options() if session_factory is None else None,
+            backend=backend,
             session_factory=session_factory,
             max_output_graphs=settings.max_output_graphs,
             max_explained_inputs=settings.max_explained_inputs,

@@ -37,6 +37,7 @@ import numpy as np
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from estimator import check_seed
 from protos.mollify.v1 import explainer_pb2 as pb
 from service import codec
 from service.errors import InvalidRequestError
@@ -228,10 +229,7 @@ def _query(
                 _message(_object(params["target"], "parameters.target"), pb.Target, "parameters.target")
             )
         if "seed" in params:
-            seed = params["seed"]
-            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
-                raise InvalidRequestError(f"parameters.seed must be an integer in [0, 2**64), got {seed!r}")
-            request.seed = seed
+            request.seed = check_seed(params["seed"], "parameters.seed")
         for bound in ("lower", "upper"):
             if bound in params:
                 getattr(request, bound).CopyFrom(_tensor(params[bound], f"parameters.{bound}"))

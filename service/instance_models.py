@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -21,6 +21,9 @@ from models.gradient_graph import InvalidModelError
 from models.gradient_graph.external_data import has_external_data
 from models.instance_session import InputSpec, InstanceSession
 from service.graphs import gradient_graph_for
+
+if TYPE_CHECKING:
+    from models.runtime.backend import Backend
 
 __all__ = ["needs_instance_session", "open_instance_session"]
 
@@ -99,10 +102,15 @@ def open_instance_session(
     device: Any = "auto",
     intra_op_threads: int | None = None,
     options: Any = None,
+    backend: Backend | None = None,
     require_bounds: bool = True,
 ) -> InstanceSession:
     """Open the model described in the module docstring (its bounds and default channel
     reduction set: the bounds derived from the embedding table for an embedding lookup).
+
+    ``backend`` runs the prefix and the suffix's gradient graph (a ``models.runtime.backend.Backend``);
+    default: ONNX Runtime on ``device`` with ``intra_op_threads`` and ``options``, which must then
+    stay unset.
 
     ``require_bounds`` False (an explained input a request names): bounds that can be neither
     derived nor read from the config leave ``bounds_known`` False instead of failing; requests
@@ -148,6 +156,7 @@ def open_instance_session(
             intra_op_threads=intra_op_threads,
             options=options,
             external_data_dir=folder if has_external_data(cut.prefix) else None,
+            backend=backend,
         )
         specs = {spec.name: spec for spec in [sent, *extras]}
         probe = {name: _dummy(specs[name])[None] for name in cut.prefix_inputs}
@@ -173,6 +182,7 @@ def open_instance_session(
         external_data_dir=graph.external_data_dir,
         extra_inputs=suffix_inputs,
         options=options,
+        backend=backend,
     )
     bounds = _bounds(model, config, explained_input, shape, folder, required=require_bounds)
     lower, upper, is_lookup = bounds if bounds is not None else (None, None, False)

@@ -3,7 +3,8 @@ plus the external data files ``model.onnx`` references, e.g. ``model.onnx.data``
 
 Gradient graphs are built at load (``service/graphs.py``, cached on disk by content hash and
 verified before use) and run by one :class:`models.runtime.GradientSession` per model and
-explained tensor. A model that fails to load (corrupt ONNX, bad config, an op without a gradient
+explained tensor, on the repository's backend (``models.runtime.backend.Backend``: ONNX Runtime
+unless the server was given another). A model that fails to load (corrupt ONNX, bad config, an op without a gradient
 rule, ...) never stops the server: it is listed as not ready with its error.
 
 :meth:`ModelRepository.reload` rescans without a restart (concurrent requests share one reload, at
@@ -32,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnx
@@ -49,6 +50,9 @@ from service.layouts import load_config
 from service.layouts import scan as scan_layouts
 from service.reloads import ReloadGate
 from service.vocabulary import ModelInfo, ReloadResult, TensorDescription
+
+if TYPE_CHECKING:
+    from models.runtime.backend import Backend
 
 __all__ = ["ModelEntry", "ModelRepository", "ServedModel", "SessionFactory", "validate_model_name"]
 
@@ -76,7 +80,8 @@ SessionFactory = Callable[[Path, onnx.ModelProto, ModelConfig], ServedModel]
 """Turns a forward model (the path of ``model.onnx``, its external data files beside it, and the
 parsed proto, external data not loaded) and its config into a served gradient model of
 ``config.explained_tensor``. The default builds (or finds in the cache) the gradient graph and
-opens a ``models.runtime.GradientSession`` on it; tests inject fakes."""
+opens a ``models.runtime.GradientSession`` on it, run by the repository's backend; tests inject
+fakes (a fake replaces the runtime altogether: no backend then)."""
 
 TensorSessionFactory = Callable[[Path, onnx.ModelProto, ModelConfig], ServedModel]
 """Like :data:`SessionFactory` for an explained input a request names (``config.explained_input``;
@@ -97,7 +102,7 @@ def validate_model_name(name: str, field_name: str = "model_name") -> str:
 
 # The files of a model folder the server reads (tokenizer.json only when present).
 _MODEL_FILES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, TOKENIZER_FILE_NAME)
-# A tokenizer travels in every ModelInfo: larger ones (multilingual vocabularies) are refused.
+# A tokenizer travels in GetModel responses (model lists leave it out): larger ones are refused.
 MAX_TOKENIZER_BYTES = 8 << 20
 
 
@@ -185,9 +190,12 @@ class ModelRepository:
     Args:
         root: the repository folder.
         cache_dir: the gradient-graph cache folder.
+        backend: runs every graph the default session factories open (a
+            ``models.runtime.backend.Backend``); default: ``models.runtime.OrtBackend()`` (CUDA where
+            it really loads, else CPU; the server passes the one its settings configure,
+            :func:`service.core.default_backend`).
         session_factory: see :data:`SessionFactory`; default: the cached gradient graph in a
-            ``models.runtime.GradientSession`` on ``device`` with ``intra_op_threads`` and
-            ``runtime_options`` (a ``models.runtime.RuntimeOptions``; ``None``: its defaults).
+            ``models.runtime.GradientSession`` on ``backend``. Excludes ``backend``.
         max_output_graphs: gradient graphs kept per model for tensors other than the configured one
             (least recently used dropped first).
         max_explained_inputs: gradient graphs kept per model (per loaded version) for explained
@@ -209,9 +217,7 @@ class ModelRepository:
         root: Path,
         cache_dir: Path,
         *,
-        device: str = "auto",
-        intra_op_threads: int | None = None,
-        runtime_options: Any = None,
+        backend: Backend | None = None,
         session_factory: SessionFactory | None = None,
         max_output_graphs: int = 4,
         max_explained_inputs: int = 4,
@@ -227,16 +233,13 @@ class ModelRepository:
         self._inferred_bounds = inferred_bounds
         self._layouts: dict[str, str] = {}
         self.cache_dir = Path(cache_dir)
-        self._factory = session_factory or _runtime_factory(
-            self.cache_dir, device, intra_op_threads, runtime_options
-        )
+        self.backend = _repository_backend(backend, session_factory)
+        self._factory = session_factory or _runtime_factory(self.cache_dir, self.backend)
         self._max_output_graphs = max_output_graphs
         self._max_explained_inputs = max_explained_inputs
         self._tensor_factory = tensor_session_factory
         if tensor_session_factory is None and session_factory is None:
-            self._tensor_factory = _runtime_factory(
-                self.cache_dir, device, intra_op_threads, runtime_options, require_bounds=False
-            )
+            self._tensor_factory = _runtime_factory(self.cache_dir, self.backend, require_bounds=False)
         self._on_change = on_change
         self._allow_symlinks_outside = allow_symlinks_outside
         self._entries: dict[str, ModelEntry] = {}
@@ -254,8 +257,9 @@ class ModelRepository:
     # ------------------------------------------------------------------------ queries
 
     def list_models(self) -> list[ModelInfo]:
+        """Every model, as lists carry them: without tokenizer texts (:meth:`entry` has them)."""
         with self._lock:
-            return [self._entries[name].info for name in sorted(self._entries)]
+            return [self._entries[name].info.listed() for name in sorted(self._entries)]
 
     def entry(self, name: str) -> ModelEntry:
         """The model named ``name``, ready or not.
@@ -568,6 +572,7 @@ class ModelRepository:
             )
         graph = model.graph
         initializers = {i.name for i in graph.initializer}
+        tokenizer = _read_tokenizer(resolved, name)
         info = ModelInfo(
             name=name,
             ready=True,
@@ -591,7 +596,8 @@ class ModelRepository:
             version=fingerprint[:16],
             request_inputs=request_inputs,
             explained_input=explained_input,
-            tokenizer=_read_tokenizer(resolved, name),
+            tokenizer=tokenizer,
+            has_tokenizer=bool(tokenizer),
         )
         names = {t for node in graph.node for t in node.output if t} | {v.name for v in graph.input}
         return ModelEntry(name, folder, fingerprint, info, config, session, frozenset(names))
@@ -661,28 +667,31 @@ def _broken_info(name: str, config: ModelConfig | None, error: str) -> ModelInfo
     )
 
 
+def _repository_backend(backend: Backend | None, session_factory: SessionFactory | None) -> Backend | None:
+    """The backend of the default session factories: ``backend``, else ONNX Runtime with its
+    defaults; ``None`` with a ``session_factory`` (it opens sessions its own way)."""
+    if backend is not None and session_factory is not None:
+        raise ValueError("give a session_factory or a backend, not both: the factory opens its own sessions")
+    if session_factory is not None or backend is not None:
+        return backend
+    # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
+    from models.runtime import OrtBackend
+
+    return OrtBackend()
+
+
 def _runtime_factory(
     cache_dir: Path,
-    device: str,
-    intra_op_threads: int | None,
-    options: Any = None,
+    backend: Backend | None,
     *,
     require_bounds: bool = True,
 ) -> SessionFactory:
     def open_session(model_path: Path, model: onnx.ModelProto, config: ModelConfig) -> ServedModel:
-        # Imported here: models.runtime pulls in onnxruntime, which tests with fakes do not need.
         from models.runtime import GradientSession
 
         if needs_instance_session(model, config):
             return open_instance_session(
-                model_path,
-                model,
-                config,
-                cache_dir,
-                device=device,
-                intra_op_threads=intra_op_threads,
-                options=options,
-                require_bounds=require_bounds,
+                model_path, model, config, cache_dir, backend=backend, require_bounds=require_bounds
             )
 
         def graph(rebuild: bool) -> GradientGraph:
@@ -700,10 +709,8 @@ def _runtime_factory(
             session = GradientSession(
                 graph.path if graph.path is not None else graph.model,  # type: ignore[arg-type]
                 input_name=config.input_name,
-                device=device,
-                intra_op_threads=intra_op_threads,  # type: ignore[arg-type]
                 external_data_dir=graph.external_data_dir,
-                options=options,
+                backend=backend,
             )
             explained = session.metadata.explained
             if explained != config.explained_tensor:

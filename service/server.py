@@ -27,6 +27,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +42,9 @@ from service.repository import SessionFactory
 from service.servicer import ExplainerServicer, add_servicer_to_server
 from service.settings import Settings
 from service.vocabulary import ReloadResult
+
+if TYPE_CHECKING:
+    from models.runtime.backend import Backend
 
 __all__ = ["SERVICE_NAME", "MollifyServer", "create_server"]
 
@@ -69,9 +73,15 @@ class MollifyServer:
         repository, scheduler, explainer, metrics, health: its components.
     """
 
-    def __init__(self, settings: Settings, *, session_factory: SessionFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
         self.settings = settings
-        self.core = MollifyCore(settings, session_factory=session_factory)
+        self.core = MollifyCore(settings, backend=backend, session_factory=session_factory)
         self.metrics = self.core.metrics
         self.repository = self.core.repository
         self.scheduler = self.core.scheduler
@@ -305,16 +315,23 @@ def _check_bindable(host: str, port: int) -> None:
 
 
 def create_server(
-    settings: Settings, *, session_factory: SessionFactory | None = None
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    session_factory: SessionFactory | None = None,
 ) -> tuple[MollifyServer, int]:
     """Build a server from ``settings``: models loaded, port bound, not yet started.
 
     Args:
         settings: the one settings object; ``settings.address`` with port 0 binds a free port.
-        session_factory: opens gradient graphs (tests may inject fakes); default ``GradientSession``.
+        backend: runs the models' graphs (a :class:`models.runtime.backend.Backend`, e.g. another
+            runtime); default: ONNX Runtime configured by ``settings`` (device, providers, threads).
+            GetModel reports its provider.
+        session_factory: opens gradient graphs its own way (tests inject fakes); excludes ``backend``;
+            default ``GradientSession`` on the backend.
 
     Returns:
         The server and the port it is bound to.
     """
-    server = MollifyServer(settings, session_factory=session_factory)
+    server = MollifyServer(settings, backend=backend, session_factory=session_factory)
     return server, server.port

@@ -6,6 +6,7 @@ them to and from the ``mollify.v1`` messages.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +166,8 @@ class ModelInfo:
             tensor such as an embedding output); attributions have its shape before any channel
             reduction, and ``lower``/``upper`` are its bounds. ``None`` when not ready.
         tokenizer: text models: the Hugging Face ``tokenizers`` JSON saved beside the model
-            (``tokenizer.json``); ``""`` when there is none.
+            (``tokenizer.json``); ``""`` when there is none, and in model lists (see :meth:`listed`).
+        has_tokenizer: whether the model has a tokenizer (also in model lists).
     """
 
     name: str
@@ -195,6 +197,11 @@ class ModelInfo:
     request_inputs: tuple[TensorDescription, ...] = ()
     explained_input: TensorDescription | None = None
     tokenizer: str = ""
+    has_tokenizer: bool = False
+
+    def listed(self) -> ModelInfo:
+        """This info as model lists carry it: without the tokenizer's text (up to megabytes each)."""
+        return dataclasses.replace(self, tokenizer="") if self.tokenizer else self
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def _probe_model() -> bytes:
     )
     probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
     probe.ir_version = 8
-    return probe.SerializeToString()
+    serialized: bytes = probe.SerializeToString()
+    return serialized
 
 
 @functools.cache

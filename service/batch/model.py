@@ -21,6 +21,7 @@ from service.graphs import cached_gradient_graph
 
 if TYPE_CHECKING:
     from models.runtime import GradientSession
+    from models.runtime.backend import Backend
 
 __all__ = ["BatchModel", "ModelLoadError", "open_session", "resolve_model"]
 
@@ -219,22 +220,29 @@ def _inferred_config(
     )
 
 
-def open_session(model: BatchModel, *, device: str = "cpu", intra_op_threads: int = 1) -> GradientSession:
-    """A :class:`models.runtime.GradientSession` on the model's cached gradient graph.
+def open_session(
+    model: BatchModel, *, device: str = "cpu", intra_op_threads: int = 1, backend: Backend | None = None
+) -> GradientSession:
+    """A :class:`models.runtime.GradientSession` on the model's cached gradient graph, run by
+    ``backend`` (default: ONNX Runtime on ``device`` with ``intra_op_threads``, which a given
+    backend replaces).
 
     Raises:
-        ModelLoadError: onnxruntime cannot open the graph, or it is not the graph of ``model``.
+        ModelLoadError: the backend cannot open the graph, or it is not the graph of ``model``.
     """
     from estimator.errors import InvalidArgumentError
     from models.runtime import DeviceUnavailableError, GradientSession  # onnxruntime only where sessions run
 
     try:
-        session = GradientSession(
-            model.graph_path,
-            input_name=model.input_name,
-            device=device,  # type: ignore[arg-type]
-            intra_op_threads=intra_op_threads,
-        )
+        if backend is not None:
+            session = GradientSession(model.graph_path, input_name=model.input_name, backend=backend)
+        else:
+            session = GradientSession(
+                model.graph_path,
+                input_name=model.input_name,
+                device=device,
+                intra_op_threads=intra_op_threads,
+            )
     except (GradientGraphError, DeviceUnavailableError, InvalidArgumentError, OSError) as err:
         raise ModelLoadError(f"the gradient graph {str(model.graph_path)!r} cannot be opened: {err}") from err
     if tuple(session.input_shape) != tuple(model.input_shape):

@@ -9,7 +9,7 @@ result never depends on which other rows share its block.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from estimator.method import ClassTarget, Explanation, Method, PredictedClassTar
 from service.batch.model import BatchModel, open_session
 from service.batch.seeds import row_seed
 from service.batch.sources import BlockSpec, RowBlock, RowError, Source
+
+if TYPE_CHECKING:
+    from models.runtime.backend import Backend
 
 __all__ = ["BlockResult", "BlockWorker", "WorkSpec", "explain_row"]
 
@@ -33,6 +36,10 @@ class WorkSpec:
         seed: the job's seed; row ``i`` uses ``row_seed(seed, i)``.
         memory_budget_bytes: memory one row's chunk of samples may use (sizes the model calls).
         intra_op_threads: ONNX Runtime threads of each worker's session.
+        device: ONNX Runtime's device of each worker's session.
+        backend: runs each worker's session instead of ONNX Runtime on ``device`` and
+            ``intra_op_threads`` (a :class:`models.runtime.backend.Backend`; picklable for the
+            process and Ray engines, which send it to every worker unopened).
     """
 
     model: BatchModel
@@ -43,6 +50,7 @@ class WorkSpec:
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
     intra_op_threads: int = 1
     device: str = "cpu"
+    backend: Backend | None = None
 
 
 @dataclass
@@ -109,7 +117,10 @@ class BlockWorker:
     def session(self) -> Any:
         if self._session is None:
             self._session = open_session(
-                self.spec.model, device=self.spec.device, intra_op_threads=self.spec.intra_op_threads
+                self.spec.model,
+                device=self.spec.device,
+                intra_op_threads=self.spec.intra_op_threads,
+                backend=self.spec.backend,
             )
         return self._session
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.cli.method_flags import add_method_arguments, method_from_args, number_or_array
+from service.cli.method_flags import add_method_arguments, checked_seed, method_from_args, number_or_array
 from service.cli.output import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -189,9 +189,8 @@ def _seed(args: argparse.Namespace) -> int:
     from service.batch.output import JobConflictError, OutputStore
 
     if args.seed is not None:
-        if not 0 <= args.seed < 2**63:
-            raise UsageError(f"--seed: expected an integer in [0, 2**63), got {args.seed}")
-        return int(args.seed)
+        # Any seed: row_seed maps (seed, row) to the rows' 63-bit seeds (the int64 seed column).
+        return checked_seed(args.seed)
     try:
         recorded = OutputStore.recorded_job(args.out)
     except JobConflictError as err:

@@ -29,8 +29,13 @@ from service.cli import render
 from service.cli.compare_command import compare_methods, write_comparison
 from service.cli.connection import server_errors
 from service.cli.explain_command import explain_inputs, report
-from service.cli.method_flags import DEFAULT_COMPARE_METHODS, method_from_args, parse_method_list
-from service.cli.output import EXIT_CODES_HELP, EXIT_OK, UsageError, dumps, guarded, server_error
+from service.cli.method_flags import (
+    DEFAULT_COMPARE_METHODS,
+    checked_seed,
+    method_from_args,
+    parse_method_list,
+)
+from service.cli.output import EXIT_CODES_HELP, EXIT_OK, dumps, guarded, server_error
 from service.client import ExplainerClient, ModelInfo
 
 DEFAULT_OUT = "mollify-demo"
@@ -151,8 +156,7 @@ def _explain_sample(
 def run(args: argparse.Namespace) -> int:
     from models.demo import sample_path
 
-    if not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed: expected an integer in [0, 2**63), got {args.seed}")
+    checked_seed(args.seed)
     started = time.monotonic()
     server = contextlib.nullcontext(args.server) if args.server else local_server()
     with server as address, ExplainerClient(address) as client:

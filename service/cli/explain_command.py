@@ -30,6 +30,7 @@ from service.cli.connection import add_connection_arguments, open_client, server
 from service.cli.method_flags import (
     add_method_arguments,
     add_request_arguments,
+    checked_seed,
     dense_target_from_args,
     method_from_args,
     number_or_array,
@@ -130,9 +131,8 @@ def target_from_args(args: argparse.Namespace) -> TargetLike:
 
 
 def seed_from_args(args: argparse.Namespace) -> int | None:
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed: expected an integer in [0, 2**63), got {args.seed}")
-    return int(args.seed) if args.seed is not None else None
+    """``--seed`` checked (:func:`checked_seed`); ``None`` when not given (the server draws one)."""
+    return checked_seed(args.seed) if args.seed is not None else None
 
 
 def fetch_model(client: ExplainerClient, name: str) -> ModelInfo:

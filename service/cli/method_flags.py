@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from estimator import check_seed
 from estimator.bases import base_method_names
 from estimator.errors import InvalidArgumentError
 from estimator.kernels import KERNEL_NAMES
@@ -280,6 +281,15 @@ def add_method_arguments(parser: argparse.ArgumentParser, *, exclude: Collection
         help="latin_hypercube/sobol: independent point sets the samples are split into, the units of the "
         f"standard error; --samples must be a multiple (default: {_default('replicates')})",
     )
+
+
+def checked_seed(value: int, flag: str = "--seed") -> int:
+    """``value`` if it is a seed (:func:`estimator.check_seed`, the one rule: an integer in
+    ``[0, 2**64)``), else :class:`UsageError` in the estimator's words, naming ``flag``."""
+    try:
+        return check_seed(value, flag)
+    except InvalidArgumentError as err:
+        raise UsageError(str(err)) from None
 
 
 def add_request_arguments(parser: argparse.ArgumentParser) -> None:

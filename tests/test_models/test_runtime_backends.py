@@ -1,95 +1,28 @@
-"""models.runtime's backend seam: a second backend (onnx's pure-Python reference evaluator) runs the
-same gradient graphs as ONNX Runtime through :class:`models.runtime.backend.Backend`, and the
-graph / memory / batching modules stay free of onnxruntime.
-
-:class:`ReferenceBackend` below is the worked example of a backend (CONTRIBUTING.md, "Adding a
-backend"): open a model, describe its tensors, run it; the sessions do the rest.
+"""models.runtime's backend seam: a second backend (onnx's pure-Python reference evaluator,
+:mod:`tests.test_models.reference_backend`) runs the same gradient graphs as ONNX Runtime through
+:class:`models.runtime.backend.Backend`, and the graph / memory / batching modules stay free of
+onnxruntime.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx.external_data_helper import load_external_data_for_model
-from onnx.reference import ReferenceEvaluator
 
 from estimator import explain
 from estimator.errors import InvalidArgumentError, ModelEvaluationError
 from estimator.method import Method
 from models.gradient_graph import build_gradient_model
-from models.runtime import Backend, BackendModel, ForwardSession, GradientSession, TensorSpec
-from models.runtime.backend import OutputSpecs
-from models.runtime.graph import value_dims
+from models.runtime import Backend, BackendModel, ForwardSession, GradientSession
+from tests.test_models.reference_backend import ReferenceBackend
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# --------------------------------------------------------------------------- the second backend
-
-
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    elem_type = value.type.tensor_type.elem_type
-    dtype = helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else None
-    return TensorSpec(value.name, dtype, tuple(value_dims(value)))
-
-
-class ReferenceModel:
-    """One model run by ``onnx.reference.ReferenceEvaluator`` (a :class:`BackendModel`)."""
-
-    provider = "onnx.reference"
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self._model = model
-        self._evaluator = ReferenceEvaluator(model)
-        self._lock = threading.Lock()  # the evaluator keeps per-run state
-        self.runs = 0
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        weights = {init.name for init in self._model.graph.initializer}
-        return [_spec(value) for value in self._model.graph.input if value.name not in weights]
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return [_spec(value) for value in self._model.graph.output]
-
-    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        with self._lock:
-            self.runs += 1
-            return [np.asarray(value) for value in self._evaluator.run(list(names), dict(feed))]
-
-
-class ReferenceBackend:
-    """A :class:`Backend` on onnx's reference evaluator: slow, pure Python, no onnxruntime."""
-
-    name = "onnx.reference"
-
-    def __init__(self) -> None:
-        self.opened: list[ReferenceModel] = []
-
-    def open(
-        self,
-        model: onnx.ModelProto,
-        *,
-        external_data_dir: Path | None = None,
-        output_specs: OutputSpecs | None = None,
-    ) -> ReferenceModel:
-        if external_data_dir is not None:
-            loaded = onnx.ModelProto()
-            loaded.CopyFrom(model)
-            load_external_data_for_model(loaded, str(external_data_dir))
-            model = loaded
-        opened = ReferenceModel(model)
-        self.opened.append(opened)
-        return opened
 
 
 # --------------------------------------------------------------------------- models

@@ -17,6 +17,7 @@ import onnx
 import pytest
 
 import service.graphs
+from models.runtime import OrtBackend
 from service.graphs import gradient_graph_for
 from service.repository import ModelRepository
 
@@ -65,7 +66,7 @@ def _assert_correct(repository: ModelRepository, model: onnx.ModelProto) -> None
 
 
 def _repository(root: Path, cache: Path) -> ModelRepository:
-    repository = ModelRepository(root, cache, device="cpu", intra_op_threads=1)
+    repository = ModelRepository(root, cache, backend=OrtBackend(device="cpu", intra_op_threads=1))
     repository.reload()
     return repository
 

@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from estimator.method import Method
+from models.runtime import OrtBackend
 from service.client import ExplainerClient, MollifyError
 from service.errors import InvalidRequestError
 from service.repository import ModelRepository, validate_model_name
@@ -148,7 +149,7 @@ def test_gradient_graphs_are_cached_by_content(
         raise AssertionError("a cached gradient graph was rebuilt")
 
     monkeypatch.setattr(service.graphs, "build_gradient_model", refuse)
-    again = ModelRepository(repository_root, tmp_path / "cache", device="cpu")
+    again = ModelRepository(repository_root, tmp_path / "cache", backend=OrtBackend(device="cpu"))
     again.reload()
     assert again.ready_entry("good").info.ready
     helpers.write_model(
@@ -345,7 +346,7 @@ def test_a_missing_external_data_file_fails_that_model_only(tmp_path: Path, help
     folder = _torch_export_with_defaults(root / "no_data")
     (folder / "model.onnx.data").unlink()
     helpers.write_model(root, "good")
-    repository = ModelRepository(root, tmp_path / "cache", device="cpu")
+    repository = ModelRepository(root, tmp_path / "cache", backend=OrtBackend(device="cpu"))
     repository.reload()
     assert repository.entry("good").info.ready
     error = repository.entry("no_data").info.error
@@ -367,7 +368,7 @@ def test_the_large_model_path_serves_graphs_with_external_data(
     root = tmp_path / "models"
     model = helpers.linear_model(features=64, classes=8)  # W: 64 x 8 float32, 2 KiB
     helpers.write_model(root, "wide", model=model, input_shape=[64], labels=list("abcdefgh"))
-    repository = ModelRepository(root, tmp_path / "cache", device="cpu")
+    repository = ModelRepository(root, tmp_path / "cache", backend=OrtBackend(device="cpu"))
     repository.reload()
     assert repository.entry("wide").info.ready, repository.entry("wide").info.error
     [graph] = list((tmp_path / "cache").glob("*.onnx"))
@@ -508,12 +509,12 @@ def test_models_that_cannot_be_differentiated_say_where_and_what_to_do(
 def test_a_damaged_cached_graph_is_rebuilt_not_served(tmp_path: Path, helpers: SimpleNamespace) -> None:
     root = tmp_path / "models"
     folder = _torch_export_with_defaults(root / "torch_default")
-    ModelRepository(root, tmp_path / "cache", device="cpu").reload()
+    ModelRepository(root, tmp_path / "cache", backend=OrtBackend(device="cpu")).reload()
     graphs = sorted((tmp_path / "cache").glob("*.onnx*"))
     assert [p.suffix for p in graphs] == [".onnx", ".data"]
     for path in graphs:
         path.write_bytes(b"damaged")  # a crash mid-write elsewhere, an edit by hand
-    again = ModelRepository(root, tmp_path / "cache", device="cpu")
+    again = ModelRepository(root, tmp_path / "cache", backend=OrtBackend(device="cpu"))
     again.reload()
     assert again.entry("torch_default").info.ready, again.entry("torch_default").info.error
     session = again.ready_entry("torch_default").session

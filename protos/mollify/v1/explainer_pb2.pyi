@@ -426,7 +426,7 @@ class Preprocessing(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., size: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., scale: _Optional[float] = ..., invert: _Optional[bool] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size", "stale", "candidate_error", "version", "request_inputs", "explained_input", "config_source", "layout", "tokenizer")
+    __slots__ = ("name", "ready", "error", "input", "output", "graph_inputs", "graph_outputs", "lower", "upper", "labels", "feature_names", "preprocessing", "execution_provider", "description", "weights", "batching", "fixed_batch_size", "stale", "candidate_error", "version", "request_inputs", "explained_input", "config_source", "layout", "tokenizer", "has_tokenizer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -452,6 +452,7 @@ class ModelInfo(_message.Message):
     CONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FIELD_NUMBER: _ClassVar[int]
+    HAS_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     name: str
     ready: bool
     error: str
@@ -477,7 +478,8 @@ class ModelInfo(_message.Message):
     config_source: str
     layout: str
     tokenizer: str
-    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ..., stale: _Optional[bool] = ..., candidate_error: _Optional[str] = ..., version: _Optional[str] = ..., request_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., explained_input: _Optional[_Union[TensorInfo, _Mapping]] = ..., config_source: _Optional[str] = ..., layout: _Optional[str] = ..., tokenizer: _Optional[str] = ...) -> None: ...
+    has_tokenizer: bool
+    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorInfo, _Mapping]] = ..., output: _Optional[_Union[TensorInfo, _Mapping]] = ..., graph_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., graph_outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., lower: _Optional[_Union[Tensor, _Mapping]] = ..., upper: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., execution_provider: _Optional[str] = ..., description: _Optional[str] = ..., weights: _Optional[_Iterable[str]] = ..., batching: _Optional[str] = ..., fixed_batch_size: _Optional[int] = ..., stale: _Optional[bool] = ..., candidate_error: _Optional[str] = ..., version: _Optional[str] = ..., request_inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., explained_input: _Optional[_Union[TensorInfo, _Mapping]] = ..., config_source: _Optional[str] = ..., layout: _Optional[str] = ..., tokenizer: _Optional[str] = ..., has_tokenizer: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
