@@ -28,6 +28,7 @@ from onnx import helper
 
 from models.gradient_graph import InvalidModelError
 from models.gradient_graph.external_data import map_tensor
+from models.runtime.graph import subgraph_inputs
 
 __all__ = [
     "FLOAT_ELEMENT_TYPES",
@@ -65,22 +66,8 @@ class CutModel:
     suffix_inputs: tuple[str, ...]
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs (If / Loop / Scan bodies) read, their own tensors included."""
-    names: set[str] = set()
-    for attribute in node.attribute:
-        graphs = list(attribute.graphs)
-        if attribute.HasField("g"):
-            graphs.append(attribute.g)
-        for graph in graphs:
-            for inner in graph.node:
-                names.update(inner.input)
-                names.update(_subgraph_reads(inner))
-    return names
-
-
 def _reads(node: onnx.NodeProto) -> set[str]:
-    return {name for name in node.input if name} | _subgraph_reads(node)
+    return {name for name in node.input if name} | subgraph_inputs(node)
 
 
 def _ancestors(graph: onnx.GraphProto, targets: Sequence[str], stop: str | None) -> tuple[set[int], set[str]]:
