@@ -27,7 +27,7 @@ def bearer_token_matches(token: bytes, authorization: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), token)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpcio ships no type stubs: its base is Any
     """Rejects calls without the right bearer token.
 
     Args:
@@ -58,11 +58,11 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        method = str(handler_call_details.method)  # type: ignore[attr-defined]
+        method = str(handler_call_details.method)
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(self._exempt):
             return handler
-        if self._authorized(handler_call_details.invocation_metadata):  # type: ignore[attr-defined]
+        if self._authorized(handler_call_details.invocation_metadata):
             return handler
         if self._on_reject is not None:
             self._on_reject(method)

@@ -184,7 +184,8 @@ class ExplainerClient:
             self._channel = grpc.secure_channel(address, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(address, options=options)
-        self._stub = pb_grpc.ExplainerServiceStub(self._channel)
+        # protoc writes no stubs for the generated gRPC module: its constructor is unannotated.
+        self._stub = pb_grpc.ExplainerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.address = address

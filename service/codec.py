@@ -609,8 +609,8 @@ def model_info_to_proto(info: ModelInfo) -> pb.ModelInfo:
 
 
 def _unlist(values: Any) -> float | list[float]:
-    values = [float(v) for v in values]
-    return values[0] if len(values) == 1 else values
+    floats = [float(v) for v in values]
+    return floats[0] if len(floats) == 1 else floats
 
 
 def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:

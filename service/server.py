@@ -142,7 +142,7 @@ class MollifyServer:
                 credentials = grpc.ssl_server_credentials(
                     [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
                 )
-                port = self._server.add_secure_port(settings.address, credentials)
+                port: int = self._server.add_secure_port(settings.address, credentials)
             else:
                 port = self._server.add_insecure_port(settings.address)
         except RuntimeError as err:  # grpc's "Failed to bind to address"

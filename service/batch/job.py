@@ -82,7 +82,7 @@ class BatchSummary:
 def job_record(spec: WorkSpec, block_rows: int, fmt: str) -> dict[str, Any]:
     """What identifies a job in its manifest: a rerun resumes only when all of it is equal."""
     model = spec.model
-    return to_jsonable(
+    record: dict[str, Any] = to_jsonable(
         {
             "model": {
                 "name": model.name,
@@ -101,6 +101,7 @@ def job_record(spec: WorkSpec, block_rows: int, fmt: str) -> dict[str, Any]:
             "format": fmt,
         }
     )
+    return record
 
 
 def _digest(*arrays: np.ndarray) -> str:

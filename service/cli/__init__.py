@@ -1,6 +1,6 @@
 """The ``mollify`` command: one sub-command per module, each with ``register(subparsers)``.
 
-A sub-command module defines ``register(subparsers: argparse._SubParsersAction) -> None``,
+A sub-command module defines ``register(subparsers: argparse._SubParsersAction[Any]) -> None``,
 which adds its parser and sets ``func=run`` where ``run(args: argparse.Namespace) -> int``
 returns the exit code. Failures print ``CODE: message`` to stderr and exit non-zero; a closed
 stdout pipe (``| head``) ends quietly with 141, as for any tool SIGPIPE stops.

@@ -50,7 +50,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "batch",
         help="explain a whole dataset (CSV/Parquet, image folder, .npy/.npz) offline, locally or on Ray",

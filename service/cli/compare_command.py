@@ -52,7 +52,7 @@ from service.client import ExplainerClient, InstanceExplanation, ModelInfo, Targ
 from service.vocabulary import Selection
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="one input, several methods side by side in one figure",

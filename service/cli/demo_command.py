@@ -46,7 +46,7 @@ TABULAR_SAMPLE = "breast_cancer_rows.csv"
 _READY_TIMEOUT_S = 120.0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="start a server on the bundled models, explain a digit and a tabular row, write figures",

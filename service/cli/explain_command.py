@@ -60,7 +60,7 @@ from service.vocabulary import Selection
 DEFAULT_OUT = "mollify-out"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "explain",
         help="explain inputs (.npy/.npz, PNG/JPEG, CSV rows) with a served model",

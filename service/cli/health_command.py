@@ -6,12 +6,13 @@ Prints the status; exits 0 when it is ``SERVING`` and 3 otherwise (4 when nobody
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from service.cli.connection import add_connection_arguments, open_client, server_errors
 from service.cli.output import EXIT_CODES_HELP, EXIT_OK, CliError, dumps, guarded, server_error
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "health",
         help="check that the server (or one model) is serving",

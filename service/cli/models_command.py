@@ -10,7 +10,7 @@ from service.cli.output import EXIT_CODES_HELP, EXIT_OK, dumps, format_table, gu
 from service.client import ModelInfo
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "models",
         help="list the server's models",

@@ -106,11 +106,14 @@ def apply_polarity(values: np.ndarray, polarity: Polarity) -> np.ndarray:
     """The part of a signed map that ``polarity`` shows (``negative`` as a magnitude)."""
     if polarity == "both":
         return values
+    shown: np.ndarray
     if polarity == "positive":
-        return np.maximum(values, 0.0)
-    if polarity == "negative":
-        return np.maximum(-values, 0.0)
-    return np.abs(values)
+        shown = np.maximum(values, 0.0)
+    elif polarity == "negative":
+        shown = np.maximum(-values, 0.0)
+    else:
+        shown = np.abs(values)
+    return shown
 
 
 def color_limit(values: np.ndarray, clip_percentile: float) -> float:
@@ -189,7 +192,8 @@ def _overlay(image: np.ndarray, values: np.ndarray, norm: Normalize, cmap: Color
     grey = image if image.ndim == 2 else image.mean(axis=2)
     # Fade the input towards white so it reads as a backdrop, not as part of the colour scale.
     backdrop = np.repeat((0.45 + 0.55 * np.clip(grey, 0.0, 1.0))[..., np.newaxis], 3, axis=2)
-    return (1.0 - opacity) * backdrop + opacity * colours
+    blended: np.ndarray = (1.0 - opacity) * backdrop + opacity * colours
+    return blended
 
 
 def _strip(axes: Axes) -> None:
@@ -239,10 +243,14 @@ def text_extent(text: str, points: float) -> tuple[float, float]:
 
     if not text:
         return 0.0, 0.0
-    renderer = RendererAgg(1, 1, _DPI)
+    renderer = RendererAgg(1, 1, _DPI)  # type: ignore[no-untyped-call]  # matplotlib's backend_agg is unannotated
     font = FontProperties(size=points)
     lines = text.split("\n")
-    widths = [renderer.get_text_width_height_descent(line, font, ismath=False)[0] for line in lines]
+    # matplotlib's backend_agg is unannotated.
+    widths = [
+        renderer.get_text_width_height_descent(line, font, ismath=False)[0]  # type: ignore[no-untyped-call]
+        for line in lines
+    ]
     # Matplotlib's default line spacing is 1.2 times the font size.
     return max(widths) / _DPI, len(lines) * 1.2 * points / 72
 
@@ -384,7 +392,7 @@ def heatmap_figure(
     )
     colorbar.set_label(label, fontsize=_LABEL_PT)
     colorbar.ax.tick_params(labelsize=_LABEL_PT)
-    colorbar.formatter = formatter  # type: ignore[assignment]
+    colorbar.formatter = formatter
     if title:
         figure.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.08 / layout.height, va="top")
     return figure
