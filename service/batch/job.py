@@ -16,7 +16,7 @@ import numpy as np
 from estimator.errors import InvalidArgumentError
 from service.batch.output import OutputStore
 from service.batch.sources import BlockSpec
-from service.batch.work import BlockResult, BlockWorker, WorkSpec, explain_row
+from service.batch.work import BlockResult, BlockWorker, WorkSpec, explain_row, target_record
 from service.cli.output import to_jsonable
 
 __all__ = ["ENGINES", "BatchJob", "BatchSummary", "JobSetupError", "job_record", "run_batch"]
@@ -94,7 +94,7 @@ def job_record(spec: WorkSpec, block_rows: int, fmt: str) -> dict[str, Any]:
             },
             "data": spec.source.identity(),
             "method": dataclasses.asdict(spec.method),
-            "target": "predicted" if spec.target is None else spec.target,
+            "target": target_record(spec.target),
             "seed": spec.seed,
             "memory_budget_bytes": spec.memory_budget_bytes,
             "block_rows": block_rows,
@@ -162,6 +162,7 @@ def run_batch(
         "model": spec.model.name,
         "seed": spec.seed,
         "method": to_jsonable(dataclasses.asdict(spec.method)),
+        "target": target_record(spec.target),
     }
     this_run = 0
     if on_progress is not None:

@@ -8,6 +8,7 @@ result never depends on which other rows share its block.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,16 @@ import numpy as np
 from estimator import explain
 from estimator.errors import InvalidArgumentError, ModelEvaluationError
 from estimator.explain import DEFAULT_MEMORY_BUDGET_BYTES
-from estimator.method import ClassTarget, Explanation, Method, PredictedClassTarget, Target
+from estimator.method import (
+    ClassTarget,
+    DetectionTarget,
+    Explanation,
+    Method,
+    PredictedClassTarget,
+    RegionTarget,
+    Target,
+)
+from estimator.targets import format_region
 from service.batch.model import BatchModel, open_session
 from service.batch.seeds import row_seed
 from service.batch.sources import BlockSpec, RowBlock, RowError, Source
@@ -24,7 +34,11 @@ from service.batch.sources import BlockSpec, RowBlock, RowError, Source
 if TYPE_CHECKING:
     from models.runtime.backend import Backend
 
-__all__ = ["BlockResult", "BlockWorker", "WorkSpec", "explain_row"]
+__all__ = ["BatchTarget", "BlockResult", "BlockWorker", "WorkSpec", "explain_row", "target_record"]
+
+BatchTarget = int | RegionTarget | DetectionTarget | None
+"""What every row explains: a class index, ``None`` (the class predicted at the clean input), a
+region of the explained tensor, or one class score of one detection of a detector head."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,9 @@ class WorkSpec:
     """Everything a worker needs, picklable: the model, the data, and how to explain.
 
     Attributes:
-        target: the class to explain, or ``None`` for the class predicted at the clean input.
+        target: the class to explain, ``None`` for the class predicted at the clean input, or a
+            :class:`~estimator.method.RegionTarget` / :class:`~estimator.method.DetectionTarget`
+            applied to every row (frozen dataclasses, so the spec stays picklable).
         seed: the job's seed; row ``i`` uses ``row_seed(seed, i)``.
         memory_budget_bytes: memory one row's chunk of samples may use (sizes the model calls).
         intra_op_threads: ONNX Runtime threads of each worker's session.
@@ -45,7 +61,7 @@ class WorkSpec:
     model: BatchModel
     source: Source
     method: Method
-    target: int | None
+    target: BatchTarget
     seed: int
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
     intra_op_threads: int = 1
@@ -58,7 +74,8 @@ class BlockResult:
     """The explained rows of one block, as columns (row ``k`` of every array is ``ids[k]``).
 
     ``attribution`` and ``standard_error``: ``(n, *attribution_shape)`` float32; ``outputs``:
-    ``(n, *output_shape)`` float32; ``target``/``prediction``: ``(n,)`` int64, -1 for none.
+    ``(n, *output_shape)`` float32; ``target``/``prediction``: ``(n,)`` int64, -1 for none
+    (``target`` is the explained class: -1 for a region, the detection's class for a detection).
     """
 
     index: int
@@ -83,8 +100,44 @@ class BlockResult:
         return int(len(self.ids))
 
 
-def estimator_target(target: int | None) -> Target:
-    return PredictedClassTarget() if target is None else ClassTarget(target)
+def estimator_target(target: BatchTarget) -> Target:
+    if target is None:
+        return PredictedClassTarget()
+    if isinstance(target, RegionTarget | DetectionTarget):
+        return target
+    return ClassTarget(target)
+
+
+def target_record(target: BatchTarget) -> Any:
+    """The job record's description of ``target``: ``"predicted"``, a class index, or a JSON object.
+
+    Regions: ``{"kind": "region", "region": ":,10:20,5", "reduction": "sum"}``, or with a mask its
+    ``mask_sha256`` and ``mask_elements`` instead of ``region``. Detections: ``{"kind": "detection",
+    "detection": I or "best", "class": C or "best", "layout": ..., "box_values": ...}``.
+    """
+    if target is None:
+        return "predicted"
+    if isinstance(target, RegionTarget):
+        if target.mask is None:
+            where: dict[str, Any] = {"region": format_region(target.axes)}
+        else:
+            mask = np.asarray(target.mask) != 0
+            where = {
+                "mask_sha256": hashlib.sha256(
+                    np.packbits(mask).tobytes() + repr(mask.shape).encode()
+                ).hexdigest(),
+                "mask_elements": int(np.count_nonzero(mask)),
+            }
+        return {"kind": "region", **where, "reduction": target.reduction}
+    if isinstance(target, DetectionTarget):
+        return {
+            "kind": "detection",
+            "detection": "best" if target.index is None else target.index,
+            "class": "best" if target.class_index is None else target.class_index,
+            "layout": target.layout,
+            "box_values": target.box_values,
+        }
+    return target
 
 
 def explain_row(session: Any, spec: WorkSpec, row: int, x: np.ndarray) -> Explanation:

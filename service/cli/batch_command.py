@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.cli.method_flags import add_method_arguments, checked_seed, method_from_args, number_or_array
+from service.cli.method_flags import (
+    add_dense_target_arguments,
+    add_method_arguments,
+    checked_seed,
+    dense_target_from_args,
+    method_from_args,
+    number_or_array,
+)
 from service.cli.output import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -32,6 +39,7 @@ from service.cli.output import (
 
 if TYPE_CHECKING:
     from service.batch.job import BatchSummary
+    from service.batch.work import BatchTarget
 
 REPOSITORY_ENV = "MOLLIFY_MODEL_REPOSITORY"
 # As service.batch.job.ENGINES and service.batch.output.FORMATS, which are imported only when the
@@ -151,7 +159,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     request.add_argument(
         "--target",
         default="predicted",
-        help="a class index, or 'predicted' (the arg-max at the clean input) (default: predicted)",
+        help="a class index, or 'predicted' (the arg-max at the clean input) (default: predicted); "
+        "for maps and detector heads see --region and --detection",
     )
     request.add_argument(
         "--seed",
@@ -159,11 +168,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="job seed; row i uses a seed derived from (seed, i) (default: random, or the seed "
         "of the job being resumed)",
     )
+    add_dense_target_arguments(parser)
     add_method_arguments(parser)
     parser.set_defaults(func=run_command)
 
 
-def _target(text: str) -> int | None:
+def _target(args: argparse.Namespace) -> BatchTarget:
+    """The target every row explains: ``--region``/``--detection`` as in ``mollify explain``, else ``--target``."""
+    dense = dense_target_from_args(args)
+    if dense is not None:
+        return dense
+    text = args.target
     if text.strip().lower() == "predicted":
         return None
     try:
@@ -171,7 +186,10 @@ def _target(text: str) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise UsageError(f"--target: batch explains a class index or 'predicted' per row, got {text!r}")
+        raise UsageError(
+            f"--target: batch explains a class index or 'predicted' per row (or --region / --detection), "
+            f"got {text!r}"
+        )
     return value
 
 
@@ -234,7 +252,7 @@ def run_command(args: argparse.Namespace) -> int:
     from service.settings import default_cache_dir
 
     method = method_from_args(args)
-    target = _target(args.target)
+    target = _target(args)
     lower, upper = number_or_array(args.lower, "--lower"), number_or_array(args.upper, "--upper")
     seed = _seed(args)
     try:
@@ -284,7 +302,9 @@ def run_command(args: argparse.Namespace) -> int:
     except ModelLoadError as err:
         raise CliError("BAD_MODEL", str(err), EXIT_USAGE) from None
     except JobSetupError as err:
-        raise UsageError(f"{err} (method or --target does not fit model {model.name!r})") from None
+        raise UsageError(
+            f"{err} (method, --target, --region or --detection does not fit model {model.name!r})"
+        ) from None
     except JobConflictError as err:
         raise OutputError(str(err)) from None
     except RayMissingError as err:

@@ -304,6 +304,19 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--seed", type=int, help="random seed; the same seed gives the same numbers (default: random)"
     )
+    add_dense_target_arguments(parser)
+    group.add_argument(
+        "--lower",
+        help="lower bound of the input domain: a number or a .npy file (default: the model's config)",
+    )
+    group.add_argument(
+        "--upper",
+        help="upper bound of the input domain: a number or a .npy file (default: the model's config)",
+    )
+
+
+def add_dense_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--region`` / ``--detection`` and their options (read by :func:`dense_target_from_args`)."""
     dense = parser.add_argument_group(
         "dense outputs",
         "Targets for maps and detector heads, instead of --target (one instance, no batch axis).",
@@ -344,14 +357,6 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="values before the class scores of each detection: 4 box coordinates, 5 with objectness "
         "(default: 4)",
-    )
-    group.add_argument(
-        "--lower",
-        help="lower bound of the input domain: a number or a .npy file (default: the model's config)",
-    )
-    group.add_argument(
-        "--upper",
-        help="upper bound of the input domain: a number or a .npy file (default: the model's config)",
     )
 
 
