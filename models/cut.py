@@ -33,6 +33,7 @@ from models.runtime.graph import subgraph_inputs
 __all__ = [
     "FLOAT_ELEMENT_TYPES",
     "CutModel",
+    "candidate_listing",
     "candidate_tensors",
     "cut_model",
     "element_types",
@@ -154,12 +155,17 @@ def candidate_tensors(
     return (lookups + others)[:_CANDIDATES_SHOWN]
 
 
+def candidate_listing(model: onnx.ModelProto, explained: str, types: Mapping[str, int] | None = None) -> str:
+    """The sentence refusals end with: the float tensors ``explained`` depends on (a sample)."""
+    shown = candidate_tensors(model, explained, types)
+    listing = ", ".join(repr(name) for name in shown) if shown else "none found"
+    return f"float tensors the explained tensor depends on include: {listing}"
+
+
 def _refuse(
     model: onnx.ModelProto, explained: str, reason: str, types: Mapping[str, int]
 ) -> InvalidModelError:
-    shown = candidate_tensors(model, explained, types)
-    listing = ", ".join(repr(name) for name in shown) if shown else "none found"
-    return InvalidModelError(f"{reason}; float tensors the explained tensor depends on include: {listing}")
+    return InvalidModelError(f"{reason}; {candidate_listing(model, explained, types)}")
 
 
 def cut_model(

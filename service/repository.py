@@ -40,6 +40,7 @@ import onnx
 
 from estimator.gradient_model import GradientModel
 from models.config import CONFIG_FILE_NAME, MODEL_FILE_NAME, TOKENIZER_FILE_NAME, ModelConfig
+from models.cut import candidate_listing
 from models.gradient_graph import GradientGraphError, InvalidModelError, load_model
 from models.gradient_graph.external_data import data_locations, resolve_data_file
 from models.instance_session import InstanceSession
@@ -99,6 +100,9 @@ def validate_model_name(name: str, field_name: str = "model_name") -> str:
         )
     return name
 
+
+# Refusals of explained inputs (and candidate listings) remembered per model version.
+_REFUSALS_KEPT = 64
 
 # The files of a model folder the server reads (tokenizer.json only when present).
 _MODEL_FILES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, TOKENIZER_FILE_NAME)
@@ -173,6 +177,11 @@ class ModelEntry:
     _extra: OrderedDict[str, ServedModel] = field(default_factory=OrderedDict)
     # Graphs of explained inputs requests named, by (explained tensor, explained input).
     _inputs: OrderedDict[tuple[str, str], ServedModel] = field(default_factory=OrderedDict)
+    # Refusals of explained inputs, by (explained tensor, explained input), and the candidate
+    # listing per explained tensor: a request repeating a bad name, or naming no tensor of the
+    # graph, is answered without reading or hashing the model's files again.
+    _refusals: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict)
+    _candidates: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -343,11 +352,37 @@ class ModelRepository:
             if session is not None:
                 entry._inputs.move_to_end(key)
                 return session
-            session = self._open_at(entry, output, tensor)
+            refusal = entry._refusals.get(key)
+            if refusal is None and tensor not in entry.tensor_names:
+                refusal = (
+                    f"explained_input {tensor!r} is not a tensor of the graph; "
+                    f"{self._candidates(entry, output)} (model {entry.name!r})"
+                )
+            if refusal is not None:
+                raise InvalidRequestError(refusal)
+            try:
+                session = self._open_at(entry, output, tensor)
+            except InvalidRequestError as err:
+                entry._refusals[key] = str(err)
+                while len(entry._refusals) > _REFUSALS_KEPT:
+                    entry._refusals.popitem(last=False)
+                raise
             entry._inputs[key] = session
             while len(entry._inputs) > self._max_explained_inputs:
                 entry._inputs.popitem(last=False)
             return session
+
+    def _candidates(self, entry: ModelEntry, output: str) -> str:
+        """The candidate tensors for explained inputs of ``output`` (models.cut's listing), kept per
+        explained tensor; the caller holds ``entry._lock``."""
+        listing = entry._candidates.get(output)
+        if listing is None:
+            model = load_model(entry.folder / MODEL_FILE_NAME, external_data=False)
+            listing = candidate_listing(model, output)
+            entry._candidates[output] = listing
+            while len(entry._candidates) > _REFUSALS_KEPT:
+                entry._candidates.popitem(last=False)
+        return listing
 
     def _check_current(self, entry: ModelEntry, what: str) -> None:
         """Refuse to open more graphs of a model whose served version is not what is on disk."""

@@ -331,6 +331,56 @@ def test_bad_explained_inputs_in_requests_are_invalid_arguments(
         assert repr(names.token) in str(caught.value)  # candidates listed, the embedding lookup first
 
 
+def test_refusals_are_answered_without_reading_the_model_again(
+    served: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that is no tensor of the graph, or one refused before, costs no file read or hash: a
+    client repeating bad names cannot make the server re-read (or re-hash) a large model each time."""
+    import service.repository as repository
+
+    reads: list[str] = []
+    real_load, real_fingerprint = repository.load_model, repository._fingerprint
+
+    def counted_load(*args: Any, **kwargs: Any) -> Any:
+        reads.append("load")
+        return real_load(*args, **kwargs)
+
+    def counted_fingerprint(*args: Any, **kwargs: Any) -> Any:
+        reads.append("hash")
+        return real_fingerprint(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "load_model", counted_load)
+    monkeypatch.setattr(repository, "_fingerprint", counted_fingerprint)
+    ids, mask = _ids_and_mask()
+
+    def refusal(tensor: str) -> str:
+        with pytest.raises(MollifyError) as caught:
+            served.client.explain(
+                "text",
+                ids,
+                method=GRADIENT,
+                target=ClassTarget(0),
+                extra_inputs={"attention_mask": mask},
+                explained_input=tensor,
+            )
+        assert caught.value.code == "INVALID_ARGUMENT", caught.value
+        return str(caught.value)
+
+    first = refusal("no_such_tensor_1")
+    assert "not a tensor of the graph" in first and repr(served.names.token) in first
+    assert "hash" not in reads and reads.count("load") <= 1  # the candidate listing, once per version
+    reads.clear()
+    for attempt in range(2, 6):
+        assert "not a tensor of the graph" in refusal(f"no_such_tensor_{attempt}")
+    assert reads == []
+    proto = onnx.load(str(served.server.repository.ready_entry("text").folder / "model.onnx"))
+    shape = next(n.output[0] for n in proto.graph.node if n.op_type == "Shape")  # int64: not float
+    assert "not a float tensor" in refusal(shape)
+    reads.clear()
+    assert refusal(shape) == refusal(shape)
+    assert reads == []
+
+
 def test_graphs_of_requested_tensors_are_kept_least_recently_used_first(served: SimpleNamespace) -> None:
     """``max_explained_inputs`` (2 here) bounds the graphs a model keeps for tensors requests name."""
     image = np.random.default_rng(1).normal(size=(1, 1, 5, 5)).astype(np.float32)
