@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import onnx
@@ -103,6 +103,26 @@ def validate_model_name(name: str, field_name: str = "model_name") -> str:
 
 # Refusals of explained inputs (and candidate listings) remembered per model version.
 _REFUSALS_KEPT = 64
+
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
+
+
+def _recall(cache: OrderedDict[_Key, _Value], key: _Key) -> _Value | None:
+    """The cached value of ``key`` (now the most recently used), or ``None``."""
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+    return value
+
+
+def _remember(cache: OrderedDict[_Key, _Value], key: _Key, value: _Value, limit: int) -> _Value:
+    """Cache ``value`` under ``key``, dropping the least recently used beyond ``limit``."""
+    cache[key] = value
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
 
 # The files of a model folder the server reads (tokenizer.json only when present).
 _MODEL_FILES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, TOKENIZER_FILE_NAME)
@@ -322,14 +342,11 @@ class ModelRepository:
             return entry.session
         self._check_output(entry, output)
         with entry._lock:
-            session = entry._extra.get(output)
-            if session is not None:
-                entry._extra.move_to_end(output)
-                return session
-            session = self._open_extra(entry, output)
-            entry._extra[output] = session
-            while len(entry._extra) > self._max_output_graphs:
-                entry._extra.popitem(last=False)
+            session = _recall(entry._extra, output)
+            if session is None:
+                session = _remember(
+                    entry._extra, output, self._open_extra(entry, output), self._max_output_graphs
+                )
             return session
 
     @staticmethod
@@ -348,9 +365,8 @@ class ModelRepository:
             self._check_output(entry, output)
         key = (output, tensor)
         with entry._lock:
-            session = entry._inputs.get(key)
+            session = _recall(entry._inputs, key)
             if session is not None:
-                entry._inputs.move_to_end(key)
                 return session
             refusal = entry._refusals.get(key)
             if refusal is None and tensor not in entry.tensor_names:
@@ -363,14 +379,9 @@ class ModelRepository:
             try:
                 session = self._open_at(entry, output, tensor)
             except InvalidRequestError as err:
-                entry._refusals[key] = str(err)
-                while len(entry._refusals) > _REFUSALS_KEPT:
-                    entry._refusals.popitem(last=False)
+                _remember(entry._refusals, key, str(err), _REFUSALS_KEPT)
                 raise
-            entry._inputs[key] = session
-            while len(entry._inputs) > self._max_explained_inputs:
-                entry._inputs.popitem(last=False)
-            return session
+            return _remember(entry._inputs, key, session, self._max_explained_inputs)
 
     def _candidates(self, entry: ModelEntry, output: str) -> str:
         """The candidate tensors for explained inputs of ``output`` (models.cut's listing), kept per
@@ -378,10 +389,7 @@ class ModelRepository:
         listing = entry._candidates.get(output)
         if listing is None:
             model = load_model(entry.folder / MODEL_FILE_NAME, external_data=False)
-            listing = candidate_listing(model, output)
-            entry._candidates[output] = listing
-            while len(entry._candidates) > _REFUSALS_KEPT:
-                entry._candidates.popitem(last=False)
+            listing = _remember(entry._candidates, output, candidate_listing(model, output), _REFUSALS_KEPT)
         return listing
 
     def _check_current(self, entry: ModelEntry, what: str) -> None:
